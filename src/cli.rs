@@ -1,0 +1,293 @@
+//! Command-line interface. Every flag has a `CERTGATE_*` environment fallback.
+//!
+//! Exit codes (all commands): 0 success; 1 the material (or the probed endpoint) failed;
+//! 2 usage or configuration error.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, ConfigError, LogFormat, RawDaemon, RawReload, RawSet};
+use crate::duration::clap_duration;
+use crate::pipeline::validate::Usage;
+
+/// TLS certificate lifecycle gate for Kubernetes pods.
+#[derive(Debug, Parser)]
+#[command(name = "certgate", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One-shot pre-flight validation (init containers). Exit 0 ok, 1 material fails, 2 usage.
+    Check(CheckArgs),
+    /// Print what is in certificate and key files (never key bytes).
+    Inspect(InspectArgs),
+    /// The sidecar: watch, validate, prove, publish, swap back, serve probes and metrics.
+    Run(Box<RunArgs>),
+    /// GET the local /readyz (or /healthz with --live); exit 0 when it answers 200, else 1.
+    Probe(ProbeArgs),
+    /// Show the whole lifecycle on a throwaway PKI in a temp dir. Ctrl-C stops it.
+    Demo(DemoArgs),
+}
+
+/// One cert set given by flags.
+#[derive(Debug, Clone, Args)]
+pub struct SetArgs {
+    /// Certificate chain file (PEM or DER), leaf first.
+    #[arg(long, env = "CERTGATE_CERT", value_name = "PATH")]
+    pub cert: Option<PathBuf>,
+    /// Private key file (PKCS#8, PKCS#1 or SEC1 PEM, or DER).
+    #[arg(long, env = "CERTGATE_KEY", value_name = "PATH")]
+    pub key: Option<PathBuf>,
+    /// Trust bundle the chain must lead to.
+    #[arg(long, env = "CERTGATE_TRUST", value_name = "PATH")]
+    pub trust: Option<PathBuf>,
+    /// A name the leaf must cover (DNS, IP or URI such as spiffe://…). Repeatable.
+    #[arg(
+        long = "name",
+        env = "CERTGATE_NAMES",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    pub names: Vec<String>,
+    /// Which side of TLS the certificate serves.
+    #[arg(long, env = "CERTGATE_USAGE", value_enum)]
+    pub usage: Option<Usage>,
+    /// Fail material that expires within this (e.g. 24h, 7d).
+    #[arg(long, env = "CERTGATE_MIN_REMAINING", value_parser = clap_duration, value_name = "DURATION")]
+    pub min_remaining: Option<Duration>,
+}
+
+impl SetArgs {
+    fn to_raw(&self, name: &str) -> Result<RawSet, ConfigError> {
+        let cert = self
+            .cert
+            .clone()
+            .ok_or_else(|| ConfigError::new("--cert is required (or --config FILE)"))?;
+        Ok(RawSet {
+            name: name.to_string(),
+            cert,
+            key: self.key.clone(),
+            trust: self.trust.clone(),
+            names: self.names.clone(),
+            usage: self.usage,
+            min_remaining: self.min_remaining,
+            ..RawSet::default()
+        })
+    }
+
+    fn any_given(&self) -> bool {
+        self.cert.is_some() || self.key.is_some() || self.trust.is_some() || !self.names.is_empty()
+    }
+}
+
+/// `certgate check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub set: SetArgs,
+    /// Check every set of this TOML config instead of flags.
+    #[arg(long, env = "CERTGATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Validate as of this time (RFC 3339) instead of now.
+    #[arg(long, env = "CERTGATE_AT", value_name = "RFC3339")]
+    pub at: Option<String>,
+    /// Skip the loopback self-handshake.
+    #[arg(long, env = "CERTGATE_NO_HANDSHAKE")]
+    pub no_handshake: bool,
+    /// Print one JSON document instead of human lines.
+    #[arg(long, env = "CERTGATE_JSON")]
+    pub json: bool,
+    /// Refuse input files larger than this many bytes.
+    #[arg(long, env = "CERTGATE_MAX_FILE_SIZE", default_value_t = config::MAX_FILE_SIZE, value_name = "BYTES")]
+    pub max_file_size: u64,
+    /// Bound on the self-handshake.
+    #[arg(long, env = "CERTGATE_HANDSHAKE_TIMEOUT", value_parser = clap_duration, default_value = "2s", value_name = "DURATION")]
+    pub handshake_timeout: Duration,
+}
+
+/// `certgate inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Certificate, bundle or key files.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Print JSON.
+    #[arg(long, env = "CERTGATE_JSON")]
+    pub json: bool,
+    /// Refuse files larger than this many bytes.
+    #[arg(long, env = "CERTGATE_MAX_FILE_SIZE", default_value_t = config::MAX_FILE_SIZE, value_name = "BYTES")]
+    pub max_file_size: u64,
+}
+
+/// `certgate run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub set: SetArgs,
+    /// Watch every set of this TOML config instead of flags.
+    #[arg(long, env = "CERTGATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Name of the set given by flags (a metric label).
+    #[arg(
+        long,
+        env = "CERTGATE_SET_NAME",
+        default_value = "default",
+        value_name = "NAME"
+    )]
+    pub set_name: String,
+    /// Publish validated material here (kubelet-style); without it certgate only monitors.
+    #[arg(long, env = "CERTGATE_PUBLISH_DIR", value_name = "DIR")]
+    pub publish_dir: Option<PathBuf>,
+    /// Mode of the published key file (0600, or 0640 for fsGroup setups).
+    #[arg(long, env = "CERTGATE_KEY_MODE", value_name = "MODE")]
+    pub key_mode: Option<String>,
+    /// Warn this long before expiry.
+    #[arg(long, env = "CERTGATE_WARN_BEFORE", value_parser = clap_duration, value_name = "DURATION")]
+    pub warn_before: Option<Duration>,
+    /// Report not-ready this long before expiry (default 0: once expired).
+    #[arg(long, env = "CERTGATE_FAIL_READY_BEFORE", value_parser = clap_duration, value_name = "DURATION")]
+    pub fail_ready_before: Option<Duration>,
+    /// After publishing, check the workload serves the new leaf at this address; else swap back.
+    #[arg(long, env = "CERTGATE_VERIFY_ADDR", value_name = "ADDR")]
+    pub verify_addr: Option<String>,
+    /// Deadline for the workload to serve the new leaf.
+    #[arg(long, env = "CERTGATE_VERIFY_TIMEOUT", value_parser = clap_duration, value_name = "DURATION")]
+    pub verify_timeout: Option<Duration>,
+    /// Signal to send the workload after a publish (e.g. SIGHUP).
+    #[arg(long, env = "CERTGATE_RELOAD_SIGNAL", value_name = "SIGNAL")]
+    pub reload_signal: Option<String>,
+    /// Pid file of the process to signal.
+    #[arg(long, env = "CERTGATE_RELOAD_PID_FILE", value_name = "PATH")]
+    pub reload_pid_file: Option<PathBuf>,
+    /// Name of the process to signal (needs shareProcessNamespace).
+    #[arg(long, env = "CERTGATE_RELOAD_PROCESS", value_name = "NAME")]
+    pub reload_process: Option<String>,
+    /// URL to POST to after a publish.
+    #[arg(long, env = "CERTGATE_RELOAD_URL", value_name = "URL")]
+    pub reload_url: Option<String>,
+    /// Admin server address (/healthz /readyz /status /metrics).
+    #[arg(long, env = "CERTGATE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Periodic re-read of every set.
+    #[arg(long, env = "CERTGATE_RESYNC_INTERVAL", value_parser = clap_duration, value_name = "DURATION")]
+    pub resync_interval: Option<Duration>,
+    /// Settle window for plain (non-atomic) writers.
+    #[arg(long, env = "CERTGATE_SETTLE", value_parser = clap_duration, value_name = "DURATION")]
+    pub settle: Option<Duration>,
+    /// Log format.
+    #[arg(long, env = "CERTGATE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Skip the loopback self-handshake.
+    #[arg(long, env = "CERTGATE_NO_HANDSHAKE")]
+    pub no_handshake: bool,
+}
+
+impl RunArgs {
+    /// The validated config: from `--config` (flags for daemon settings override it) or flags.
+    pub fn to_config(&self) -> Result<config::Config, ConfigError> {
+        let mut raw = match &self.config {
+            Some(path) => {
+                if self.set.any_given() || self.publish_dir.is_some() {
+                    return Err(ConfigError::new(
+                        "--config and per-set flags (--cert, --publish-dir, …) are mutually exclusive",
+                    ));
+                }
+                config::read_raw(path)?
+            }
+            None => {
+                let mut set = self.set.to_raw(&self.set_name)?;
+                set.publish_dir = self.publish_dir.clone();
+                set.key_mode = self.key_mode.clone();
+                set.warn_before = self.warn_before;
+                set.fail_ready_before = self.fail_ready_before;
+                set.verify_addr = self.verify_addr.clone();
+                set.verify_timeout = self.verify_timeout;
+                set.handshake = Some(!self.no_handshake);
+                let reload = RawReload {
+                    signal: self.reload_signal.clone(),
+                    pid_file: self.reload_pid_file.clone(),
+                    process_name: self.reload_process.clone(),
+                    url: self.reload_url.clone(),
+                    command: None,
+                };
+                if reload.signal.is_some()
+                    || reload.pid_file.is_some()
+                    || reload.process_name.is_some()
+                    || reload.url.is_some()
+                {
+                    set.reload = Some(reload);
+                }
+                config::RawConfig {
+                    daemon: RawDaemon::default(),
+                    sets: vec![set],
+                }
+            }
+        };
+        let d = &mut raw.daemon;
+        d.listen = self.listen.clone().or(d.listen.take());
+        d.resync_interval = self.resync_interval.or(d.resync_interval);
+        d.settle = self.settle.or(d.settle);
+        d.log_format = self.log_format.or(d.log_format);
+        let ctx = self
+            .config
+            .as_ref()
+            .map(|p| format!("config {}: ", p.display()))
+            .unwrap_or_default();
+        config::Config::from_raw(raw).map_err(|e| ConfigError::new(format!("{ctx}{e}")))
+    }
+}
+
+impl CheckArgs {
+    /// The sets to check: every set of `--config`, or one from flags.
+    pub fn to_config(&self) -> Result<config::Config, ConfigError> {
+        match &self.config {
+            Some(path) => {
+                if self.set.any_given() {
+                    return Err(ConfigError::new(
+                        "--config and --cert/--key/--trust/--name are mutually exclusive",
+                    ));
+                }
+                config::Config::from_file(path)
+            }
+            None => config::Config::from_raw(config::RawConfig {
+                daemon: RawDaemon::default(),
+                sets: vec![self.set.to_raw("default")?],
+            }),
+        }
+    }
+}
+
+/// `certgate probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// URL to GET (default: http://127.0.0.1:9464/readyz, or /healthz with --live).
+    #[arg(long, env = "CERTGATE_PROBE_URL", value_name = "URL")]
+    pub url: Option<String>,
+    /// Probe liveness (/healthz) instead of readiness.
+    #[arg(long)]
+    pub live: bool,
+    /// Give up after this long.
+    #[arg(long, env = "CERTGATE_PROBE_TIMEOUT", value_parser = clap_duration, default_value = "2s", value_name = "DURATION")]
+    pub timeout: Duration,
+}
+
+/// `certgate demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Admin server address for the demo daemon.
+    #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR")]
+    pub listen: String,
+    /// Seconds between demo rotations.
+    #[arg(long, value_parser = clap_duration, default_value = "5s", value_name = "DURATION")]
+    pub every: Duration,
+    /// Run one full cycle of the scenario, then exit (for scripted runs).
+    #[arg(long)]
+    pub once: bool,
+}

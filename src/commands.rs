@@ -1,0 +1,148 @@
+//! The commands behind the CLI, each returning an [`Outcome`] that `main` turns into an exit code.
+
+use std::io::Write;
+
+use crate::cli::{CheckArgs, DemoArgs, InspectArgs, ProbeArgs, RunArgs};
+use crate::config::{Config, SetConfig};
+use crate::pipeline::{self, EvalOptions, Evaluation};
+use crate::report;
+use crate::time_fmt::{now_unix, parse_rfc3339};
+
+/// Process outcome; the discriminant is the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Outcome {
+    /// Everything passed.
+    Ok = 0,
+    /// The material or the probed endpoint failed.
+    Failed = 1,
+    /// Usage or configuration error.
+    Usage = 2,
+}
+
+fn usage_error(msg: impl std::fmt::Display) -> Outcome {
+    eprintln!("certgate: {msg}");
+    Outcome::Usage
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Outcome> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| usage_error(format!("cannot start runtime: {e}")))
+}
+
+/// `certgate check`.
+pub fn check(args: &CheckArgs) -> Outcome {
+    let config = match args.to_config() {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
+    let now = match &args.at {
+        Some(at) => match parse_rfc3339(at) {
+            Ok(t) => t,
+            Err(e) => return usage_error(format!("--at: {e}")),
+        },
+        None => now_unix(),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(o) => return o,
+    };
+    let results = rt.block_on(check_sets(&config, args, now));
+    let passed = results.iter().all(|(_, e)| e.passed);
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        let doc = report::check_document(now, &results);
+        match serde_json::to_string_pretty(&doc) {
+            Ok(s) => {
+                let _ = writeln!(stdout, "{s}");
+            }
+            Err(e) => return usage_error(format!("cannot encode JSON: {e}")),
+        }
+    } else {
+        for (set, eval) in &results {
+            let _ = write!(stdout, "{}", report::human_set(set, eval, now));
+        }
+        let failed = results.iter().filter(|(_, e)| !e.passed).count();
+        let _ = match failed {
+            0 => writeln!(stdout, "PASS: {} set(s) valid", results.len()),
+            n => writeln!(stdout, "FAIL: {n} of {} set(s) failed", results.len()),
+        };
+    }
+    drop(stdout);
+    for (set, eval) in &results {
+        for line in report::failure_lines(set, eval) {
+            eprintln!("{line}");
+        }
+    }
+    if passed {
+        Outcome::Ok
+    } else {
+        Outcome::Failed
+    }
+}
+
+async fn check_sets(config: &Config, args: &CheckArgs, now: i64) -> Vec<(SetConfig, Evaluation)> {
+    let mut out = Vec::with_capacity(config.sets.len());
+    for set in &config.sets {
+        let opts = EvalOptions {
+            max_file_size: args.max_file_size,
+            handshake: !args.no_handshake && set.handshake,
+            handshake_timeout: args.handshake_timeout,
+        };
+        let eval = pipeline::evaluate(&set.paths, &set.policy, &opts, now).await;
+        out.push((set.clone(), eval));
+    }
+    out
+}
+
+/// `certgate inspect`.
+pub fn inspect(args: &InspectArgs) -> Outcome {
+    let files: Vec<_> = args
+        .files
+        .iter()
+        .map(|f| report::inspect_file(f, args.max_file_size))
+        .collect();
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        match serde_json::to_string_pretty(&files) {
+            Ok(s) => {
+                let _ = writeln!(stdout, "{s}");
+            }
+            Err(e) => return usage_error(format!("cannot encode JSON: {e}")),
+        }
+    } else {
+        for f in &files {
+            let _ = write!(stdout, "{}", report::human_inspected(f));
+        }
+    }
+    drop(stdout);
+    let mut failed = false;
+    for f in &files {
+        if let Some(e) = &f.error {
+            eprintln!("{e}");
+            failed = true;
+        }
+    }
+    if failed {
+        Outcome::Failed
+    } else {
+        Outcome::Ok
+    }
+}
+
+/// `certgate run`.
+pub fn run(_args: &RunArgs) -> Outcome {
+    usage_error("run: not available yet")
+}
+
+/// `certgate probe`.
+pub fn probe(_args: &ProbeArgs) -> Outcome {
+    usage_error("probe: not available yet")
+}
+
+/// `certgate demo`.
+pub fn demo(_args: &DemoArgs) -> Outcome {
+    usage_error("demo: not available yet")
+}

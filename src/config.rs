@@ -1,0 +1,615 @@
+//! The validated configuration: built from a TOML file (`--config`) or from flags, through the
+//! same checks, so both paths refuse the same mistakes with the same messages.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::duration::{parse_duration, serde_str};
+use crate::pipeline::load::{SourcePaths, DEFAULT_MAX_FILE_SIZE};
+use crate::pipeline::validate::{ExpectedName, Policy, Usage};
+use crate::pipeline::EvalOptions;
+
+/// Default address of the admin server (probes, status, metrics).
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9464";
+
+/// A configuration mistake. The message names the file and key or the flag.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    /// An error with a message.
+    pub fn new(msg: impl Into<String>) -> Self {
+        Self(msg.into())
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+// === raw TOML shape ===
+
+/// The file as written. Unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Process-wide settings.
+    #[serde(default)]
+    pub daemon: RawDaemon,
+    /// The cert sets.
+    #[serde(default, rename = "set")]
+    pub sets: Vec<RawSet>,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDaemon {
+    /// Admin server address.
+    pub listen: Option<String>,
+    /// Periodic re-read of every set.
+    #[serde(default, deserialize_with = "serde_str::option")]
+    pub resync_interval: Option<Duration>,
+    /// Settle window for plain (non-atomic) writers.
+    #[serde(default, deserialize_with = "serde_str::option")]
+    pub settle: Option<Duration>,
+    /// `text` or `json`.
+    pub log_format: Option<LogFormat>,
+    /// Cap on any input file's size, bytes.
+    pub max_file_size: Option<u64>,
+    /// Bound on each self-handshake.
+    #[serde(default, deserialize_with = "serde_str::option")]
+    pub handshake_timeout: Option<Duration>,
+}
+
+/// `[[set]]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSet {
+    /// Unique name, used in metrics and status.
+    pub name: String,
+    /// Certificate chain file.
+    pub cert: PathBuf,
+    /// Private key file.
+    pub key: Option<PathBuf>,
+    /// Trust bundle file.
+    pub trust: Option<PathBuf>,
+    /// Names the leaf must cover.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// server, client or both.
+    pub usage: Option<Usage>,
+    /// Refuse material expiring within this.
+    #[serde(default, deserialize_with = "serde_str::option")]
+    pub min_remaining: Option<Duration>,
+    /// Warn (status, metrics) this long before expiry.
+    #[serde(default, deserialize_with = "serde_str::option")]
+    pub warn_before: Option<Duration>,
+    /// Turn not-ready this long before expiry (0 = only once expired).
+    #[serde(default, deserialize_with = "serde_str::option")]
+    pub fail_ready_before: Option<Duration>,
+    /// Directory the workload reads; absent = monitor mode.
+    pub publish_dir: Option<PathBuf>,
+    /// Mode of the published key file: "0600" (default) or "0640" etc.
+    pub key_mode: Option<String>,
+    /// Whether this set counts for readiness (default true).
+    pub required: Option<bool>,
+    /// Run the self-handshake (default true).
+    pub handshake: Option<bool>,
+    /// Workload TLS address to verify after publishing.
+    pub verify_addr: Option<String>,
+    /// Name to verify the workload with (default: the first expected name).
+    pub verify_name: Option<String>,
+    /// How long the workload has to serve the new leaf.
+    #[serde(default, deserialize_with = "serde_str::option")]
+    pub verify_timeout: Option<Duration>,
+    /// How to tell the workload to reload.
+    pub reload: Option<RawReload>,
+}
+
+/// `[set.reload]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReload {
+    /// Signal name, e.g. `SIGHUP`.
+    pub signal: Option<String>,
+    /// Pid file of the process to signal.
+    pub pid_file: Option<PathBuf>,
+    /// Name (comm) of the process to signal; needs `shareProcessNamespace`.
+    pub process_name: Option<String>,
+    /// URL to POST to.
+    pub url: Option<String>,
+    /// Command to run (argv).
+    pub command: Option<Vec<String>>,
+}
+
+// === validated ===
+
+/// Process-wide settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonSettings {
+    /// Admin server address.
+    pub listen: SocketAddr,
+    /// Periodic resync.
+    pub resync_interval: Duration,
+    /// Settle window for plain writers.
+    pub settle: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Pipeline options.
+    pub eval: EvalOptions,
+}
+
+impl Default for DaemonSettings {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 9464))),
+            resync_interval: Duration::from_secs(60),
+            settle: Duration::from_millis(100),
+            log_format: LogFormat::Text,
+            eval: EvalOptions::default(),
+        }
+    }
+}
+
+/// Where and how to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishSettings {
+    /// The directory the workload reads.
+    pub dir: PathBuf,
+    /// Mode of the key file.
+    pub key_mode: u32,
+}
+
+/// Which process to signal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignalTarget {
+    /// The pid in this file.
+    PidFile(PathBuf),
+    /// Every process with this `comm`.
+    ProcessName(String),
+}
+
+/// How to tell the workload about new material.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReloadSettings {
+    /// Signal number and target.
+    pub signal: Option<(i32, SignalTarget)>,
+    /// URL to POST to.
+    pub url: Option<String>,
+    /// Command argv.
+    pub command: Option<Vec<String>>,
+}
+
+/// Post-publish verification of the workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifySettings {
+    /// Workload TLS address.
+    pub addr: SocketAddr,
+    /// Name to verify.
+    pub name: Option<ExpectedName>,
+    /// Deadline for the workload to serve the new leaf.
+    pub timeout: Duration,
+}
+
+/// One validated cert set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetConfig {
+    /// Unique name.
+    pub name: String,
+    /// Source files.
+    pub paths: SourcePaths,
+    /// What the material must satisfy.
+    pub policy: Policy,
+    /// Not-ready this long before expiry.
+    pub fail_ready_before: Duration,
+    /// Counts for readiness.
+    pub required: bool,
+    /// Run the self-handshake.
+    pub handshake: bool,
+    /// Publishing; `None` = monitor mode.
+    pub publish: Option<PublishSettings>,
+    /// Reload actions.
+    pub reload: Option<ReloadSettings>,
+    /// Workload verification.
+    pub verify: Option<VerifySettings>,
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Process-wide settings.
+    pub daemon: DaemonSettings,
+    /// At least one set, names unique.
+    pub sets: Vec<SetConfig>,
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_raw(read_raw(path)?)
+            .map_err(|e| ConfigError(format!("config {}: {}", path.display(), e.0)))
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError(one_line(&e.to_string())))?;
+        Self::from_raw(raw)
+    }
+
+    /// Validates the raw shape.
+    pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let daemon = validate_daemon(&raw.daemon)?;
+        if raw.sets.is_empty() {
+            return Err(ConfigError::new("no [[set]] configured"));
+        }
+        let mut sets: Vec<SetConfig> = Vec::with_capacity(raw.sets.len());
+        for (i, set) in raw.sets.iter().enumerate() {
+            let set = validate_set(set).map_err(|e| {
+                let name = if set.name.is_empty() {
+                    format!("#{i}")
+                } else {
+                    format!("{:?}", set.name)
+                };
+                ConfigError(format!("set {name}: {}", e.0))
+            })?;
+            if sets.iter().any(|s| s.name == set.name) {
+                return Err(ConfigError(format!(
+                    "set {:?}: duplicate set name",
+                    set.name
+                )));
+            }
+            if let Some(p) = &set.publish {
+                if let Some(other) = sets
+                    .iter()
+                    .find(|s| s.publish.as_ref().is_some_and(|q| q.dir == p.dir))
+                {
+                    return Err(ConfigError(format!(
+                        "set {:?}: publish_dir {} already used by set {:?}",
+                        set.name,
+                        p.dir.display(),
+                        other.name
+                    )));
+                }
+            }
+            sets.push(set);
+        }
+        Ok(Self { daemon, sets })
+    }
+}
+
+/// Reads a TOML config file into its raw shape; errors name the file.
+pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
+    let ctx = format!("config {}", path.display());
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("{ctx}: cannot read: {e}")))?;
+    toml::from_str(&text).map_err(|e| ConfigError(format!("{ctx}: {}", one_line(&e.to_string()))))
+}
+
+/// TOML errors span several lines (a source excerpt); keep the first for a one-line error.
+fn one_line(msg: &str) -> String {
+    let mut lines = msg.lines().filter(|l| !l.trim().is_empty());
+    let first = lines.next().unwrap_or("invalid TOML").trim().to_string();
+    // toml puts the actual complaint last, after the excerpt.
+    match lines.last() {
+        Some(last) if !last.trim_start().starts_with('|') => format!("{first}: {}", last.trim()),
+        _ => first,
+    }
+}
+
+/// Validates `[daemon]`.
+pub fn validate_daemon(raw: &RawDaemon) -> Result<DaemonSettings, ConfigError> {
+    let mut d = DaemonSettings::default();
+    if let Some(listen) = &raw.listen {
+        d.listen = listen.parse().map_err(|_| {
+            ConfigError(format!(
+                "daemon.listen: {listen:?} is not an address like 0.0.0.0:9464"
+            ))
+        })?;
+    }
+    if let Some(r) = raw.resync_interval {
+        if r < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "daemon.resync_interval: must be at least 1s",
+            ));
+        }
+        d.resync_interval = r;
+    }
+    if let Some(s) = raw.settle {
+        if s > Duration::from_secs(10) {
+            return Err(ConfigError::new("daemon.settle: must be at most 10s"));
+        }
+        d.settle = s;
+    }
+    if let Some(f) = raw.log_format {
+        d.log_format = f;
+    }
+    if let Some(m) = raw.max_file_size {
+        if m == 0 {
+            return Err(ConfigError::new("daemon.max_file_size: must be positive"));
+        }
+        d.eval.max_file_size = m;
+    }
+    if let Some(t) = raw.handshake_timeout {
+        if t.is_zero() {
+            return Err(ConfigError::new(
+                "daemon.handshake_timeout: must be positive",
+            ));
+        }
+        d.eval.handshake_timeout = t;
+    }
+    Ok(d)
+}
+
+/// Validates one `[[set]]`.
+pub fn validate_set(raw: &RawSet) -> Result<SetConfig, ConfigError> {
+    let name = raw.name.trim();
+    if name.is_empty() {
+        return Err(ConfigError::new("name: must not be empty"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        || name.len() > 63
+    {
+        return Err(ConfigError(format!(
+            "name: {name:?} must be at most 63 characters of [A-Za-z0-9._-]"
+        )));
+    }
+    if raw.cert.as_os_str().is_empty() {
+        return Err(ConfigError::new("cert: must be set"));
+    }
+    let names = raw
+        .names
+        .iter()
+        .map(|n| ExpectedName::parse(n))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ConfigError(format!("names: {e}")))?;
+    let defaults = Policy::default();
+    let policy = Policy {
+        usage: raw.usage.unwrap_or_default(),
+        names,
+        min_remaining: raw.min_remaining.unwrap_or(defaults.min_remaining),
+        warn_before: raw.warn_before.unwrap_or(defaults.warn_before),
+    };
+    let publish = raw
+        .publish_dir
+        .as_ref()
+        .map(|dir| {
+            let key_mode = match raw.key_mode.as_deref() {
+                None => 0o600,
+                Some(m) => parse_key_mode(m)?,
+            };
+            Ok::<_, ConfigError>(PublishSettings {
+                dir: dir.clone(),
+                key_mode,
+            })
+        })
+        .transpose()?;
+    if raw.key_mode.is_some() && publish.is_none() {
+        return Err(ConfigError::new(
+            "key_mode: only meaningful with publish_dir",
+        ));
+    }
+    let reload = raw.reload.as_ref().map(validate_reload).transpose()?;
+    let verify = match &raw.verify_addr {
+        None => None,
+        Some(addr) => Some(VerifySettings {
+            addr: addr.parse().map_err(|_| {
+                ConfigError(format!(
+                    "verify_addr: {addr:?} is not an address like 127.0.0.1:8443"
+                ))
+            })?,
+            name: raw
+                .verify_name
+                .as_deref()
+                .map(ExpectedName::parse)
+                .transpose()
+                .map_err(|e| ConfigError(format!("verify_name: {e}")))?,
+            timeout: raw.verify_timeout.unwrap_or(Duration::from_secs(30)),
+        }),
+    };
+    if verify.is_some() && publish.is_none() {
+        return Err(ConfigError::new(
+            "verify_addr: needs publish_dir (swap-back needs a published generation)",
+        ));
+    }
+    Ok(SetConfig {
+        name: name.to_string(),
+        paths: SourcePaths {
+            cert: raw.cert.clone(),
+            key: raw.key.clone(),
+            trust: raw.trust.clone(),
+        },
+        policy,
+        fail_ready_before: raw.fail_ready_before.unwrap_or(Duration::ZERO),
+        required: raw.required.unwrap_or(true),
+        handshake: raw.handshake.unwrap_or(true),
+        publish,
+        reload,
+        verify,
+    })
+}
+
+fn parse_key_mode(m: &str) -> Result<u32, ConfigError> {
+    let mode = u32::from_str_radix(m.trim_start_matches("0o"), 8).map_err(|_| {
+        ConfigError(format!(
+            "key_mode: {m:?} is not an octal mode like \"0600\""
+        ))
+    })?;
+    if mode & 0o177 & !0o040 != 0 || mode & 0o400 == 0 {
+        return Err(ConfigError(format!(
+            "key_mode: {m:?} must be owner-readable and at most group-readable (0400, 0440, 0600 or 0640)"
+        )));
+    }
+    Ok(mode)
+}
+
+fn validate_reload(raw: &RawReload) -> Result<ReloadSettings, ConfigError> {
+    let signal = match (&raw.signal, &raw.pid_file, &raw.process_name) {
+        (None, None, None) => None,
+        (None, _, _) => {
+            return Err(ConfigError::new(
+                "reload: pid_file/process_name need signal",
+            ))
+        }
+        (Some(_), None, None) => {
+            return Err(ConfigError::new(
+                "reload.signal: needs pid_file or process_name",
+            ))
+        }
+        (Some(_), Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                "reload: give pid_file or process_name, not both",
+            ))
+        }
+        (Some(sig), pid_file, process) => {
+            let num = parse_signal(sig)?;
+            let target = match (pid_file, process) {
+                (Some(p), _) => SignalTarget::PidFile(p.clone()),
+                (_, Some(n)) => SignalTarget::ProcessName(n.clone()),
+                _ => {
+                    return Err(ConfigError::new(
+                        "reload.signal: needs pid_file or process_name",
+                    ))
+                }
+            };
+            Some((num, target))
+        }
+    };
+    if let Some(url) = &raw.url {
+        if !url.starts_with("http://") {
+            return Err(ConfigError(format!(
+                "reload.url: {url:?} must be an http:// URL (local workload)"
+            )));
+        }
+    }
+    if raw.command.as_ref().is_some_and(|c| c.is_empty()) {
+        return Err(ConfigError::new("reload.command: must not be empty"));
+    }
+    let settings = ReloadSettings {
+        signal,
+        url: raw.url.clone(),
+        command: raw.command.clone(),
+    };
+    if settings == ReloadSettings::default() {
+        return Err(ConfigError::new("reload: set signal, url or command"));
+    }
+    Ok(settings)
+}
+
+/// Parses `SIGHUP`, `HUP`, `hup` or a number.
+pub fn parse_signal(s: &str) -> Result<i32, ConfigError> {
+    let upper = s.trim().to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let num = match bare {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "TERM" => libc::SIGTERM,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "WINCH" => libc::SIGWINCH,
+        other => match other.parse::<i32>() {
+            Ok(n) if (1..=64).contains(&n) => n,
+            _ => {
+                return Err(ConfigError(format!(
+                    "reload.signal: unknown signal {s:?} (e.g. SIGHUP)"
+                )))
+            }
+        },
+    };
+    Ok(num)
+}
+
+/// Parses a duration for a config key, naming the key.
+pub fn duration_for(key: &str, s: &str) -> Result<Duration, ConfigError> {
+    parse_duration(s).map_err(|e| ConfigError(format!("{key}: {e}")))
+}
+
+/// Default cap, re-exported for flag defaults.
+pub const MAX_FILE_SIZE: u64 = DEFAULT_MAX_FILE_SIZE;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../config/certgate.example.toml");
+        let cfg = Config::from_toml(text).expect("example config is valid");
+        assert!(!cfg.sets.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::from_toml("[[set]]\nname = \"a\"\ncert = \"/x\"\ncolour = \"red\"\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+        let err = Config::from_toml("[daemon]\nlisten_addr = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_key() {
+        let cases = [
+            (
+                "[[set]]\nname = \"a\"\ncert = \"/x\"\nmin_remaining = \"3y\"\n",
+                "3y",
+            ),
+            ("[[set]]\nname = \"a b\"\ncert = \"/x\"\n", "name"),
+            (
+                "[[set]]\nname = \"a\"\ncert = \"/x\"\nusage = \"peer\"\n",
+                "peer",
+            ),
+            (
+                "[[set]]\nname = \"a\"\ncert = \"/x\"\npublish_dir = \"/p\"\nkey_mode = \"0644\"\n",
+                "key_mode",
+            ),
+            (
+                "[[set]]\nname = \"a\"\ncert = \"/x\"\nnames = [\"bad name!\"]\n",
+                "names",
+            ),
+            (
+                "[[set]]\nname = \"a\"\ncert = \"/x\"\n[[set]]\nname = \"a\"\ncert = \"/y\"\n",
+                "duplicate",
+            ),
+            (
+                "[[set]]\nname = \"a\"\ncert = \"/x\"\n[set.reload]\nsignal = \"SIGHUP\"\n",
+                "pid_file",
+            ),
+            (
+                "[daemon]\nlisten = \"nowhere\"\n[[set]]\nname = \"a\"\ncert = \"/x\"\n",
+                "daemon.listen",
+            ),
+            ("", "no [[set]]"),
+        ];
+        for (text, needle) in cases {
+            let err = Config::from_toml(text).expect_err(text).to_string();
+            assert!(err.contains(needle), "{text:?}: {err}");
+            assert!(!err.contains('\n'), "one line: {err:?}");
+        }
+    }
+
+    #[test]
+    fn key_modes() {
+        assert_eq!(parse_key_mode("0600").ok(), Some(0o600));
+        assert_eq!(parse_key_mode("0640").ok(), Some(0o640));
+        assert!(parse_key_mode("0644").is_err());
+        assert!(parse_key_mode("0200").is_err());
+    }
+}

@@ -1,0 +1,318 @@
+//! Stage 2: describe certificates (and keys, without their bytes) for humans, `/status` and
+//! metrics, using x509-parser.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use rustls_pki_types::CertificateDer;
+use serde::Serialize;
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::public_key::PublicKey;
+use x509_parser::x509::SubjectPublicKeyInfo;
+
+use crate::hex;
+
+/// Where a certificate stands in a chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The end-entity certificate.
+    Leaf,
+    /// A CA between the leaf and the anchor.
+    Intermediate,
+    /// A trust anchor (root) from the bundle.
+    Anchor,
+}
+
+impl Role {
+    /// Lowercase label, as used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Leaf => "leaf",
+            Self::Intermediate => "intermediate",
+            Self::Anchor => "anchor",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A subject alternative name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", content = "value", rename_all = "lowercase")]
+pub enum San {
+    /// `dNSName`.
+    Dns(String),
+    /// `iPAddress`.
+    Ip(IpAddr),
+    /// `uniformResourceIdentifier`, e.g. a SPIFFE ID.
+    Uri(String),
+    /// `rfc822Name`.
+    Email(String),
+}
+
+impl fmt::Display for San {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Dns(n) => write!(f, "DNS:{n}"),
+            Self::Ip(ip) => write!(f, "IP:{ip}"),
+            Self::Uri(u) => write!(f, "URI:{u}"),
+            Self::Email(e) => write!(f, "email:{e}"),
+        }
+    }
+}
+
+/// Everything certgate reports about one certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CertInfo {
+    /// Position in the chain.
+    pub role: Role,
+    /// RFC 4514-style subject.
+    pub subject: String,
+    /// The subject's first common name, if any.
+    pub subject_cn: String,
+    /// The subject's first organization, if any.
+    pub subject_o: String,
+    /// RFC 4514-style issuer.
+    pub issuer: String,
+    /// The issuer's first common name, if any.
+    pub issuer_cn: String,
+    /// The issuer's first organization, if any.
+    pub issuer_o: String,
+    /// Serial number, lowercase hex.
+    pub serial: String,
+    /// Subject alternative names.
+    pub sans: Vec<San>,
+    /// Start of validity, Unix seconds.
+    pub not_before: i64,
+    /// End of validity, Unix seconds.
+    pub not_after: i64,
+    /// `RSA`, `ECDSA P-256`, `Ed25519`, …
+    pub key_algorithm: String,
+    /// Key size in bits (curve size for EC).
+    pub key_bits: usize,
+    /// Signature algorithm name.
+    pub signature_algorithm: String,
+    /// SHA-256 of the DER, lowercase hex.
+    pub fingerprint_sha256: String,
+    /// basicConstraints CA flag.
+    pub is_ca: bool,
+    /// Issuer equals subject.
+    pub self_issued: bool,
+    /// Key usage flags.
+    pub key_usage: Vec<String>,
+    /// Extended key usages.
+    pub extended_key_usage: Vec<String>,
+}
+
+impl CertInfo {
+    /// Whether the certificate is within its validity window at `now` (Unix seconds).
+    pub fn valid_at(&self, now: i64) -> bool {
+        self.not_before <= now && now <= self.not_after
+    }
+}
+
+/// A certificate x509-parser could not read.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("certificate #{index}: not a valid X.509 certificate: {detail}")]
+pub struct InspectError {
+    /// 0-based position in its file.
+    pub index: usize,
+    /// What the parser said.
+    pub detail: String,
+}
+
+/// Inspects one DER certificate; `role` is a hint overridden for CAs (see [`classify`]).
+pub fn inspect_cert(der: &CertificateDer<'_>, index: usize) -> Result<CertInfo, InspectError> {
+    let err = |detail: String| InspectError { index, detail };
+    let (rest, cert) = X509Certificate::from_der(der.as_ref()).map_err(|e| err(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(err(format!("{} trailing bytes", rest.len())));
+    }
+    let tbs = &cert.tbs_certificate;
+    let sans = match cert.subject_alternative_name() {
+        Ok(Some(ext)) => ext.value.general_names.iter().filter_map(san_of).collect(),
+        Ok(None) => Vec::new(),
+        Err(e) => return Err(err(format!("subjectAltName: {e}"))),
+    };
+    let (key_algorithm, key_bits) = describe_spki(cert.public_key());
+    let key_usage = match cert.key_usage() {
+        Ok(Some(ku)) => ku
+            .value
+            .to_string()
+            .split(", ")
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let extended_key_usage = match cert.extended_key_usage() {
+        Ok(Some(eku)) => {
+            let e = eku.value;
+            [
+                (e.any, "any"),
+                (e.server_auth, "serverAuth"),
+                (e.client_auth, "clientAuth"),
+                (e.code_signing, "codeSigning"),
+                (e.email_protection, "emailProtection"),
+                (e.time_stamping, "timeStamping"),
+                (e.ocsp_signing, "OCSPSigning"),
+            ]
+            .into_iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, name)| name.to_string())
+            .chain(e.other.iter().map(|oid| oid.to_id_string()))
+            .collect()
+        }
+        _ => Vec::new(),
+    };
+    fn first<'a>(
+        mut it: impl Iterator<Item = &'a x509_parser::x509::AttributeTypeAndValue<'a>>,
+    ) -> String {
+        it.next()
+            .and_then(|a| a.as_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    }
+    let is_ca = cert.is_ca();
+    let self_issued = tbs.subject.as_raw() == tbs.issuer.as_raw();
+    Ok(CertInfo {
+        role: classify(index, is_ca, self_issued),
+        subject: tbs.subject.to_string(),
+        subject_cn: first(tbs.subject.iter_common_name()),
+        subject_o: first(tbs.subject.iter_organization()),
+        issuer: tbs.issuer.to_string(),
+        issuer_cn: first(tbs.issuer.iter_common_name()),
+        issuer_o: first(tbs.issuer.iter_organization()),
+        serial: hex(tbs.raw_serial()),
+        sans,
+        not_before: tbs.validity.not_before.timestamp(),
+        not_after: tbs.validity.not_after.timestamp(),
+        key_algorithm,
+        key_bits,
+        signature_algorithm: oid_name(&cert.signature_algorithm.algorithm),
+        fingerprint_sha256: hex(ring::digest::digest(&ring::digest::SHA256, der.as_ref()).as_ref()),
+        is_ca,
+        self_issued,
+        key_usage,
+        extended_key_usage,
+    })
+}
+
+/// Role from position and CA-ness: the first non-CA certificate is the leaf, a self-issued CA
+/// is an anchor, any other CA an intermediate.
+pub fn classify(index: usize, is_ca: bool, self_issued: bool) -> Role {
+    match (index, is_ca, self_issued) {
+        (_, true, true) => Role::Anchor,
+        (_, true, false) => Role::Intermediate,
+        _ => Role::Leaf,
+    }
+}
+
+fn san_of(name: &GeneralName<'_>) -> Option<San> {
+    match name {
+        GeneralName::DNSName(n) => Some(San::Dns(n.to_string())),
+        GeneralName::URI(u) => Some(San::Uri(u.to_string())),
+        GeneralName::RFC822Name(e) => Some(San::Email(e.to_string())),
+        GeneralName::IPAddress(bytes) => match bytes.len() {
+            4 => <[u8; 4]>::try_from(*bytes)
+                .ok()
+                .map(|b| San::Ip(IpAddr::from(b))),
+            16 => <[u8; 16]>::try_from(*bytes)
+                .ok()
+                .map(|b| San::Ip(IpAddr::from(b))),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn oid_name(oid: &x509_parser::der_parser::oid::Oid<'_>) -> String {
+    x509_parser::objects::oid2sn(oid, x509_parser::objects::oid_registry())
+        .map(str::to_string)
+        .unwrap_or_else(|_| oid.to_id_string())
+}
+
+fn describe_spki(spki: &SubjectPublicKeyInfo<'_>) -> (String, usize) {
+    let alg = spki.algorithm.algorithm.to_id_string();
+    match spki.parsed() {
+        Ok(PublicKey::RSA(rsa)) => ("RSA".into(), rsa_bits(rsa.modulus)),
+        Ok(PublicKey::EC(point)) => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .map(|oid| oid.to_id_string());
+            let name = match curve.as_deref() {
+                Some("1.2.840.10045.3.1.7") => "ECDSA P-256",
+                Some("1.3.132.0.34") => "ECDSA P-384",
+                Some("1.3.132.0.35") => "ECDSA P-521",
+                _ => "ECDSA",
+            };
+            (name.into(), point.key_size())
+        }
+        _ if alg == "1.3.101.112" => ("Ed25519".into(), 256),
+        _ if alg == "1.3.101.113" => ("Ed448".into(), 456),
+        _ => (alg, 0),
+    }
+}
+
+fn rsa_bits(modulus: &[u8]) -> usize {
+    let trimmed: &[u8] = match modulus.iter().position(|b| *b != 0) {
+        Some(i) => &modulus[i..],
+        None => &[],
+    };
+    match trimmed.first() {
+        Some(first) => trimmed.len() * 8 - first.leading_zeros() as usize,
+        None => 0,
+    }
+}
+
+/// What certgate says about a private key: never its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyInfo {
+    /// PKCS#8, PKCS#1 or SEC1.
+    pub encoding: crate::pipeline::load::KeyEncoding,
+    /// `RSA`, `ECDSA P-256`, `Ed25519`, … or why it is unusable.
+    pub algorithm: String,
+    /// Key size in bits, when known.
+    pub bits: usize,
+    /// SHA-256 of the public key (SPKI), lowercase hex, when it can be derived.
+    pub public_key_sha256: Option<String>,
+}
+
+/// Describes a private key through the public key rustls derives from it.
+pub fn inspect_key(key: &crate::pipeline::load::PrivateKey) -> KeyInfo {
+    use rustls::crypto::ring::sign::any_supported_type;
+    let (algorithm, bits, public_key_sha256) = match any_supported_type(key.der()) {
+        Ok(signer) => match signer.public_key() {
+            Some(spki) => {
+                let digest =
+                    hex(ring::digest::digest(&ring::digest::SHA256, spki.as_ref()).as_ref());
+                let (alg, bits) = spki_description(spki.as_ref());
+                (alg, bits, Some(digest))
+            }
+            None => (format!("{:?}", signer.algorithm()), 0, None),
+        },
+        Err(e) => (format!("unsupported ({e})"), 0, None),
+    };
+    KeyInfo {
+        encoding: key.encoding,
+        algorithm,
+        bits,
+        public_key_sha256,
+    }
+}
+
+fn spki_description(spki_der: &[u8]) -> (String, usize) {
+    match SubjectPublicKeyInfo::from_der(spki_der) {
+        Ok((_, spki)) => describe_spki(&spki),
+        Err(_) => ("unknown".into(), 0),
+    }
+}

@@ -1,0 +1,663 @@
+//! Stage 1: read a set's cert, key and trust-bundle files and decode them into DER.
+//!
+//! Reading is bounded (at most `max_file_size + 1` bytes of any file, never a FIFO or a device)
+//! and generation-consistent: when a file sits in a Kubernetes atomic-writer volume (a `..data`
+//! symlink beside it), every file of that directory is read through the one generation `..data`
+//! named when we started, and `..data` is checked again afterwards, so cert, key and bundle never
+//! come from two rotations.
+
+use std::fmt;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use rustls_pki_types::pem::{PemObject, SectionKind};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::hex;
+
+/// Name of the symlink kubelet's AtomicWriter swaps to commit a generation.
+pub const DATA_LINK: &str = "..data";
+
+/// How many times a read is retried when `..data` moves under it.
+const GENERATION_RETRIES: usize = 5;
+
+/// Default cap on the size of any one input file.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 1024 * 1024;
+
+/// Which input a file is; used in messages and `/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileRole {
+    /// The certificate chain, leaf first.
+    Cert,
+    /// The private key of the leaf.
+    Key,
+    /// The trust bundle (CA certificates).
+    Trust,
+}
+
+impl fmt::Display for FileRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Cert => "cert",
+            Self::Key => "key",
+            Self::Trust => "trust bundle",
+        })
+    }
+}
+
+/// The paths of one cert set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePaths {
+    /// Certificate chain file (PEM or DER), leaf first.
+    pub cert: PathBuf,
+    /// Private key file; without it the key check and self-handshake are skipped.
+    pub key: Option<PathBuf>,
+    /// Trust bundle file; without it the chain check fails.
+    pub trust: Option<PathBuf>,
+}
+
+impl SourcePaths {
+    /// Every configured path with its role.
+    pub fn iter(&self) -> impl Iterator<Item = (FileRole, &Path)> {
+        std::iter::once((FileRole::Cert, self.cert.as_path()))
+            .chain(self.key.as_deref().map(|p| (FileRole::Key, p)))
+            .chain(self.trust.as_deref().map(|p| (FileRole::Trust, p)))
+    }
+}
+
+/// Why a file could not be loaded. Every message names the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The file does not exist (yet).
+    #[error("{role} {}: file not found", path.display())]
+    Missing { role: FileRole, path: PathBuf },
+    /// The file could not be opened or read.
+    #[error("{role} {}: cannot read: {source}", path.display())]
+    Io {
+        role: FileRole,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// The path is a directory, FIFO, socket or device.
+    #[error("{role} {}: not a regular file ({kind})", path.display())]
+    NotRegularFile {
+        role: FileRole,
+        path: PathBuf,
+        kind: &'static str,
+    },
+    /// The file is bigger than the configured cap.
+    #[error("{role} {}: larger than the {cap}-byte limit", path.display())]
+    TooLarge {
+        role: FileRole,
+        path: PathBuf,
+        cap: u64,
+    },
+    /// The file is empty (or only whitespace).
+    #[error("{role} {}: file is empty", path.display())]
+    Empty { role: FileRole, path: PathBuf },
+    /// PEM framing or base64 is broken, or a DER blob does not parse.
+    #[error("{role} {}: malformed: {detail}", path.display())]
+    Malformed {
+        role: FileRole,
+        path: PathBuf,
+        detail: String,
+    },
+    /// A cert or bundle file holds no certificate.
+    #[error("{role} {}: no certificate found{}", path.display(),
+        if *found_key { " (it holds a private key: cert and key swapped?)" } else { "" })]
+    NoCertificate {
+        role: FileRole,
+        path: PathBuf,
+        found_key: bool,
+    },
+    /// The key file holds no private key.
+    #[error("key {}: no private key found{}", path.display(),
+        if *found_cert { " (it holds a certificate: cert and key swapped?)" } else { "" })]
+    NoKey { path: PathBuf, found_cert: bool },
+    /// The key file holds more than one key.
+    #[error("key {}: {count} private keys found, expected exactly one", path.display())]
+    SeveralKeys { path: PathBuf, count: usize },
+    /// The key is encrypted with a passphrase.
+    #[error("key {}: encrypted private keys are not supported", path.display())]
+    EncryptedKey { path: PathBuf },
+    /// `..data` kept moving while we read.
+    #[error("{}: ..data changed during {GENERATION_RETRIES} consecutive reads; rotation still in progress", dir.display())]
+    GenerationUnstable { dir: PathBuf },
+}
+
+impl LoadError {
+    /// Stable label for metrics and `/status`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Missing { .. } => "missing",
+            Self::Io { .. } | Self::NotRegularFile { .. } => "unreadable",
+            Self::TooLarge { .. } => "too_large",
+            Self::Empty { .. } => "empty",
+            Self::Malformed { .. } => "bad_encoding",
+            Self::NoCertificate {
+                found_key: true, ..
+            }
+            | Self::NoKey {
+                found_cert: true, ..
+            } => "swapped",
+            Self::NoCertificate { .. } => "no_certificate",
+            Self::NoKey { .. } => "no_key",
+            Self::SeveralKeys { .. } => "several_keys",
+            Self::EncryptedKey { .. } => "encrypted_key",
+            Self::GenerationUnstable { .. } => "generation_unstable",
+        }
+    }
+
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Missing { path, .. }
+            | Self::Io { path, .. }
+            | Self::NotRegularFile { path, .. }
+            | Self::TooLarge { path, .. }
+            | Self::Empty { path, .. }
+            | Self::Malformed { path, .. }
+            | Self::NoCertificate { path, .. }
+            | Self::NoKey { path, .. }
+            | Self::SeveralKeys { path, .. }
+            | Self::EncryptedKey { path } => path,
+            Self::GenerationUnstable { dir } => dir,
+        }
+    }
+}
+
+/// One file as read: where from, which generation, its hash and (private) bytes.
+#[derive(Clone)]
+pub struct FileSnapshot {
+    /// What the file is.
+    pub role: FileRole,
+    /// The configured path.
+    pub path: PathBuf,
+    /// The `..data` generation directory it was read through, if any.
+    pub generation: Option<String>,
+    /// SHA-256 of the content, lowercase hex.
+    pub sha256: String,
+    bytes: Vec<u8>,
+}
+
+impl FileSnapshot {
+    /// The same content, read as another role (e.g. a file passed to `inspect`).
+    pub fn with_role(self, role: FileRole) -> Self {
+        Self { role, ..self }
+    }
+
+    /// The raw content. For the key file these are secret bytes: never log them.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+// Written by hand so key bytes can never reach a log through `{:?}`.
+impl fmt::Debug for FileSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileSnapshot")
+            .field("role", &self.role)
+            .field("path", &self.path)
+            .field("generation", &self.generation)
+            .field("sha256", &self.sha256)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
+/// The files of one set, read from a single generation.
+#[derive(Debug, Clone)]
+pub struct RawSet {
+    /// Certificate chain file.
+    pub cert: FileSnapshot,
+    /// Private key file, when configured.
+    pub key: Option<FileSnapshot>,
+    /// Trust bundle file, when configured.
+    pub trust: Option<FileSnapshot>,
+}
+
+impl RawSet {
+    /// Every snapshot, cert first.
+    pub fn files(&self) -> impl Iterator<Item = &FileSnapshot> {
+        std::iter::once(&self.cert)
+            .chain(self.key.as_ref())
+            .chain(self.trust.as_ref())
+    }
+}
+
+/// Reads a set's files, generation-consistently.
+pub fn read_set(paths: &SourcePaths, max_file_size: u64) -> Result<RawSet, LoadError> {
+    read_set_observed(paths, max_file_size, &mut |_| {})
+}
+
+/// [`read_set`] with a hook called after each file is read; tests use it to swap `..data`
+/// between reads.
+#[doc(hidden)]
+pub fn read_set_observed(
+    paths: &SourcePaths,
+    max_file_size: u64,
+    after_each_read: &mut dyn FnMut(FileRole),
+) -> Result<RawSet, LoadError> {
+    let mut last_moved_dir = None;
+    for _ in 0..GENERATION_RETRIES {
+        match read_once(paths, max_file_size, after_each_read)? {
+            Attempt::Consistent(set) => return Ok(set),
+            Attempt::Moved(dir) => last_moved_dir = Some(dir),
+        }
+    }
+    Err(LoadError::GenerationUnstable {
+        dir: last_moved_dir.unwrap_or_default(),
+    })
+}
+
+enum Attempt {
+    Consistent(RawSet),
+    Moved(PathBuf),
+}
+
+fn read_once(
+    paths: &SourcePaths,
+    cap: u64,
+    after_each_read: &mut dyn FnMut(FileRole),
+) -> Result<Attempt, LoadError> {
+    // Pin every atomic-writer directory's generation once, up front.
+    let mut pinned: Vec<(PathBuf, Option<PathBuf>)> = Vec::new();
+    let mut snapshots = Vec::with_capacity(3);
+    for (role, path) in paths.iter() {
+        let dir = parent_dir(path);
+        let generation = match pinned.iter().find(|(d, _)| *d == dir) {
+            Some((_, generation)) => generation.clone(),
+            None => {
+                let generation = fs::read_link(dir.join(DATA_LINK)).ok();
+                pinned.push((dir.clone(), generation.clone()));
+                generation
+            }
+        };
+        let read_from = generation
+            .as_deref()
+            .and_then(|generation| through_generation(path, &dir, generation))
+            .unwrap_or_else(|| path.to_path_buf());
+        let bytes = match read_capped(role, path, &read_from, cap) {
+            Ok(bytes) => bytes,
+            // The generation we pinned may have been removed by a newer rotation.
+            Err(_) if read_from != path && generation_moved(&dir, generation.as_deref()) => {
+                return Ok(Attempt::Moved(dir));
+            }
+            Err(e) => return Err(e),
+        };
+        after_each_read(role);
+        snapshots.push(FileSnapshot {
+            role,
+            path: path.to_path_buf(),
+            generation: generation
+                .as_deref()
+                .filter(|_| read_from != path)
+                .map(|g| g.display().to_string()),
+            sha256: hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref()),
+            bytes,
+        });
+    }
+    for (dir, generation) in &pinned {
+        if generation.is_some() && generation_moved(dir, generation.as_deref()) {
+            return Ok(Attempt::Moved(dir.clone()));
+        }
+    }
+    let mut it = snapshots.into_iter();
+    let mut take = |role| it.next().filter(|s: &FileSnapshot| s.role == role);
+    let cert = take(FileRole::Cert).ok_or_else(|| LoadError::Missing {
+        role: FileRole::Cert,
+        path: paths.cert.clone(),
+    })?;
+    let key = paths.key.as_ref().and_then(|_| take(FileRole::Key));
+    let trust = paths.trust.as_ref().and_then(|_| take(FileRole::Trust));
+    Ok(Attempt::Consistent(RawSet { cert, key, trust }))
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// For `dir/tls.crt -> ..data/tls.crt`, the path of the same file inside the pinned generation.
+fn through_generation(path: &Path, dir: &Path, generation: &Path) -> Option<PathBuf> {
+    let target = fs::read_link(path).ok()?;
+    let inside = target.strip_prefix(DATA_LINK).ok()?;
+    Some(dir.join(generation).join(inside))
+}
+
+fn generation_moved(dir: &Path, pinned: Option<&Path>) -> bool {
+    fs::read_link(dir.join(DATA_LINK)).ok().as_deref() != pinned
+}
+
+/// Reads one file directly (no generation pinning), for `inspect`.
+pub fn snapshot(role: FileRole, path: &Path, cap: u64) -> Result<FileSnapshot, LoadError> {
+    let bytes = read_capped(role, path, path, cap)?;
+    Ok(FileSnapshot {
+        role,
+        path: path.to_path_buf(),
+        generation: None,
+        sha256: hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref()),
+        bytes,
+    })
+}
+
+/// Reads at most `cap + 1` bytes, refusing anything that is not a regular file. The file is
+/// opened non-blocking so a FIFO can never hang the caller.
+pub fn read_capped(
+    role: FileRole,
+    path: &Path,
+    from: &Path,
+    cap: u64,
+) -> Result<Vec<u8>, LoadError> {
+    let io_err = |source: io::Error| match source.kind() {
+        io::ErrorKind::NotFound => LoadError::Missing {
+            role,
+            path: path.to_path_buf(),
+        },
+        _ => LoadError::Io {
+            role,
+            path: path.to_path_buf(),
+            source,
+        },
+    };
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(from)
+        .map_err(io_err)?;
+    let meta = file.metadata().map_err(io_err)?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        use std::os::unix::fs::FileTypeExt;
+        let kind = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "a device"
+        };
+        return Err(LoadError::NotRegularFile {
+            role,
+            path: path.to_path_buf(),
+            kind,
+        });
+    }
+    let mut bytes = Vec::with_capacity(meta.len().min(cap) as usize + 1);
+    file.take(cap.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io_err)?;
+    if bytes.len() as u64 > cap {
+        return Err(LoadError::TooLarge {
+            role,
+            path: path.to_path_buf(),
+            cap,
+        });
+    }
+    Ok(bytes)
+}
+
+// === decoding ===
+
+/// The encoding a private key arrived in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum KeyEncoding {
+    /// PKCS#8 (`PRIVATE KEY`).
+    #[serde(rename = "PKCS#8")]
+    Pkcs8,
+    /// PKCS#1 RSA (`RSA PRIVATE KEY`).
+    #[serde(rename = "PKCS#1")]
+    Pkcs1,
+    /// SEC1 EC (`EC PRIVATE KEY`).
+    #[serde(rename = "SEC1")]
+    Sec1,
+}
+
+/// A decoded private key. `Debug` never prints key material.
+pub struct PrivateKey {
+    der: PrivateKeyDer<'static>,
+    /// How it was encoded.
+    pub encoding: KeyEncoding,
+}
+
+impl PrivateKey {
+    /// The key DER. Secret: hand it to rustls, never to a log.
+    pub fn der(&self) -> &PrivateKeyDer<'static> {
+        &self.der
+    }
+}
+
+impl Clone for PrivateKey {
+    fn clone(&self) -> Self {
+        Self {
+            der: self.der.clone_key(),
+            encoding: self.encoding,
+        }
+    }
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrivateKey")
+            .field("encoding", &self.encoding)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Decoded material of one set.
+#[derive(Debug, Clone)]
+pub struct Material {
+    /// The files it came from.
+    pub raw: RawSet,
+    /// Leaf first, then intermediates, as given.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The leaf's key, when configured.
+    pub key: Option<PrivateKey>,
+    /// The trust bundle's certificates (empty when no bundle is configured).
+    pub trust: Vec<CertificateDer<'static>>,
+}
+
+/// Reads and decodes a set.
+pub fn load_set(paths: &SourcePaths, max_file_size: u64) -> Result<Material, LoadError> {
+    decode_set(read_set(paths, max_file_size)?)
+}
+
+/// Decodes files already read.
+pub fn decode_set(raw: RawSet) -> Result<Material, LoadError> {
+    let chain = decode_certs(&raw.cert)?;
+    let key = raw.key.as_ref().map(decode_key).transpose()?;
+    let trust = match &raw.trust {
+        Some(t) => decode_certs(t)?,
+        None => Vec::new(),
+    };
+    Ok(Material {
+        raw,
+        chain,
+        key,
+        trust,
+    })
+}
+
+fn malformed(file: &FileSnapshot, detail: impl Into<String>) -> LoadError {
+    LoadError::Malformed {
+        role: file.role,
+        path: file.path.clone(),
+        detail: detail.into(),
+    }
+}
+
+fn is_blank(bytes: &[u8]) -> bool {
+    bytes.iter().all(u8::is_ascii_whitespace)
+}
+
+fn is_pem(bytes: &[u8]) -> bool {
+    contains(bytes, b"-----BEGIN ")
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// PEM sections of a file, refusing broken framing and anything after the last `-----END` line
+/// (bytes appended to a valid file are a corruption, not a comment).
+fn pem_sections(file: &FileSnapshot) -> Result<Vec<(SectionKind, Vec<u8>)>, LoadError> {
+    let bytes = file.bytes();
+    let sections = <(SectionKind, Vec<u8>)>::pem_slice_iter(bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| malformed(file, pem_error(&e)))?;
+    if let Some(end) = bytes.windows(9).rposition(|w| w == b"-----END ") {
+        let after = &bytes[end..];
+        let line_end = after
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(after.len(), |i| i + 1);
+        let trailing = &after[line_end..];
+        if !is_blank(trailing) {
+            return Err(malformed(
+                file,
+                format!(
+                    "{} unexpected bytes after the last PEM block",
+                    trailing.len()
+                ),
+            ));
+        }
+    }
+    Ok(sections)
+}
+
+fn pem_error(e: &rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { end_marker } => format!(
+            "PEM block not terminated (missing -----END {}-----; truncated?)",
+            String::from_utf8_lossy(end_marker)
+        ),
+        Error::IllegalSectionStart { .. } => "malformed PEM BEGIN line".into(),
+        Error::Base64Decode(_) => "invalid base64 inside a PEM block".into(),
+        Error::SectionTooLarge => "PEM block too large".into(),
+        other => format!("PEM error: {other}"),
+    }
+}
+
+/// Decodes a certificate or bundle file (PEM, or one DER certificate).
+pub fn decode_certs(file: &FileSnapshot) -> Result<Vec<CertificateDer<'static>>, LoadError> {
+    let bytes = file.bytes();
+    if is_blank(bytes) {
+        return Err(LoadError::Empty {
+            role: file.role,
+            path: file.path.clone(),
+        });
+    }
+    if !is_pem(bytes) {
+        // A single DER certificate: an X.509 SEQUENCE spanning exactly the file.
+        return match x509_parser::parse_x509_certificate(bytes) {
+            Ok((rest, _)) if rest.is_empty() => Ok(vec![CertificateDer::from(bytes.to_vec())]),
+            Ok((rest, _)) => Err(malformed(
+                file,
+                format!("{} unexpected bytes after the DER certificate", rest.len()),
+            )),
+            Err(_) => Err(LoadError::NoCertificate {
+                role: file.role,
+                path: file.path.clone(),
+                found_key: PrivateKeyDer::try_from(bytes).is_ok(),
+            }),
+        };
+    }
+    let sections = pem_sections(file)?;
+    let mut certs = Vec::new();
+    let mut found_key = false;
+    for (kind, der) in sections {
+        match kind {
+            SectionKind::Certificate => certs.push(CertificateDer::from(der)),
+            SectionKind::PrivateKey | SectionKind::RsaPrivateKey | SectionKind::EcPrivateKey => {
+                found_key = true
+            }
+            _ => {}
+        }
+    }
+    found_key |= contains(bytes, b"PRIVATE KEY-----");
+    if certs.is_empty() {
+        return Err(LoadError::NoCertificate {
+            role: file.role,
+            path: file.path.clone(),
+            found_key,
+        });
+    }
+    Ok(certs)
+}
+
+/// Decodes a private key file (PEM or DER); refuses encrypted keys and several keys.
+pub fn decode_key(file: &FileSnapshot) -> Result<PrivateKey, LoadError> {
+    let bytes = file.bytes();
+    let path = || file.path.clone();
+    if is_blank(bytes) {
+        return Err(LoadError::Empty {
+            role: FileRole::Key,
+            path: path(),
+        });
+    }
+    if contains(bytes, b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || contains(bytes, b"Proc-Type: 4,ENCRYPTED")
+    {
+        return Err(LoadError::EncryptedKey { path: path() });
+    }
+    if !is_pem(bytes) {
+        return match PrivateKeyDer::try_from(bytes) {
+            Ok(der) => Ok(PrivateKey {
+                encoding: encoding_of(&der),
+                der: der.clone_key(),
+            }),
+            Err(_) => Err(LoadError::NoKey {
+                path: path(),
+                found_cert: x509_parser::parse_x509_certificate(bytes).is_ok(),
+            }),
+        };
+    }
+    let mut keys = Vec::new();
+    let mut found_cert = false;
+    for (kind, der) in pem_sections(file)? {
+        let key = match kind {
+            SectionKind::PrivateKey => PrivateKeyDer::Pkcs8(der.into()),
+            SectionKind::RsaPrivateKey => PrivateKeyDer::Pkcs1(der.into()),
+            SectionKind::EcPrivateKey => PrivateKeyDer::Sec1(der.into()),
+            SectionKind::Certificate => {
+                found_cert = true;
+                continue;
+            }
+            _ => continue,
+        };
+        keys.push(key);
+    }
+    match keys.len() {
+        0 => Err(LoadError::NoKey {
+            path: path(),
+            found_cert,
+        }),
+        1 => {
+            let der = keys.remove(0);
+            Ok(PrivateKey {
+                encoding: encoding_of(&der),
+                der,
+            })
+        }
+        count => Err(LoadError::SeveralKeys {
+            path: path(),
+            count,
+        }),
+    }
+}
+
+fn encoding_of(der: &PrivateKeyDer<'_>) -> KeyEncoding {
+    match der {
+        PrivateKeyDer::Pkcs1(_) => KeyEncoding::Pkcs1,
+        PrivateKeyDer::Sec1(_) => KeyEncoding::Sec1,
+        _ => KeyEncoding::Pkcs8,
+    }
+}

@@ -1,0 +1,222 @@
+//! The validation pipeline shared by `check`, `inspect` and the daemon:
+//! [`load`] → [`inspect`] → [`validate`] → [`handshake`]. Only an [`Approved`] candidate, which
+//! only [`Evaluation::into_approved`] can build, may be published.
+
+pub mod handshake;
+pub mod inspect;
+pub mod load;
+pub mod validate;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use self::handshake::HandshakeReport;
+use self::inspect::KeyInfo;
+use self::load::{FileRole, LoadError, Material, SourcePaths};
+use self::validate::{Check, Policy, Verdict};
+
+/// How to run the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvalOptions {
+    /// Cap on any input file's size.
+    pub max_file_size: u64,
+    /// Whether to run the self-handshake.
+    pub handshake: bool,
+    /// Bound on the self-handshake.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            max_file_size: load::DEFAULT_MAX_FILE_SIZE,
+            handshake: true,
+            handshake_timeout: handshake::DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// A file as read, for reports (no content).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileSummary {
+    /// cert, key or trust.
+    pub role: FileRole,
+    /// Configured path.
+    pub path: String,
+    /// The `..data` generation it was read through, if any.
+    pub generation: Option<String>,
+    /// SHA-256 of the content.
+    pub sha256: String,
+}
+
+/// A failure reduced to what reports need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// Stable label.
+    pub reason: &'static str,
+    /// One line for operators, naming the file or certificate.
+    pub message: String,
+}
+
+/// Everything the pipeline found about one candidate.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    /// Whether every stage passed.
+    pub passed: bool,
+    /// Files read (empty when loading failed).
+    pub files: Vec<FileSummary>,
+    /// Why loading failed, if it did.
+    pub load_error: Option<Problem>,
+    /// Validation results (absent when loading failed).
+    pub verdict: Option<Verdict>,
+    /// The private key's description (never its bytes).
+    pub key: Option<KeyInfo>,
+    /// Self-handshake details, when it ran and succeeded.
+    pub handshake: Option<HandshakeReport>,
+    #[serde(skip)]
+    material: Option<Material>,
+}
+
+impl Evaluation {
+    fn load_failed(e: &LoadError) -> Self {
+        Self {
+            passed: false,
+            files: Vec::new(),
+            load_error: Some(Problem {
+                reason: e.reason(),
+                message: e.to_string(),
+            }),
+            verdict: None,
+            key: None,
+            handshake: None,
+            material: None,
+        }
+    }
+
+    /// Every failure in order, loading first.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out: Vec<Problem> = self.load_error.iter().cloned().collect();
+        if let Some(v) = &self.verdict {
+            out.extend(v.failures().map(|c| Problem {
+                reason: c.reason.unwrap_or("failed"),
+                message: format!("{}: {}", c.check, c.message),
+            }));
+        }
+        out
+    }
+
+    /// The first failure's label, if any.
+    pub fn first_reason(&self) -> Option<&'static str> {
+        self.problems().first().map(|p| p.reason)
+    }
+
+    /// Content hashes of the files, for dedupe.
+    pub fn content_key(&self) -> Vec<String> {
+        self.files.iter().map(|f| f.sha256.clone()).collect()
+    }
+
+    /// The approved candidate, if everything passed; otherwise the evaluation back.
+    pub fn into_approved(mut self) -> Result<Approved, Box<Self>> {
+        if !self.passed {
+            return Err(Box::new(self));
+        }
+        match self.material.take() {
+            Some(material) => Ok(Approved {
+                evaluation: self,
+                material,
+            }),
+            None => Err(Box::new(self)),
+        }
+    }
+}
+
+/// A candidate that passed every stage. Only [`Evaluation::into_approved`] builds one.
+#[derive(Debug, Clone)]
+pub struct Approved {
+    evaluation: Evaluation,
+    material: Material,
+}
+
+impl Approved {
+    /// The evaluation that approved it.
+    pub fn evaluation(&self) -> &Evaluation {
+        &self.evaluation
+    }
+    /// The approved material.
+    pub fn material(&self) -> &Material {
+        &self.material
+    }
+    /// The approved leaf.
+    pub fn leaf(&self) -> Option<&inspect::CertInfo> {
+        self.evaluation.verdict.as_ref().and_then(Verdict::leaf)
+    }
+}
+
+/// Reads, validates and (optionally) proves one set at `now` (Unix seconds).
+pub async fn evaluate(
+    paths: &SourcePaths,
+    policy: &Policy,
+    opts: &EvalOptions,
+    now: i64,
+) -> Evaluation {
+    match load::load_set(paths, opts.max_file_size) {
+        Ok(material) => evaluate_material(material, policy, opts, now).await,
+        Err(e) => Evaluation::load_failed(&e),
+    }
+}
+
+/// Validates and (optionally) proves material already loaded.
+pub async fn evaluate_material(
+    material: Material,
+    policy: &Policy,
+    opts: &EvalOptions,
+    now: i64,
+) -> Evaluation {
+    let files = material
+        .raw
+        .files()
+        .map(|f| FileSummary {
+            role: f.role,
+            path: f.path.display().to_string(),
+            generation: f.generation.clone(),
+            sha256: f.sha256.clone(),
+        })
+        .collect();
+    let key = material.key.as_ref().map(inspect::inspect_key);
+    let mut verdict = validate::validate(&material, policy, now);
+    let mut report = None;
+    let check = if !opts.handshake {
+        Check::skip("handshake", "disabled (--no-handshake)")
+    } else if material.key.is_none() {
+        Check::skip("handshake", "no key given")
+    } else if !verdict.passed() {
+        Check::skip("handshake", "skipped: validation failed")
+    } else {
+        match handshake::self_handshake(&material, policy, opts.handshake_timeout).await {
+            Ok(r) => {
+                let msg = format!(
+                    "{} {} with {}{} in {:.1} ms",
+                    r.protocol,
+                    r.cipher_suite,
+                    r.server_name,
+                    if r.client_auth { " (mutual)" } else { "" },
+                    r.duration_ms
+                );
+                report = Some(r);
+                Check::pass("handshake", msg)
+            }
+            Err(f) => Check::fail("handshake", f),
+        }
+    };
+    verdict.checks.push(check);
+    Evaluation {
+        passed: verdict.passed(),
+        files,
+        load_error: None,
+        verdict: Some(verdict),
+        key,
+        handshake: report,
+        material: Some(material),
+    }
+}

@@ -1,0 +1,801 @@
+//! Stage 3: decide, at an explicit `now`, whether material may go live: chain to the current
+//! trust bundle, expected names, key match, validity of every certificate in the built chain,
+//! remaining lifetime, key strength and trust-bundle health.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use serde::Serialize;
+
+use super::inspect::{inspect_cert, CertInfo, Role, San};
+use super::load::Material;
+use crate::duration::format_duration;
+use crate::time_fmt::rfc3339;
+
+/// Which side of TLS the certificate must serve.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Usage {
+    /// TLS server certificate (serverAuth).
+    #[default]
+    Server,
+    /// TLS client certificate (clientAuth), for mTLS clients.
+    Client,
+    /// Both, as mesh workloads need for mTLS.
+    Both,
+}
+
+impl Usage {
+    /// Whether the certificate must work as a server certificate.
+    pub fn server(self) -> bool {
+        matches!(self, Self::Server | Self::Both)
+    }
+    /// Whether the certificate must work as a client certificate.
+    pub fn client(self) -> bool {
+        matches!(self, Self::Client | Self::Both)
+    }
+}
+
+/// A name the leaf must cover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", content = "value", rename_all = "lowercase")]
+pub enum ExpectedName {
+    /// A DNS name; wildcard SANs cover it as webpki decides.
+    Dns(String),
+    /// An IP address SAN.
+    Ip(IpAddr),
+    /// A URI SAN, matched exactly (SPIFFE IDs).
+    Uri(String),
+}
+
+impl ExpectedName {
+    /// Parses `spiffe://…` / `https://…` as URI, an IP literal as IP, anything else as DNS.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.contains("://") {
+            return Ok(Self::Uri(s.to_string()));
+        }
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Self::Ip(ip));
+        }
+        match ServerName::try_from(s) {
+            Ok(ServerName::DnsName(_)) => Ok(Self::Dns(s.to_string())),
+            _ => Err(format!(
+                "invalid name {s:?}: not a DNS name, IP address or URI"
+            )),
+        }
+    }
+
+    /// The name as a TLS server name, when it can be one.
+    pub fn server_name(&self) -> Option<ServerName<'static>> {
+        match self {
+            Self::Dns(d) => ServerName::try_from(d.clone()).ok(),
+            Self::Ip(ip) => Some(ServerName::IpAddress((*ip).into())),
+            Self::Uri(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for ExpectedName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Dns(d) => f.write_str(d),
+            Self::Ip(ip) => write!(f, "{ip}"),
+            Self::Uri(u) => f.write_str(u),
+        }
+    }
+}
+
+/// What a set's material must satisfy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Server, client or both.
+    pub usage: Usage,
+    /// Names the leaf must cover.
+    pub names: Vec<ExpectedName>,
+    /// Fail material whose effective expiry is closer than this.
+    pub min_remaining: Duration,
+    /// Warn about trust anchors expiring within this.
+    pub warn_before: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            usage: Usage::Server,
+            names: Vec::new(),
+            min_remaining: Duration::ZERO,
+            warn_before: Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
+/// Why material failed a check. Messages are for operators; [`Failure::reason`] is the stable
+/// label used by metrics and `/status`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Failure {
+    /// A certificate could not be parsed.
+    #[error("{file}: {detail}")]
+    BadEncoding { file: String, detail: String },
+    /// No trust bundle was configured.
+    #[error("no trust bundle configured (--trust): the chain cannot be verified")]
+    NoTrustBundle,
+    /// The bundle holds no certificate usable as an anchor.
+    #[error("trust bundle {file}: no usable trust anchor ({detail})")]
+    NoUsableAnchor { file: String, detail: String },
+    /// The chain does not lead to an anchor of the bundle.
+    #[error("chain does not lead to the trust bundle: issuer {issuer:?} of {subject:?} is unknown (missing intermediate or wrong CA)")]
+    UnknownIssuer { subject: String, issuer: String },
+    /// A certificate of the chain has expired.
+    #[error("{role} {subject:?} expired at {} (now {})", rfc3339(*not_after), rfc3339(*now))]
+    Expired {
+        role: Role,
+        subject: String,
+        not_after: i64,
+        now: i64,
+    },
+    /// A certificate of the chain is not valid yet.
+    #[error("{role} {subject:?} is not valid before {} (now {})", rfc3339(*not_before), rfc3339(*now))]
+    NotYetValid {
+        role: Role,
+        subject: String,
+        not_before: i64,
+        now: i64,
+    },
+    /// The chain is valid now but expires within the configured minimum.
+    #[error("expires at {} — in {}, within min_remaining {}", rfc3339(*expiry), format_duration(*remaining), format_duration(*min_remaining))]
+    ExpiringSoon {
+        expiry: i64,
+        remaining: Duration,
+        min_remaining: Duration,
+    },
+    /// The leaf lacks the extended key usage the set needs.
+    #[error("leaf is not valid for {needed} use (its extended key usages: {present})")]
+    WrongUsage {
+        needed: &'static str,
+        present: String,
+    },
+    /// A CA certificate was given as the leaf.
+    #[error("leaf {subject:?} is a CA certificate, not an end-entity certificate")]
+    CaAsLeaf { subject: String },
+    /// A signature in the chain does not verify.
+    #[error("signature on {subject:?} does not verify with its issuer's key")]
+    BadSignature { subject: String },
+    /// A key too weak for policy (RSA under 2048 bits).
+    #[error("{role} {subject:?} has a {bits}-bit RSA key; at least 2048 bits are required")]
+    WeakKey {
+        role: Role,
+        subject: String,
+        bits: usize,
+    },
+    /// The leaf does not cover an expected name.
+    #[error("leaf does not cover {expected} (its SANs: {presented})")]
+    NameMismatch { expected: String, presented: String },
+    /// The private key is not the leaf's.
+    #[error("private key does not match the leaf certificate's public key")]
+    KeyMismatch,
+    /// The private key cannot be used.
+    #[error("private key unusable: {detail}")]
+    UnsupportedKey { detail: String },
+    /// Anything else webpki refused.
+    #[error("chain rejected: {detail}")]
+    Chain { detail: String },
+    /// The loopback self-handshake failed.
+    #[error("self-handshake failed: {detail}")]
+    Handshake { detail: String },
+}
+
+impl Failure {
+    /// Stable label for metrics and `/status`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::BadEncoding { .. } => "bad_encoding",
+            Self::NoTrustBundle => "no_trust_bundle",
+            Self::NoUsableAnchor { .. } => "no_usable_anchor",
+            Self::UnknownIssuer { .. } => "unknown_issuer",
+            Self::Expired { .. } => "expired",
+            Self::NotYetValid { .. } => "not_yet_valid",
+            Self::ExpiringSoon { .. } => "expiring_soon",
+            Self::WrongUsage { .. } => "wrong_usage",
+            Self::CaAsLeaf { .. } => "ca_as_leaf",
+            Self::BadSignature { .. } => "bad_signature",
+            Self::WeakKey { .. } => "weak_key",
+            Self::NameMismatch { .. } => "name_mismatch",
+            Self::KeyMismatch => "key_mismatch",
+            Self::UnsupportedKey { .. } => "unsupported_key",
+            Self::Chain { .. } => "chain_invalid",
+            Self::Handshake { .. } => "handshake_failed",
+        }
+    }
+}
+
+/// Outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Passed.
+    Pass,
+    /// Passed with a warning.
+    Warn,
+    /// Failed: the material must not go live.
+    Fail,
+    /// Not run (nothing to check, or an earlier stage failed).
+    Skip,
+}
+
+/// One named check and its result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// `trust_bundle`, `chain`, `names`, `key`, `strength`, `validity`, `handshake`.
+    pub check: &'static str,
+    /// Result.
+    pub status: Status,
+    /// Stable failure label, when failed.
+    pub reason: Option<&'static str>,
+    /// What was found, for humans.
+    pub message: String,
+    #[serde(skip)]
+    failure: Option<Failure>,
+}
+
+impl Check {
+    /// A passed check.
+    pub fn pass(check: &'static str, message: impl Into<String>) -> Self {
+        Self::with(check, Status::Pass, message)
+    }
+    /// A passed check with a warning.
+    pub fn warn(check: &'static str, message: impl Into<String>) -> Self {
+        Self::with(check, Status::Warn, message)
+    }
+    /// A skipped check.
+    pub fn skip(check: &'static str, message: impl Into<String>) -> Self {
+        Self::with(check, Status::Skip, message)
+    }
+    /// A failed check.
+    pub fn fail(check: &'static str, failure: Failure) -> Self {
+        Self {
+            check,
+            status: Status::Fail,
+            reason: Some(failure.reason()),
+            message: failure.to_string(),
+            failure: Some(failure),
+        }
+    }
+    fn with(check: &'static str, status: Status, message: impl Into<String>) -> Self {
+        Self {
+            check,
+            status,
+            reason: None,
+            message: message.into(),
+            failure: None,
+        }
+    }
+    /// The failure, when failed.
+    pub fn failure(&self) -> Option<&Failure> {
+        self.failure.as_ref()
+    }
+}
+
+/// Every check's result for one candidate, plus what it learned about the chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    /// The evaluation time, Unix seconds.
+    pub now: i64,
+    /// Results in order.
+    pub checks: Vec<Check>,
+    /// The chain as built (leaf, intermediates used, anchor), or as given when it did not build.
+    pub chain: Vec<CertInfo>,
+    /// The anchors of the bundle.
+    pub anchors: Vec<CertInfo>,
+    /// Earliest not-after along the built chain.
+    pub effective_expiry: Option<i64>,
+    /// Seconds from `now` to `effective_expiry` (negative once expired).
+    pub remaining_seconds: Option<i64>,
+}
+
+impl Verdict {
+    /// Whether no check failed.
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.status != Status::Fail)
+    }
+    /// The failed checks, in order.
+    pub fn failures(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| c.status == Status::Fail)
+    }
+    /// The first failure's reason label, if any.
+    pub fn first_reason(&self) -> Option<&'static str> {
+        self.failures().next().and_then(|c| c.reason)
+    }
+    /// The leaf, if it parsed.
+    pub fn leaf(&self) -> Option<&CertInfo> {
+        self.chain.first().filter(|c| c.role == Role::Leaf)
+    }
+}
+
+fn unix(now: i64) -> UnixTime {
+    UnixTime::since_unix_epoch(Duration::from_secs(now.max(0) as u64))
+}
+
+/// Validates `material` against `policy` at `now` (Unix seconds). Never panics on any input.
+pub fn validate(material: &Material, policy: &Policy, now: i64) -> Verdict {
+    let mut checks = Vec::new();
+    let cert_file = material.raw.cert.path.display().to_string();
+
+    // Inspect the given chain; a certificate that does not parse ends validation here.
+    let mut given = Vec::with_capacity(material.chain.len());
+    for (i, der) in material.chain.iter().enumerate() {
+        match inspect_cert(der, i) {
+            Ok(mut info) => {
+                if i == 0 && info.role != Role::Leaf && !info.is_ca {
+                    info.role = Role::Leaf;
+                }
+                given.push(info)
+            }
+            Err(e) => {
+                checks.push(Check::fail(
+                    "chain",
+                    Failure::BadEncoding {
+                        file: cert_file.clone(),
+                        detail: e.to_string(),
+                    },
+                ));
+                return finish(now, checks, given, Vec::new(), None);
+            }
+        }
+    }
+    if let Some(first) = given.first_mut() {
+        // Position 0 is the leaf by contract, CA or not; the chain check reports a CA leaf.
+        first.role = Role::Leaf;
+    }
+
+    // Trust bundle health.
+    let trust_file = material
+        .raw
+        .trust
+        .as_ref()
+        .map(|t| t.path.display().to_string());
+    let (anchors, anchor_infos) = trust_bundle_check(material, policy, now, &mut checks);
+    let _ = &trust_file;
+
+    // Chain.
+    let mut built: Option<Vec<CertInfo>> = None;
+    let ee = webpki::EndEntityCert::try_from(&material.chain[0]);
+    match (&ee, anchors.is_empty()) {
+        (Err(e), _) => checks.push(Check::fail(
+            "chain",
+            Failure::BadEncoding {
+                file: cert_file.clone(),
+                detail: format!("leaf: {e}"),
+            },
+        )),
+        (Ok(_), true) => checks.push(Check::skip("chain", "no usable trust anchor")),
+        (Ok(ee), false) => {
+            match verify_chain(
+                ee,
+                &anchors,
+                &anchor_infos,
+                material,
+                &given,
+                policy.usage,
+                now,
+            ) {
+                Ok(chain) => {
+                    let path = chain
+                        .iter()
+                        .map(|c| format!("{:?}", c.subject_cn_or_subject()))
+                        .collect::<Vec<_>>()
+                        .join(" → ");
+                    checks.push(Check::pass(
+                        "chain",
+                        format!("verified for {} use: {path}", usage_name(policy.usage)),
+                    ));
+                    built = Some(chain);
+                }
+                Err(f) => checks.push(Check::fail("chain", f)),
+            }
+        }
+    }
+
+    // Names.
+    match (&ee, policy.names.is_empty()) {
+        (_, true) => checks.push(Check::skip("names", "no expected names given")),
+        (Err(_), false) => checks.push(Check::skip("names", "leaf did not parse")),
+        (Ok(ee), false) => checks.push(names_check(ee, &given[0], &policy.names)),
+    }
+
+    // Key match.
+    checks.push(key_check(material));
+
+    // Key strength of every certificate we will rely on.
+    let relied: &[CertInfo] = built.as_deref().unwrap_or(&given);
+    checks.push(strength_check(relied));
+
+    // Validity of every certificate in the (built) chain and remaining lifetime.
+    let effective_expiry = relied.iter().map(|c| c.not_after).min();
+    checks.push(validity_check(relied, effective_expiry, policy, now));
+
+    let chain = built.unwrap_or(given);
+    finish(now, checks, chain, anchor_infos, effective_expiry)
+}
+
+fn finish(
+    now: i64,
+    checks: Vec<Check>,
+    chain: Vec<CertInfo>,
+    anchors: Vec<CertInfo>,
+    effective_expiry: Option<i64>,
+) -> Verdict {
+    Verdict {
+        now,
+        checks,
+        chain,
+        anchors,
+        effective_expiry,
+        remaining_seconds: effective_expiry.map(|e| e - now),
+    }
+}
+
+fn usage_name(usage: Usage) -> &'static str {
+    match usage {
+        Usage::Server => "server",
+        Usage::Client => "client",
+        Usage::Both => "server and client",
+    }
+}
+
+impl CertInfo {
+    fn subject_cn_or_subject(&self) -> &str {
+        if self.subject_cn.is_empty() {
+            &self.subject
+        } else {
+            &self.subject_cn
+        }
+    }
+}
+
+fn trust_bundle_check<'a>(
+    material: &'a Material,
+    policy: &Policy,
+    now: i64,
+    checks: &mut Vec<Check>,
+) -> (Vec<rustls_pki_types::TrustAnchor<'a>>, Vec<CertInfo>) {
+    let Some(trust) = material.raw.trust.as_ref() else {
+        checks.push(Check::fail("trust_bundle", Failure::NoTrustBundle));
+        return (Vec::new(), Vec::new());
+    };
+    let file = trust.path.display().to_string();
+    let mut anchors = Vec::new();
+    let mut infos = Vec::new();
+    let mut notes = Vec::new();
+    let (mut expired, mut unusable) = (0, 0);
+    for (i, der) in material.trust.iter().enumerate() {
+        let info = match inspect_cert(der, i) {
+            Ok(mut info) => {
+                info.role = Role::Anchor;
+                info
+            }
+            Err(e) => {
+                unusable += 1;
+                notes.push(format!("{e}"));
+                continue;
+            }
+        };
+        match webpki::anchor_from_trusted_cert(der) {
+            Ok(anchor) => {
+                if info.not_after < now {
+                    expired += 1;
+                    notes.push(format!(
+                        "anchor {:?} expired at {}",
+                        info.subject_cn_or_subject(),
+                        rfc3339(info.not_after)
+                    ));
+                } else if info.not_after - now < policy.warn_before.as_secs() as i64 {
+                    notes.push(format!(
+                        "anchor {:?} expires at {}",
+                        info.subject_cn_or_subject(),
+                        rfc3339(info.not_after)
+                    ));
+                }
+                anchors.push(anchor.to_owned());
+                infos.push(info);
+            }
+            Err(e) => {
+                unusable += 1;
+                notes.push(format!("certificate #{i} unusable as anchor: {e}"));
+            }
+        }
+    }
+    let usable = anchors.len() - expired;
+    let summary = format!("{} anchor(s), {usable} usable now", material.trust.len());
+    if usable == 0 {
+        let detail = if notes.is_empty() {
+            "bundle is empty".to_string()
+        } else {
+            notes.join("; ")
+        };
+        checks.push(Check::fail(
+            "trust_bundle",
+            Failure::NoUsableAnchor { file, detail },
+        ));
+    } else if notes.is_empty() && unusable == 0 {
+        checks.push(Check::pass("trust_bundle", summary));
+    } else {
+        checks.push(Check::warn(
+            "trust_bundle",
+            format!("{summary}: {}", notes.join("; ")),
+        ));
+    }
+    (anchors, infos)
+}
+
+fn verify_chain(
+    ee: &webpki::EndEntityCert<'_>,
+    anchors: &[rustls_pki_types::TrustAnchor<'_>],
+    anchor_infos: &[CertInfo],
+    material: &Material,
+    given: &[CertInfo],
+    usage: Usage,
+    now: i64,
+) -> Result<Vec<CertInfo>, Failure> {
+    let algs = rustls::crypto::ring::default_provider()
+        .signature_verification_algorithms
+        .all;
+    let intermediates: &[CertificateDer<'_>] = &material.chain[1..];
+    let mut usages = Vec::new();
+    if usage.server() {
+        usages.push(webpki::KeyUsage::server_auth());
+    }
+    if usage.client() {
+        usages.push(webpki::KeyUsage::client_auth());
+    }
+    let mut chain = Vec::new();
+    for (i, eku) in usages.into_iter().enumerate() {
+        let path = ee
+            .verify_for_usage(algs, anchors, intermediates, unix(now), eku, None, None)
+            .map_err(|e| map_webpki_error(e, given, anchor_infos, i == 0 && usage.server(), now))?;
+        if chain.is_empty() {
+            chain.push(given[0].clone());
+            for cert in path.intermediate_certificates() {
+                let der = cert.der();
+                let pos = material
+                    .chain
+                    .iter()
+                    .position(|c| c.as_ref() == der.as_ref());
+                if let Some(info) = pos.and_then(|p| given.get(p)) {
+                    let mut info = info.clone();
+                    info.role = Role::Intermediate;
+                    chain.push(info);
+                }
+            }
+            let anchor = path.anchor();
+            let found = anchors.iter().position(|a| {
+                a.subject.as_ref() == anchor.subject.as_ref()
+                    && a.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref()
+            });
+            if let Some(info) = found.and_then(|i| anchor_infos.get(i)) {
+                chain.push(info.clone());
+            }
+        }
+    }
+    Ok(chain)
+}
+
+/// The one place webpki's errors become certgate's.
+fn map_webpki_error(
+    e: webpki::Error,
+    given: &[CertInfo],
+    anchors: &[CertInfo],
+    as_server: bool,
+    now: i64,
+) -> Failure {
+    use webpki::Error as E;
+    let leaf = &given[0];
+    let all = || given.iter().chain(anchors.iter());
+    match e {
+        E::CertExpired { not_after, .. } => {
+            let t = not_after.as_secs() as i64;
+            let c = all().find(|c| c.not_after == t).unwrap_or(leaf);
+            Failure::Expired {
+                role: c.role,
+                subject: c.subject.clone(),
+                not_after: t,
+                now,
+            }
+        }
+        E::CertNotValidYet { not_before, .. } => {
+            let t = not_before.as_secs() as i64;
+            let c = all().find(|c| c.not_before == t).unwrap_or(leaf);
+            Failure::NotYetValid {
+                role: c.role,
+                subject: c.subject.clone(),
+                not_before: t,
+                now,
+            }
+        }
+        E::UnknownIssuer => {
+            // Name the last certificate whose issuer we could not find.
+            let last = given.last().unwrap_or(leaf);
+            Failure::UnknownIssuer {
+                subject: last.subject.clone(),
+                issuer: last.issuer.clone(),
+            }
+        }
+        #[allow(deprecated)]
+        E::RequiredEkuNotFound | E::RequiredEkuNotFoundContext(_) => Failure::WrongUsage {
+            needed: if as_server {
+                "server (serverAuth)"
+            } else {
+                "client (clientAuth)"
+            },
+            present: if leaf.extended_key_usage.is_empty() {
+                "none".into()
+            } else {
+                leaf.extended_key_usage.join(", ")
+            },
+        },
+        E::CaUsedAsEndEntity => Failure::CaAsLeaf {
+            subject: leaf.subject.clone(),
+        },
+        E::InvalidSignatureForPublicKey => Failure::BadSignature {
+            subject: leaf.subject.clone(),
+        },
+        #[allow(deprecated)]
+        E::UnsupportedSignatureAlgorithmForPublicKey
+        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_)
+        | E::UnsupportedSignatureAlgorithm
+        | E::UnsupportedSignatureAlgorithmContext(_) => Failure::Chain {
+            detail: "a signature uses an unsupported algorithm or key size".into(),
+        },
+        E::BadDer | E::BadDerTime | E::TrailingData(_) => Failure::BadEncoding {
+            file: "chain".into(),
+            detail: "malformed DER".into(),
+        },
+        other => Failure::Chain {
+            detail: format!("{other:?}"),
+        },
+    }
+}
+
+fn names_check(ee: &webpki::EndEntityCert<'_>, leaf: &CertInfo, names: &[ExpectedName]) -> Check {
+    let presented = || {
+        if leaf.sans.is_empty() {
+            "none".to_string()
+        } else {
+            leaf.sans
+                .iter()
+                .map(San::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    for name in names {
+        let covered = match name {
+            ExpectedName::Uri(uri) => leaf
+                .sans
+                .iter()
+                .any(|s| matches!(s, San::Uri(u) if u == uri)),
+            other => other
+                .server_name()
+                .is_some_and(|sn| ee.verify_is_valid_for_subject_name(&sn).is_ok()),
+        };
+        if !covered {
+            return Check::fail(
+                "names",
+                Failure::NameMismatch {
+                    expected: name.to_string(),
+                    presented: presented(),
+                },
+            );
+        }
+    }
+    let list = names
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    Check::pass("names", format!("covers {list}"))
+}
+
+fn key_check(material: &Material) -> Check {
+    let Some(key) = material.key.as_ref() else {
+        return Check::skip("key", "no key given");
+    };
+    let signer = match rustls::crypto::ring::sign::any_supported_type(key.der()) {
+        Ok(signer) => signer,
+        Err(e) => {
+            return Check::fail(
+                "key",
+                Failure::UnsupportedKey {
+                    detail: format!("{e} (RSA keys must be 2048–8192 bits; ECDSA P-256/P-384 and Ed25519 are supported)"),
+                },
+            )
+        }
+    };
+    let certified = rustls::sign::CertifiedKey::new(material.chain.clone(), signer);
+    match certified.keys_match() {
+        Ok(()) => Check::pass("key", "private key matches the leaf"),
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            Check::fail("key", Failure::KeyMismatch)
+        }
+        Err(e) => Check::fail(
+            "key",
+            Failure::UnsupportedKey {
+                detail: format!("cannot tell whether it matches the leaf: {e}"),
+            },
+        ),
+    }
+}
+
+fn strength_check(chain: &[CertInfo]) -> Check {
+    match chain
+        .iter()
+        .find(|c| c.key_algorithm == "RSA" && c.key_bits < 2048)
+    {
+        Some(weak) => Check::fail(
+            "strength",
+            Failure::WeakKey {
+                role: weak.role,
+                subject: weak.subject.clone(),
+                bits: weak.key_bits,
+            },
+        ),
+        None => Check::pass("strength", "key sizes acceptable"),
+    }
+}
+
+fn validity_check(
+    chain: &[CertInfo],
+    effective_expiry: Option<i64>,
+    policy: &Policy,
+    now: i64,
+) -> Check {
+    if let Some(c) = chain.iter().find(|c| c.not_before > now) {
+        return Check::fail(
+            "validity",
+            Failure::NotYetValid {
+                role: c.role,
+                subject: c.subject.clone(),
+                not_before: c.not_before,
+                now,
+            },
+        );
+    }
+    if let Some(c) = chain.iter().find(|c| c.not_after < now) {
+        return Check::fail(
+            "validity",
+            Failure::Expired {
+                role: c.role,
+                subject: c.subject.clone(),
+                not_after: c.not_after,
+                now,
+            },
+        );
+    }
+    let Some(expiry) = effective_expiry else {
+        return Check::skip("validity", "no certificate");
+    };
+    let remaining = Duration::from_secs((expiry - now).max(0) as u64);
+    if remaining < policy.min_remaining {
+        return Check::fail(
+            "validity",
+            Failure::ExpiringSoon {
+                expiry,
+                remaining,
+                min_remaining: policy.min_remaining,
+            },
+        );
+    }
+    Check::pass(
+        "validity",
+        format!(
+            "every certificate valid now; effective expiry {} (in {})",
+            rfc3339(expiry),
+            format_duration(remaining)
+        ),
+    )
+}

@@ -1,0 +1,41 @@
+//! Shared test helpers: a run-time PKI (rcgen), kubelet's atomic writer, the real binary.
+
+#![allow(dead_code)]
+
+pub mod kubelet;
+pub mod pki;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The certgate binary cargo built for these tests.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_certgate"))
+}
+
+/// Runs the real binary with `args`, no inherited CERTGATE_* environment.
+pub fn certgate(args: &[&str]) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CERTGATE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.output().expect("run certgate")
+}
+
+/// Writes `contents` to `dir/name` and returns the path as a String.
+pub fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, contents).expect("write test file");
+    p.display().to_string()
+}
+
+/// stdout and stderr as strings.
+pub fn texts(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
