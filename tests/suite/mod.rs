@@ -1,0 +1,4 @@
+//! The suites, compiled into the one integration-test binary.
+
+mod cli;
+mod pipeline;

@@ -1,0 +1,1 @@
+//! Library-level pipeline tests.
