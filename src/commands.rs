@@ -2,8 +2,14 @@
 
 use std::io::Write;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use crate::cli::{CheckArgs, DemoArgs, InspectArgs, ProbeArgs, RunArgs};
-use crate::config::{Config, SetConfig};
+use crate::config::{Config, LogFormat, SetConfig};
+use crate::daemon::Daemon;
+use crate::http;
+use crate::metrics::Metrics;
 use crate::pipeline::{self, EvalOptions, Evaluation};
 use crate::report;
 use crate::time_fmt::{now_unix, parse_rfc3339};
@@ -132,14 +138,135 @@ pub fn inspect(args: &InspectArgs) -> Outcome {
     }
 }
 
+/// Sets up tracing: `RUST_LOG`-style filter (default `info`), text or JSON lines on stdout.
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
 /// `certgate run`.
-pub fn run(_args: &RunArgs) -> Outcome {
-    usage_error("run: not available yet")
+pub fn run(args: &RunArgs) -> Outcome {
+    let config = match args.to_config() {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
+    init_tracing(config.daemon.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return usage_error(format!("cannot start runtime: {e}")),
+    };
+    rt.block_on(serve(config))
+}
+
+/// Runs the daemon and its admin server until SIGTERM/SIGINT (a second signal aborts).
+pub async fn serve(config: Config) -> Outcome {
+    let metrics = match Metrics::new() {
+        Ok(m) => Arc::new(m),
+        Err(e) => return usage_error(format!("metrics: {e}")),
+    };
+    let listen = config.daemon.listen;
+    let heartbeat_bound = config.daemon.resync_interval * 3 + Duration::from_secs(10);
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => return usage_error(format!("--listen {listen}: cannot bind: {e}")),
+    };
+    let (daemon, shared) = Daemon::new(config, metrics, http::wall_clock_millis);
+    let listen = listener.local_addr().unwrap_or(listen);
+    tracing::info!(listen = %listen, version = env!("CARGO_PKG_VERSION"), "admin server listening (/healthz /readyz /status /metrics)");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop_tx.send(true);
+        wait_for_signal().await;
+        tracing::warn!("second signal: aborting");
+        std::process::exit(130);
+    });
+    let app = http::router(http::AppState {
+        snapshot: shared.snapshot.clone(),
+        heartbeat: shared.heartbeat.clone(),
+        heartbeat_bound,
+        metrics: shared.metrics.clone(),
+        clock: http::wall_clock_millis,
+    });
+    let mut http_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let mut loop_stop = stop_rx;
+    let result = daemon
+        .run(async move {
+            let _ = loop_stop.wait_for(|s| *s).await;
+        })
+        .await;
+    server.abort();
+    match result {
+        Ok(()) => {
+            tracing::info!("stopped");
+            Outcome::Ok
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            Outcome::Failed
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending::<()>().await,
+    }
 }
 
 /// `certgate probe`.
-pub fn probe(_args: &ProbeArgs) -> Outcome {
-    usage_error("probe: not available yet")
+pub fn probe(args: &ProbeArgs) -> Outcome {
+    let url = args.url.clone().unwrap_or_else(|| {
+        format!(
+            "http://127.0.0.1:9464/{}",
+            if args.live { "healthz" } else { "readyz" }
+        )
+    });
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(o) => return o,
+    };
+    match rt.block_on(http::client_request_body("GET", &url, args.timeout)) {
+        Ok((200, _)) => Outcome::Ok,
+        Ok((status, body)) => {
+            eprintln!("certgate probe: {url}: HTTP {status}: {}", body.trim());
+            Outcome::Failed
+        }
+        Err(e) => {
+            eprintln!("certgate probe: {e}");
+            Outcome::Failed
+        }
+    }
 }
 
 /// `certgate demo`.

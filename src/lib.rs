@@ -14,9 +14,14 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod duration;
+pub mod http;
+pub mod metrics;
 pub mod pipeline;
+pub mod publish;
 pub mod report;
+pub mod state;
 pub mod time_fmt;
 
 /// Lowercase hex of bytes.

@@ -209,9 +209,9 @@ async fn handshake_pair(
 /// certificate is accepted (client-only material: only the server's check of *our* client
 /// certificate is under test). Handshake signatures are always verified.
 #[derive(Debug)]
-struct LoopbackVerifier {
-    provider: Arc<CryptoProvider>,
-    anchors: Option<Vec<rustls::pki_types::TrustAnchor<'static>>>,
+pub(crate) struct LoopbackVerifier {
+    pub(crate) provider: Arc<CryptoProvider>,
+    pub(crate) anchors: Option<Vec<rustls::pki_types::TrustAnchor<'static>>>,
 }
 
 impl ServerCertVerifier for LoopbackVerifier {

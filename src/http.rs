@@ -1,0 +1,198 @@
+//! The admin server: `/healthz`, `/readyz`, `/status`, `/metrics`. Handlers read the latest
+//! snapshot from a `watch` channel and never wait on validation, handshakes or publishing.
+//! No request logging: kubelet probes and scrapes would flood the logs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::state::{Heartbeat, Snapshot};
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct AppState {
+    /// Latest daemon snapshot.
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    /// The event loop's heartbeat.
+    pub heartbeat: Heartbeat,
+    /// `/healthz` fails when the loop has not turned for this long.
+    pub heartbeat_bound: Duration,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// The clock, Unix milliseconds (a parameter so tests can drive time).
+    pub clock: fn() -> i64,
+}
+
+/// Wall clock in Unix milliseconds.
+pub fn wall_clock_millis() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
+}
+
+/// The admin router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn healthz(State(s): State<AppState>) -> Response {
+    let now = (s.clock)();
+    let last = s.heartbeat.last();
+    let age = Duration::from_millis(now.saturating_sub(last).max(0) as u64);
+    if last > 0 && age <= s.heartbeat_bound {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("event loop stalled: last turn {}s ago\n", age.as_secs()),
+        )
+            .into_response()
+    }
+}
+
+async fn readyz(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let now = (s.clock)() / 1000;
+    let snap = s.snapshot.borrow().clone();
+    let verdict = snap.readiness(now);
+    let mut body = String::new();
+    if q.contains_key("verbose") {
+        for set in &snap.sets {
+            let line = match set.readiness(now) {
+                Ok(()) => format!("[+]set {} ok\n", set.name),
+                Err(why) if set.required => format!("[-]set {} failed: {why}\n", set.name),
+                Err(why) => format!("[~]set {} not required: {why}\n", set.name),
+            };
+            body.push_str(&line);
+        }
+    }
+    match verdict {
+        Ok(()) => {
+            body.push_str("ok\n");
+            (StatusCode::OK, body).into_response()
+        }
+        Err(lines) => {
+            if !q.contains_key("verbose") {
+                for l in lines {
+                    body.push_str(&l);
+                    body.push('\n');
+                }
+            } else {
+                body.push_str("not ready\n");
+            }
+            (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+        }
+    }
+}
+
+async fn status(State(s): State<AppState>) -> Response {
+    let now = (s.clock)() / 1000;
+    let snap = s.snapshot.borrow().clone();
+    #[derive(serde::Serialize)]
+    struct Doc<'a> {
+        now: String,
+        ready: bool,
+        #[serde(flatten)]
+        snapshot: &'a Snapshot,
+    }
+    let doc = Doc {
+        now: crate::time_fmt::rfc3339(now),
+        ready: snap.readiness(now).is_ok(),
+        snapshot: &snap,
+    };
+    match serde_json::to_string_pretty(&doc) {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let now = (s.clock)() / 1000;
+    let snap = s.snapshot.borrow().clone();
+    s.metrics.refresh(&snap, now);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// A minimal HTTP/1.1 client for `probe` and reload URLs: `http://host:port/path` only.
+/// Returns the status code.
+pub async fn client_request(method: &str, url: &str, timeout: Duration) -> Result<u16, String> {
+    client_request_body(method, url, timeout)
+        .await
+        .map(|(s, _)| s)
+}
+
+/// Like [`client_request`], also returning the body.
+pub async fn client_request_body(
+    method: &str,
+    url: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    use http_body_util::{BodyExt, Empty};
+    use hyper::body::Bytes;
+
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("invalid URL {url:?}: only http:// is supported"));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("invalid URL {url:?}: no host"))?
+        .to_string();
+    let port = uri.port_u16().unwrap_or(80);
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let work = async {
+        let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+            .await
+            .map_err(|e| format!("{url}: connect: {e}"))?;
+        let io = hyper_util::rt::TokioIo::new(tcp);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, format!("{host}:{port}"))
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| format!("{url}: {e}"))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+            .unwrap_or_default();
+        Ok((status, body))
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| format!("{url}: timed out after {} ms", timeout.as_millis()))?
+}

@@ -1,0 +1,262 @@
+//! What the daemon knows, as an immutable snapshot the HTTP side reads without waiting on any
+//! work: per-set status (what `/status` returns) and readiness derived from it at read time.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::pipeline::inspect::CertInfo;
+use crate::pipeline::{FileSummary, Problem};
+use crate::time_fmt::rfc3339;
+
+/// How many recent events each set keeps.
+pub const EVENT_HISTORY: usize = 32;
+
+/// Publish or monitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// certgate gates and publishes into a directory the workload reads.
+    Publish,
+    /// certgate only watches and reports; the workload reads the source.
+    Monitor,
+}
+
+/// The material the workload has (publish mode) or reads (monitor mode).
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveMaterial {
+    /// The published `..data` generation, in publish mode.
+    pub generation: Option<String>,
+    /// Where the workload reads the certificate.
+    pub cert_path: String,
+    /// Where the workload reads the trust bundle, if any.
+    pub trust_path: Option<String>,
+    /// Leaf, intermediates, anchor.
+    pub chain: Vec<CertInfo>,
+    /// The bundle's anchors.
+    pub anchors: Vec<CertInfo>,
+    /// SHA-256 over the bundle's anchors' DER, in order.
+    pub trust_fingerprint: Option<String>,
+    /// Earliest not-after along the chain, Unix seconds.
+    pub effective_expiry: i64,
+    /// When it went live, RFC 3339.
+    pub since: String,
+    /// Source file hashes it came from.
+    #[serde(skip)]
+    pub content_key: Vec<String>,
+}
+
+impl LiveMaterial {
+    /// The leaf.
+    pub fn leaf(&self) -> Option<&CertInfo> {
+        self.chain.first()
+    }
+    /// Latest not-before along the chain (the moment all of it became valid).
+    pub fn effective_start(&self) -> i64 {
+        self.chain
+            .iter()
+            .map(|c| c.not_before)
+            .max()
+            .unwrap_or(i64::MIN)
+    }
+}
+
+/// The last candidate seen and what became of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CandidateStatus {
+    /// When it was evaluated, RFC 3339.
+    pub at: String,
+    /// published, rejected, rolled_back, or unchanged.
+    pub outcome: &'static str,
+    /// Leaf fingerprint, if it parsed.
+    pub fingerprint_sha256: Option<String>,
+    /// Why it was refused.
+    pub reasons: Vec<Problem>,
+    /// Source → outcome, milliseconds.
+    pub reaction_ms: f64,
+}
+
+/// What the post-publish workload check found.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadStatus {
+    /// Whether the workload serves the live leaf.
+    pub serving_live_cert: bool,
+    /// Fingerprint of what it served, if anything.
+    pub served_fingerprint_sha256: Option<String>,
+    /// Human summary.
+    pub message: String,
+    /// When, RFC 3339.
+    pub checked_at: String,
+}
+
+/// One line of a set's history.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// RFC 3339.
+    pub at: String,
+    /// published, rejected, rolled_back, stale, reload, expired, …
+    pub kind: &'static str,
+    /// Human text.
+    pub message: String,
+}
+
+/// Everything `/status` shows for one set. Never key bytes.
+#[derive(Debug, Clone, Serialize)]
+pub struct SetStatus {
+    /// Set name.
+    pub name: String,
+    /// publish or monitor.
+    pub mode: Mode,
+    /// Counts for readiness.
+    pub required: bool,
+    /// Not-ready this long before expiry, seconds.
+    pub fail_ready_before_seconds: u64,
+    /// Warn this long before expiry, seconds.
+    pub warn_before_seconds: u64,
+    /// Source files as last read.
+    pub source: Vec<FileSummary>,
+    /// Live material.
+    pub live: Option<LiveMaterial>,
+    /// Why there is no live material, when there is none.
+    pub live_problem: Option<String>,
+    /// The last candidate.
+    pub last_candidate: Option<CandidateStatus>,
+    /// Last publish, RFC 3339.
+    pub last_publish: Option<String>,
+    /// Last rejection, RFC 3339.
+    pub last_rejection: Option<String>,
+    /// Last rollback, RFC 3339.
+    pub last_rollback: Option<String>,
+    /// Workload verification.
+    pub workload: Option<WorkloadStatus>,
+    /// Recent events, newest last.
+    pub events: VecDeque<Event>,
+}
+
+impl SetStatus {
+    /// A set nothing is known about yet.
+    pub fn new(
+        name: &str,
+        mode: Mode,
+        required: bool,
+        fail_ready_before: u64,
+        warn_before: u64,
+    ) -> Self {
+        Self {
+            name: name.to_string(),
+            mode,
+            required,
+            fail_ready_before_seconds: fail_ready_before,
+            warn_before_seconds: warn_before,
+            source: Vec::new(),
+            live: None,
+            live_problem: Some("not evaluated yet".into()),
+            last_candidate: None,
+            last_publish: None,
+            last_rejection: None,
+            last_rollback: None,
+            workload: None,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Appends to the bounded history.
+    pub fn push_event(&mut self, now: i64, kind: &'static str, message: impl Into<String>) {
+        if self.events.len() == EVENT_HISTORY {
+            self.events.pop_front();
+        }
+        self.events.push_back(Event {
+            at: rfc3339(now),
+            kind,
+            message: message.into(),
+        });
+    }
+
+    /// Whether the live material is valid at `now` (every cert of the chain in its window).
+    pub fn valid_at(&self, now: i64) -> bool {
+        self.live
+            .as_ref()
+            .is_some_and(|l| l.effective_start() <= now && now <= l.effective_expiry)
+    }
+
+    /// `Ok` when ready at `now`, else why not (one line).
+    pub fn readiness(&self, now: i64) -> Result<(), String> {
+        let Some(live) = &self.live else {
+            return Err(self
+                .live_problem
+                .clone()
+                .unwrap_or_else(|| "no valid material".into()));
+        };
+        if now < live.effective_start() {
+            return Err(format!(
+                "certificate not valid before {}",
+                rfc3339(live.effective_start())
+            ));
+        }
+        if now > live.effective_expiry {
+            return Err(format!(
+                "certificate expired at {}",
+                rfc3339(live.effective_expiry)
+            ));
+        }
+        if now > live.effective_expiry - self.fail_ready_before_seconds as i64 {
+            return Err(format!(
+                "certificate expires at {}, within fail_ready_before",
+                rfc3339(live.effective_expiry)
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The daemon's whole state at one moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// certgate version.
+    pub version: &'static str,
+    /// Whether the first evaluation of every set is done.
+    pub initialized: bool,
+    /// Per set, in config order; shared so a change to one set copies only that set.
+    pub sets: Vec<Arc<SetStatus>>,
+}
+
+impl Snapshot {
+    /// Readiness at `now`: one line per failing required set.
+    pub fn readiness(&self, now: i64) -> Result<(), Vec<String>> {
+        if !self.initialized {
+            return Err(vec!["starting: first evaluation not done".into()]);
+        }
+        let failing: Vec<String> = self
+            .sets
+            .iter()
+            .filter(|s| s.required)
+            .filter_map(|s| {
+                s.readiness(now)
+                    .err()
+                    .map(|why| format!("set {}: {why}", s.name))
+            })
+            .collect();
+        if failing.is_empty() {
+            Ok(())
+        } else {
+            Err(failing)
+        }
+    }
+}
+
+/// The event loop's heartbeat: Unix milliseconds of its last turn.
+#[derive(Debug, Clone, Default)]
+pub struct Heartbeat(Arc<AtomicI64>);
+
+impl Heartbeat {
+    /// Records a turn of the loop.
+    pub fn beat(&self, now_millis: i64) {
+        self.0.store(now_millis, Ordering::Relaxed);
+    }
+    /// The last turn, Unix milliseconds (0 = never).
+    pub fn last(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
