@@ -1,4 +1,5 @@
 //! The suites, compiled into the one integration-test binary.
 
 mod cli;
+mod daemon;
 mod pipeline;

@@ -2,8 +2,10 @@
 
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod kubelet;
 pub mod pki;
+pub mod workload;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
