@@ -32,6 +32,9 @@ use crate::state::{
 };
 use crate::time_fmt::rfc3339;
 
+/// Bound on one workload verification attempt.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Handles the HTTP side needs.
 #[derive(Clone)]
 pub struct Shared {
@@ -824,22 +827,18 @@ fn spawn_follow_up(
             Some(v) => {
                 // Poll until the workload serves the expected leaf or the deadline passes; the
                 // last observation is the verdict.
+                // Each attempt gets its own bound so the last one is a real observation, not
+                // a cut-off at the deadline's edge.
                 let deadline = Instant::now() + v.timeout;
                 let mut last;
                 loop {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    last = verify::probe(
-                        v.addr,
-                        name.clone(),
-                        &live.material,
-                        left.min(Duration::from_secs(5)),
-                    )
-                    .await;
+                    last = verify::probe(v.addr, name.clone(), &live.material, PROBE_TIMEOUT).await;
                     let good =
                         matches!(&last, Served::Leaf(fp) if Some(fp) == expected_fp.as_ref());
                     if good || Instant::now() >= deadline {
                         break;
                     }
+                    let left = deadline.saturating_duration_since(Instant::now());
                     tokio::time::sleep(Duration::from_millis(200).min(left)).await;
                 }
                 Some(last)
