@@ -305,7 +305,7 @@ fn one_line(msg: &str) -> String {
     let mut lines = msg.lines().filter(|l| !l.trim().is_empty());
     let first = lines.next().unwrap_or("invalid TOML").trim().to_string();
     // toml puts the actual complaint last, after the excerpt.
-    match lines.last() {
+    match lines.next_back() {
         Some(last) if !last.trim_start().starts_with('|') => format!("{first}: {}", last.trim()),
         _ => first,
     }

@@ -30,6 +30,9 @@ enum LiveFamily {
     X509Expired,
 }
 
+/// One written series: its family and label values.
+type Series = (LiveFamily, Vec<String>);
+
 /// The registry and its metrics.
 pub struct Metrics {
     registry: Registry,
@@ -51,7 +54,7 @@ pub struct Metrics {
     x509_not_before: GaugeVec,
     x509_expired: GaugeVec,
     /// Label values written per set, so they can be removed when the material changes.
-    live_series: Mutex<HashMap<String, Vec<(LiveFamily, Vec<String>)>>>,
+    live_series: Mutex<HashMap<String, Vec<Series>>>,
 }
 
 impl std::fmt::Debug for Metrics {

@@ -245,7 +245,7 @@ pub fn read_set_observed(
     let mut last_moved_dir = None;
     for _ in 0..GENERATION_RETRIES {
         match read_once(paths, max_file_size, after_each_read)? {
-            Attempt::Consistent(set) => return Ok(set),
+            Attempt::Consistent(set) => return Ok(*set),
             Attempt::Moved(dir) => last_moved_dir = Some(dir),
         }
     }
@@ -255,7 +255,7 @@ pub fn read_set_observed(
 }
 
 enum Attempt {
-    Consistent(RawSet),
+    Consistent(Box<RawSet>),
     Moved(PathBuf),
 }
 
@@ -314,7 +314,7 @@ fn read_once(
     })?;
     let key = paths.key.as_ref().and_then(|_| take(FileRole::Key));
     let trust = paths.trust.as_ref().and_then(|_| take(FileRole::Trust));
-    Ok(Attempt::Consistent(RawSet { cert, key, trust }))
+    Ok(Attempt::Consistent(Box::new(RawSet { cert, key, trust })))
 }
 
 fn parent_dir(path: &Path) -> PathBuf {
@@ -558,7 +558,7 @@ pub fn decode_certs(file: &FileSnapshot) -> Result<Vec<CertificateDer<'static>>,
     if !is_pem(bytes) {
         // A single DER certificate: an X.509 SEQUENCE spanning exactly the file.
         return match x509_parser::parse_x509_certificate(bytes) {
-            Ok((rest, _)) if rest.is_empty() => Ok(vec![CertificateDer::from(bytes.to_vec())]),
+            Ok(([], _)) => Ok(vec![CertificateDer::from(bytes.to_vec())]),
             Ok((rest, _)) => Err(malformed(
                 file,
                 format!("{} unexpected bytes after the DER certificate", rest.len()),

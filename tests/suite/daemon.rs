@@ -43,10 +43,17 @@ impl Fixture {
     }
     /// Writes leaf (+ intermediate), key and the root bundle as one kubelet generation.
     fn rotate(&self, leaf: &Leaf) {
-        self.rotate_raw(&chain(leaf, &self.inter), leaf.key.pkcs8_pem().as_bytes(), self.root.cert_pem.as_bytes());
+        self.rotate_raw(
+            &chain(leaf, &self.inter),
+            leaf.key.pkcs8_pem().as_bytes(),
+            self.root.cert_pem.as_bytes(),
+        );
     }
     fn rotate_raw(&self, cert: &[u8], key: &[u8], ca: &[u8]) {
-        atomic_write(&self.src(), &[("tls.crt", cert), ("tls.key", key), ("ca.crt", ca)]);
+        atomic_write(
+            &self.src(),
+            &[("tls.crt", cert), ("tls.key", key), ("ca.crt", ca)],
+        );
     }
     fn config(&self, extra: &str) -> PathBuf {
         let src = self.src();
@@ -79,11 +86,18 @@ fn fingerprint(der: &[u8]) -> String {
 
 fn wait_live(d: &Running, leaf: &Leaf) {
     let want = fingerprint(&leaf.cert_der);
-    wait_until(BOUND, "leaf to go live", || d.live_fingerprint(0).as_deref() == Some(want.as_str()));
+    wait_until(BOUND, "leaf to go live", || {
+        d.live_fingerprint(0).as_deref() == Some(want.as_str())
+    });
 }
 
 fn rejected(d: &Running, reason: &str) -> f64 {
-    metric_matching(&d.get("/metrics").1, "certgate_rotations_total", &[("outcome", "rejected"), ("reason", reason)]).unwrap_or(0.0)
+    metric_matching(
+        &d.get("/metrics").1,
+        "certgate_rotations_total",
+        &[("outcome", "rejected"), ("reason", reason)],
+    )
+    .unwrap_or(0.0)
 }
 
 #[test]
@@ -98,22 +112,41 @@ fn good_rotation_is_published_atomically() {
     let b = f.good();
     f.rotate(&b);
     wait_live(&d, &b);
-    assert!(f.published_cert().starts_with(&b.cert_pem), "publish dir holds the new leaf");
+    assert!(
+        f.published_cert().starts_with(&b.cert_pem),
+        "publish dir holds the new leaf"
+    );
     assert_eq!(f.published_key(), b.key.pkcs8_pem());
     // kubelet layout: ..data symlink, user-visible symlinks into it, key 0600, previous kept.
     let data = fs::read_link(f.publish().join("..data")).expect("..data");
-    assert_eq!(fs::read_link(f.publish().join("tls.crt")).unwrap(), Path::new("..data/tls.crt"));
+    assert_eq!(
+        fs::read_link(f.publish().join("tls.crt")).unwrap(),
+        Path::new("..data/tls.crt")
+    );
     use std::os::unix::fs::PermissionsExt;
-    let mode = fs::metadata(f.publish().join(&data).join("tls.key")).unwrap().permissions().mode();
+    let mode = fs::metadata(f.publish().join(&data).join("tls.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     let generations = fs::read_dir(f.publish())
         .unwrap()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("..2"))
         .count();
-    assert_eq!(generations, 2, "live and previous generations kept, older removed");
+    assert_eq!(
+        generations, 2,
+        "live and previous generations kept, older removed"
+    );
     let text = d.get("/metrics").1;
-    assert_eq!(metric_matching(&text, "certgate_rotations_total", &[("set", "web"), ("outcome", "published")]), Some(2.0));
+    assert_eq!(
+        metric_matching(
+            &text,
+            "certgate_rotations_total",
+            &[("set", "web"), ("outcome", "published")]
+        ),
+        Some(2.0)
+    );
     let status = d.status();
     assert_eq!(status["sets"][0]["last_candidate"]["outcome"], "published");
 }
@@ -126,32 +159,70 @@ fn bad_rotations_are_rejected_and_the_last_good_stays_live() {
     let d = Running::start(&f.config(""));
     wait_live(&d, &a);
     let now = time::OffsetDateTime::now_utc();
-    let expired = f.leaf(&LeafSpec::new("web.example.com").valid(now - time::Duration::days(10), now - time::Duration::days(1)));
+    let expired = f.leaf(&LeafSpec::new("web.example.com").valid(
+        now - time::Duration::days(10),
+        now - time::Duration::days(1),
+    ));
     let wrong_name = f.leaf(&LeafSpec::new("other.example.com"));
     let stranger = Ca::root("stranger", Alg::P256).leaf(&LeafSpec::new("web.example.com"));
     let other_key = f.good();
     let cases: Vec<(&str, Vec<u8>, Vec<u8>)> = vec![
-        ("expired", chain(&expired, &f.inter), expired.key.pkcs8_pem().into_bytes()),
-        ("name_mismatch", chain(&wrong_name, &f.inter), wrong_name.key.pkcs8_pem().into_bytes()),
-        ("unknown_issuer", stranger.cert_pem.clone().into_bytes(), stranger.key.pkcs8_pem().into_bytes()),
-        ("key_mismatch", chain(&a, &f.inter), other_key.key.pkcs8_pem().into_bytes()),
-        ("no_certificate", b"garbage, not PEM".to_vec(), a.key.pkcs8_pem().into_bytes()),
+        (
+            "expired",
+            chain(&expired, &f.inter),
+            expired.key.pkcs8_pem().into_bytes(),
+        ),
+        (
+            "name_mismatch",
+            chain(&wrong_name, &f.inter),
+            wrong_name.key.pkcs8_pem().into_bytes(),
+        ),
+        (
+            "unknown_issuer",
+            stranger.cert_pem.clone().into_bytes(),
+            stranger.key.pkcs8_pem().into_bytes(),
+        ),
+        (
+            "key_mismatch",
+            chain(&a, &f.inter),
+            other_key.key.pkcs8_pem().into_bytes(),
+        ),
+        (
+            "no_certificate",
+            b"garbage, not PEM".to_vec(),
+            a.key.pkcs8_pem().into_bytes(),
+        ),
         ("empty", Vec::new(), a.key.pkcs8_pem().into_bytes()),
     ];
     for (reason, cert, key) in cases {
         let before = rejected(&d, reason);
         f.rotate_raw(&cert, &key, f.root.cert_pem.as_bytes());
         wait_until(BOUND, reason, || rejected(&d, reason) > before);
-        assert!(f.published_cert().starts_with(&a.cert_pem), "{reason}: last good generation still published");
-        assert_eq!(f.published_key(), a.key.pkcs8_pem(), "{reason}: key untouched");
+        assert!(
+            f.published_cert().starts_with(&a.cert_pem),
+            "{reason}: last good generation still published"
+        );
+        assert_eq!(
+            f.published_key(),
+            a.key.pkcs8_pem(),
+            "{reason}: key untouched"
+        );
         assert_eq!(d.get("/readyz").0, 200, "{reason}: still ready");
         let st = d.status();
         assert_eq!(st["sets"][0]["last_candidate"]["outcome"], "rejected");
-        assert_eq!(st["sets"][0]["last_candidate"]["reasons"][0]["reason"], reason);
+        assert_eq!(
+            st["sets"][0]["last_candidate"]["reasons"][0]["reason"],
+            reason
+        );
         assert!(d.log_text().contains(reason), "{reason}: logged");
     }
     // Secrets never leak into logs, /status or /metrics.
-    let all = format!("{}\n{}\n{}", d.log_text(), d.get("/status").1, d.get("/metrics").1);
+    let all = format!(
+        "{}\n{}\n{}",
+        d.log_text(),
+        d.get("/status").1,
+        d.get("/metrics").1
+    );
     for k in [&a.key, &other_key.key] {
         let b64 = base64_of(&k.pkcs8_der);
         assert!(!all.contains(&b64[20..60]), "key bytes leaked");
@@ -166,13 +237,23 @@ fn trust_bundle_that_would_orphan_the_live_leaf_is_refused() {
     let d = Running::start(&f.config(""));
     wait_live(&d, &a);
     let new_root = Ca::root("replacement root", Alg::P256);
-    f.rotate_raw(&chain(&a, &f.inter), a.key.pkcs8_pem().as_bytes(), new_root.cert_pem.as_bytes());
-    wait_until(BOUND, "orphan rejection", || rejected(&d, "orphans_live_leaf") >= 1.0);
+    f.rotate_raw(
+        &chain(&a, &f.inter),
+        a.key.pkcs8_pem().as_bytes(),
+        new_root.cert_pem.as_bytes(),
+    );
+    wait_until(BOUND, "orphan rejection", || {
+        rejected(&d, "orphans_live_leaf") >= 1.0
+    });
     let published_ca = fs::read_to_string(f.publish().join("ca.crt")).unwrap();
     assert_eq!(published_ca, f.root.cert_pem, "old bundle stays published");
     // A bundle carrying both roots keeps the live leaf trusted and is published.
     let both = format!("{}{}", f.root.cert_pem, new_root.cert_pem);
-    f.rotate_raw(&chain(&a, &f.inter), a.key.pkcs8_pem().as_bytes(), both.as_bytes());
+    f.rotate_raw(
+        &chain(&a, &f.inter),
+        a.key.pkcs8_pem().as_bytes(),
+        both.as_bytes(),
+    );
     wait_until(BOUND, "bundle with both roots published", || {
         fs::read_to_string(f.publish().join("ca.crt")).unwrap_or_default() == both
     });
@@ -187,14 +268,26 @@ fn workload_refusing_the_new_cert_is_swapped_back() {
     // The last base64 line of B's PEM (its signature) identifies it.
     let marker = b.cert_pem.lines().rev().nth(1).unwrap().to_string();
     let w = Workload::start(f.publish(), Behaviour::RefuseWhenPemContains(marker));
-    let d = Running::start(&f.config(&format!("verify_addr = \"{}\"\nverify_timeout = \"2s\"\n", w.addr)));
+    let d = Running::start(&f.config(&format!(
+        "verify_addr = \"{}\"\nverify_timeout = \"2s\"\n",
+        w.addr
+    )));
     wait_live(&d, &a);
-    wait_until(BOUND, "workload verified", || d.metric("certgate_workload_serving_live_cert{set=\"web\"}") == Some(1.0));
+    wait_until(BOUND, "workload verified", || {
+        d.metric("certgate_workload_serving_live_cert{set=\"web\"}") == Some(1.0)
+    });
     f.rotate(&b);
     wait_until(BOUND, "rollback", || {
-        metric_matching(&d.get("/metrics").1, "certgate_rotations_total", &[("outcome", "rolled_back")]) == Some(1.0)
+        metric_matching(
+            &d.get("/metrics").1,
+            "certgate_rotations_total",
+            &[("outcome", "rolled_back")],
+        ) == Some(1.0)
     });
-    assert!(f.published_cert().starts_with(&a.cert_pem), "previous generation restored");
+    assert!(
+        f.published_cert().starts_with(&a.cert_pem),
+        "previous generation restored"
+    );
     assert_eq!(f.published_key(), a.key.pkcs8_pem());
     wait_live(&d, &a);
     let st = d.status();
@@ -204,7 +297,14 @@ fn workload_refusing_the_new_cert_is_swapped_back() {
     // The refused candidate is not retried until the source changes: a resync-free wait shows
     // no second rollback.
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(metric_matching(&d.get("/metrics").1, "certgate_rotations_total", &[("outcome", "rolled_back")]), Some(1.0));
+    assert_eq!(
+        metric_matching(
+            &d.get("/metrics").1,
+            "certgate_rotations_total",
+            &[("outcome", "rolled_back")]
+        ),
+        Some(1.0)
+    );
 }
 
 #[test]
@@ -217,7 +317,10 @@ fn workload_that_never_reloads_is_reported_stale() {
     drop(d);
     // Workload loads A once, then the daemon restarts with verification and B arrives.
     let w = Workload::start(f.publish(), Behaviour::Stale);
-    let d = Running::start(&f.config(&format!("verify_addr = \"{}\"\nverify_timeout = \"1s\"\n", w.addr)));
+    let d = Running::start(&f.config(&format!(
+        "verify_addr = \"{}\"\nverify_timeout = \"1s\"\n",
+        w.addr
+    )));
     wait_live(&d, &a);
     let b = f.good();
     f.rotate(&b);
@@ -225,37 +328,58 @@ fn workload_that_never_reloads_is_reported_stale() {
     std::thread::sleep(Duration::from_secs(2));
     eprintln!("{}\n{}", d.get("/status").1, d.log_text());
     wait_until(BOUND, "stale report", || {
-        d.status()["sets"][0]["workload"]["message"].as_str().is_some_and(|m| m.contains("stale"))
+        d.status()["sets"][0]["workload"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("stale"))
     });
-    assert_eq!(d.metric("certgate_workload_serving_live_cert{set=\"web\"}"), Some(0.0));
-    assert!(f.published_cert().starts_with(&b.cert_pem), "a valid cert is not swapped back for a lazy workload");
+    assert_eq!(
+        d.metric("certgate_workload_serving_live_cert{set=\"web\"}"),
+        Some(0.0)
+    );
+    assert!(
+        f.published_cert().starts_with(&b.cert_pem),
+        "a valid cert is not swapped back for a lazy workload"
+    );
 }
 
 #[test]
 fn expiry_flips_readiness_without_file_events() {
     let f = Fixture::new();
     let now = time::OffsetDateTime::now_utc();
-    let short = f.leaf(&LeafSpec::new("web.example.com").valid(now - time::Duration::hours(1), now + time::Duration::seconds(3)));
+    let short = f.leaf(&LeafSpec::new("web.example.com").valid(
+        now - time::Duration::hours(1),
+        now + time::Duration::seconds(3),
+    ));
     f.rotate(&short);
     let d = Running::start(&f.config(""));
     wait_live(&d, &short);
     assert_eq!(d.get("/readyz").0, 200);
-    wait_until(BOUND, "not ready after expiry", || d.get("/readyz").0 == 503);
+    wait_until(BOUND, "not ready after expiry", || {
+        d.get("/readyz").0 == 503
+    });
     let (_, body) = d.get("/readyz");
     assert!(body.contains("expired"), "{body}");
     assert_eq!(d.metric("certgate_cert_valid{set=\"web\"}"), Some(0.0));
     assert_eq!(d.metric("certgate_ready"), Some(0.0));
     // The timer (not a file event) recorded the crossing.
-    wait_until(BOUND, "threshold event", || d.get("/status").1.contains("expired at"));
+    wait_until(BOUND, "threshold event", || {
+        d.get("/status").1.contains("expired at")
+    });
 }
 
 #[test]
 fn files_missing_at_start_then_appearing() {
     let f = Fixture::new();
     let d = Running::start(&f.config(""));
-    wait_until(BOUND, "first evaluation", || d.get("/readyz").1.contains("not found"));
+    wait_until(BOUND, "first evaluation", || {
+        d.get("/readyz").1.contains("not found")
+    });
     assert_eq!(d.get("/readyz").0, 503);
-    assert_eq!(d.get("/healthz").0, 200, "a missing file never fails liveness");
+    assert_eq!(
+        d.get("/healthz").0,
+        200,
+        "a missing file never fails liveness"
+    );
     let a = f.good();
     f.rotate(&a);
     wait_live(&d, &a);
@@ -270,7 +394,9 @@ fn directory_deleted_and_recreated() {
     let d = Running::start(&f.config(""));
     wait_live(&d, &a);
     fs::remove_dir_all(f.src()).unwrap();
-    wait_until(BOUND, "missing files noticed", || rejected(&d, "missing") >= 1.0);
+    wait_until(BOUND, "missing files noticed", || {
+        rejected(&d, "missing") >= 1.0
+    });
     assert!(f.published_cert().starts_with(&a.cert_pem));
     let b = f.good();
     f.rotate(&b);
@@ -294,7 +420,12 @@ fn plain_writer_never_publishes_a_torn_pair() {
     for _ in 0..20 {
         std::thread::sleep(Duration::from_millis(15));
         let (c, k) = (f.published_cert(), f.published_key());
-        assert!(pairs.iter().any(|(pc, pk)| c.starts_with(pc.as_str()) && k == *pk), "torn pair published");
+        assert!(
+            pairs
+                .iter()
+                .any(|(pc, pk)| c.starts_with(pc.as_str()) && k == *pk),
+            "torn pair published"
+        );
     }
     fs::write(f.src().join("tls.key"), b.key.pkcs8_pem()).unwrap();
     wait_live(&d, &b);
@@ -312,10 +443,19 @@ fn restart_keeps_the_last_good_generation() {
     assert_eq!(d.terminate(), Some(0), "SIGTERM exits 0");
     f.rotate_raw(b"corrupted", b"corrupted", f.root.cert_pem.as_bytes());
     let d = Running::start(&f.config(""));
-    wait_until(BOUND, "source rejected", || rejected(&d, "no_certificate") >= 1.0);
-    assert_eq!(d.live_fingerprint(0).as_deref(), Some(fingerprint(&a.cert_der).as_str()));
+    wait_until(BOUND, "source rejected", || {
+        rejected(&d, "no_certificate") >= 1.0
+    });
+    assert_eq!(
+        d.live_fingerprint(0).as_deref(),
+        Some(fingerprint(&a.cert_der).as_str())
+    );
     assert!(f.published_cert().starts_with(&a.cert_pem));
-    assert_eq!(d.get("/readyz").0, 200, "the kept generation is valid, so ready");
+    assert_eq!(
+        d.get("/readyz").0,
+        200,
+        "the kept generation is valid, so ready"
+    );
 }
 
 #[test]
@@ -326,7 +466,14 @@ fn many_sets_only_the_rotating_one_is_revalidated() {
     for i in 0..5 {
         let dir = f.tmp.path().join(format!("src{i}"));
         let leaf = f.good();
-        atomic_write(&dir, &[("tls.crt", &chain(&leaf, &f.inter)), ("tls.key", leaf.key.pkcs8_pem().as_bytes()), ("ca.crt", f.root.cert_pem.as_bytes())]);
+        atomic_write(
+            &dir,
+            &[
+                ("tls.crt", &chain(&leaf, &f.inter)),
+                ("tls.key", leaf.key.pkcs8_pem().as_bytes()),
+                ("ca.crt", f.root.cert_pem.as_bytes()),
+            ],
+        );
         text.push_str(&format!(
             "[[set]]\nname = \"s{i}\"\ncert = \"{0}/tls.crt\"\nkey = \"{0}/tls.key\"\ntrust = \"{0}/ca.crt\"\npublish_dir = \"{1}\"\n",
             dir.display(),
@@ -339,12 +486,25 @@ fn many_sets_only_the_rotating_one_is_revalidated() {
     let d = Running::start(&cfg);
     wait_until(BOUND, "all sets ready", || d.get("/readyz").0 == 200);
     let new = f.good();
-    atomic_write(&f.tmp.path().join("src3"), &[("tls.crt", &chain(&new, &f.inter)), ("tls.key", new.key.pkcs8_pem().as_bytes()), ("ca.crt", f.root.cert_pem.as_bytes())]);
+    atomic_write(
+        &f.tmp.path().join("src3"),
+        &[
+            ("tls.crt", &chain(&new, &f.inter)),
+            ("tls.key", new.key.pkcs8_pem().as_bytes()),
+            ("ca.crt", f.root.cert_pem.as_bytes()),
+        ],
+    );
     let want = fingerprint(&new.cert_der);
-    wait_until(BOUND, "s3 rotated", || d.status()["sets"][3]["live"]["chain"][0]["fingerprint_sha256"] == want.as_str());
+    wait_until(BOUND, "s3 rotated", || {
+        d.status()["sets"][3]["live"]["chain"][0]["fingerprint_sha256"] == want.as_str()
+    });
     let m = d.get("/metrics").1;
     for i in 0..5 {
-        let n = metric_matching(&m, "certgate_rotations_total", &[("set", &format!("s{i}")), ("outcome", "published")]);
+        let n = metric_matching(
+            &m,
+            "certgate_rotations_total",
+            &[("set", &format!("s{i}")), ("outcome", "published")],
+        );
         assert_eq!(n, Some(if i == 3 { 2.0 } else { 1.0 }), "set s{i}");
     }
     let (_, verbose) = d.get("/readyz?verbose");
@@ -366,8 +526,15 @@ fn endpoints_report_what_is_live() {
     let set = &st["sets"][0];
     assert_eq!(set["mode"], "publish");
     assert_eq!(set["source"].as_array().map(Vec::len), Some(3));
-    assert_eq!(set["live"]["chain"][0]["sans"][0]["value"], "web.example.com");
-    assert_eq!(set["live"]["chain"].as_array().map(Vec::len), Some(3), "leaf, intermediate, anchor");
+    assert_eq!(
+        set["live"]["chain"][0]["sans"][0]["value"],
+        "web.example.com"
+    );
+    assert_eq!(
+        set["live"]["chain"].as_array().map(Vec::len),
+        Some(3),
+        "leaf, intermediate, anchor"
+    );
     assert!(set["live"]["effective_expiry"].as_i64().is_some());
     let m = d.get("/metrics").1;
     for name in [
@@ -379,7 +546,10 @@ fn endpoints_report_what_is_live() {
         "certgate_cert_valid{set=\"web\"}",
         "certgate_ready",
     ] {
-        assert!(crate::util::daemon::metric_value(&m, name).is_some(), "missing {name}\n{m}");
+        assert!(
+            crate::util::daemon::metric_value(&m, name).is_some(),
+            "missing {name}\n{m}"
+        );
     }
     for family in [
         "certgate_cert_info{",
@@ -393,7 +563,11 @@ fn endpoints_report_what_is_live() {
     ] {
         assert!(m.contains(family), "missing {family}");
     }
-    let leaf_na = metric_matching(&m, "x509_cert_not_after", &[("subject_CN", "web.example.com"), ("filename", "tls.crt")]);
+    let leaf_na = metric_matching(
+        &m,
+        "x509_cert_not_after",
+        &[("subject_CN", "web.example.com"), ("filename", "tls.crt")],
+    );
     assert!(leaf_na.is_some(), "enix-compatible leaf series");
     // After a rotation, the old leaf's series are gone (bounded cardinality).
     let old_fp = fingerprint(&a.cert_der);
@@ -430,8 +604,13 @@ fn monitor_mode_validates_without_publishing() {
     assert!(d.log_text().contains("monitor mode"), "says so at start-up");
     assert!(!f.publish().exists());
     assert_eq!(d.status()["sets"][0]["mode"], "monitor");
-    f.rotate_raw(b"broken", a.key.pkcs8_pem().as_bytes(), f.root.cert_pem.as_bytes());
-    wait_until(BOUND, "not ready on bad source", || d.get("/readyz").0 == 503);
+    f.rotate_raw(
+        b"broken",
+        a.key.pkcs8_pem().as_bytes(),
+        f.root.cert_pem.as_bytes(),
+    );
+    wait_until(BOUND, "not ready on bad source", || {
+        d.get("/readyz").0 == 503
+    });
     assert_eq!(d.terminate(), Some(0));
 }
-

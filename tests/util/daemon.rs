@@ -18,7 +18,10 @@ pub struct Running {
 pub fn wait_until(bound: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < bound, "timed out after {bound:?} waiting for {what}");
+        assert!(
+            start.elapsed() < bound,
+            "timed out after {bound:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -26,7 +29,15 @@ pub fn wait_until(bound: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 impl Running {
     /// Starts `certgate run --config FILE` with JSON logs on an ephemeral port.
     pub fn start(config: &Path) -> Self {
-        Self::start_args(&["run", "--config", &config.display().to_string(), "--listen", "127.0.0.1:0", "--log-format", "json"])
+        Self::start_args(&[
+            "run",
+            "--config",
+            &config.display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
     }
 
     /// Starts the binary with explicit arguments (must include `--listen 127.0.0.1:0`).
@@ -67,7 +78,11 @@ impl Running {
             }
         };
         let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
-        let addr = v["listen"].as_str().expect("listen field").parse().expect("listen addr");
+        let addr = v["listen"]
+            .as_str()
+            .expect("listen field")
+            .parse()
+            .expect("listen addr");
         Self { child, addr, logs }
     }
 
@@ -112,7 +127,10 @@ impl Running {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status.code();
             }
-            assert!(start.elapsed() < Duration::from_secs(15), "certgate did not exit on SIGTERM");
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "certgate did not exit on SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -130,7 +148,10 @@ impl Drop for Running {
 pub fn metric_value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
         .and_then(|v| v.trim().parse().ok())
 }
 
@@ -139,16 +160,26 @@ pub fn metric_matching(text: &str, name: &str, labels: &[(&str, &str)]) -> Optio
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .find(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.trim().parse().ok())
 }
 
 /// A plain HTTP/1.1 GET with `Connection: close`.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect admin server");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("send");
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect admin server");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read response");
     let text = String::from_utf8_lossy(&raw).into_owned();
@@ -157,7 +188,10 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .expect("status code");
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (code, dechunk(&body))
 }
 

@@ -2,7 +2,7 @@
 //! that serves the publish directory's cert and key, in one of several behaviours.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rustls::pki_types::pem::PemObject;
@@ -27,9 +27,11 @@ pub struct Workload {
     _rt: tokio::runtime::Runtime,
 }
 
-fn load(dir: &PathBuf) -> Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, String)> {
+fn load(dir: &Path) -> Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, String)> {
     let pem = std::fs::read_to_string(dir.join("tls.crt")).ok()?;
-    let certs = CertificateDer::pem_slice_iter(pem.as_bytes()).collect::<Result<Vec<_>, _>>().ok()?;
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
     let key = PrivateKeyDer::from_pem_file(dir.join("tls.key")).ok()?;
     Some((certs, key, pem))
 }
@@ -53,31 +55,44 @@ impl Workload {
         }));
         rt.spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
                 let material = match &behaviour {
                     Behaviour::Stale => {
                         let mut f = frozen.lock().unwrap();
                         if f.is_none() {
                             *f = load(&publish_dir);
                         }
-                        f.as_ref().map(|(c, k, p): &(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, String)| (c.clone(), k.clone_key(), p.clone()))
+                        f.as_ref().map(
+                            |(c, k, p): &(
+                                Vec<CertificateDer<'static>>,
+                                PrivateKeyDer<'static>,
+                                String,
+                            )| (c.clone(), k.clone_key(), p.clone()),
+                        )
                     }
                     _ => load(&publish_dir),
                 };
-                let Some((certs, key, pem)) = material else { continue };
+                let Some((certs, key, pem)) = material else {
+                    continue;
+                };
                 if let Behaviour::RefuseWhenPemContains(needle) = &behaviour {
                     if pem.contains(needle.as_str()) {
                         drop(tcp);
                         continue;
                     }
                 }
-                let Ok(config) = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                    .with_safe_default_protocol_versions()
-                    .map(|b| b.with_no_client_auth())
-                else {
+                let Ok(config) = rustls::ServerConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map(|b| b.with_no_client_auth()) else {
                     continue;
                 };
-                let Ok(config) = config.with_single_cert(certs, key) else { continue };
+                let Ok(config) = config.with_single_cert(certs, key) else {
+                    continue;
+                };
                 let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
                 tokio::spawn(async move {
                     if let Ok(mut tls) = acceptor.accept(tcp).await {
