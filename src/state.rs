@@ -76,6 +76,23 @@ pub struct CandidateStatus {
     pub reasons: Vec<Problem>,
     /// Source → outcome, milliseconds.
     pub reaction_ms: f64,
+    /// The reaction broken down by stage.
+    pub stages: Stages,
+}
+
+/// A rotation's reaction broken down by stage, milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Stages {
+    /// Change seen → evaluation started (settle window, queueing behind other sets).
+    pub event_ms: f64,
+    /// Reading and decoding the files.
+    pub load_ms: f64,
+    /// Inspection and validation.
+    pub validate_ms: f64,
+    /// Loopback self-handshake.
+    pub handshake_ms: f64,
+    /// Writing and committing the generation, fsyncs included.
+    pub publish_ms: f64,
 }
 
 /// What the post-publish workload check found.

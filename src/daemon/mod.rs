@@ -28,7 +28,7 @@ use crate::pipeline::load::{FileRole, Material};
 use crate::pipeline::{self, Approved, EvalOptions, Evaluation, FileSummary, Problem};
 use crate::publish::{PublishState, Publisher};
 use crate::state::{
-    CandidateStatus, Heartbeat, LiveMaterial, Mode, SetStatus, Snapshot, WorkloadStatus,
+    CandidateStatus, Heartbeat, LiveMaterial, Mode, SetStatus, Snapshot, Stages, WorkloadStatus,
 };
 use crate::time_fmt::rfc3339;
 
@@ -388,7 +388,15 @@ impl Daemon {
         let opts = self.eval_options(self.sets[i].cfg.handshake);
         let s = &mut self.sets[i];
         let started = s.change_seen.take().unwrap_or_else(Instant::now);
+        let event_ms = started.elapsed().as_secs_f64() * 1000.0;
         let eval = pipeline::evaluate(&s.cfg.paths, &s.cfg.policy, &opts, now).await;
+        let stages = Stages {
+            event_ms,
+            load_ms: eval.timings.load_ms,
+            validate_ms: eval.timings.validate_ms,
+            handshake_ms: eval.timings.handshake_ms,
+            publish_ms: 0.0,
+        };
         if let Some(h) = &eval.handshake {
             self.metrics
                 .handshake(Duration::from_secs_f64(h.duration_ms / 1000.0));
@@ -414,12 +422,15 @@ impl Daemon {
             return;
         }
         match eval.into_approved() {
-            Ok(approved) => self.accept(i, approved, started, now, verify_tx).await,
-            Err(eval) => self.reject(i, &eval, started, now),
+            Ok(approved) => {
+                self.accept(i, approved, started, stages, now, verify_tx)
+                    .await
+            }
+            Err(eval) => self.reject(i, &eval, started, stages, now),
         }
     }
 
-    fn reject(&mut self, i: usize, eval: &Evaluation, started: Instant, now: i64) {
+    fn reject(&mut self, i: usize, eval: &Evaluation, started: Instant, stages: Stages, now: i64) {
         let s = &mut self.sets[i];
         let mut problems = eval.problems();
         let mut reason = eval.first_reason().unwrap_or("failed");
@@ -468,6 +479,7 @@ impl Daemon {
             fingerprint_sha256: fingerprint,
             reasons: problems,
             reaction_ms: reaction.as_secs_f64() * 1000.0,
+            stages,
         });
         st.push_event(now, "rejected", format!("{reason}: {first}"));
         if monitor {
@@ -487,6 +499,7 @@ impl Daemon {
         i: usize,
         approved: Approved,
         started: Instant,
+        mut stages: Stages,
         now: i64,
         verify_tx: &mpsc::UnboundedSender<VerifyDone>,
     ) {
@@ -504,7 +517,7 @@ impl Daemon {
             self.metrics.set_live(&s.cfg.name, Some(&live.view), now);
             s.set_live(Some(live), now);
             let st = s.status_mut();
-            st.last_candidate = Some(candidate(now, "accepted", &fingerprint, reaction));
+            st.last_candidate = Some(candidate(now, "accepted", &fingerprint, reaction, stages));
             st.push_event(
                 now,
                 "accepted",
@@ -514,11 +527,13 @@ impl Daemon {
         };
         let to_publish = approved.clone();
         let publisher_c = publisher.clone();
+        let publish_started = Instant::now();
         let result = tokio::task::spawn_blocking(move || publisher_c.publish(&to_publish))
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|e| e.to_string()));
         let reaction = started.elapsed();
+        stages.publish_ms = publish_started.elapsed().as_secs_f64() * 1000.0;
         match result {
             Err(e) => {
                 tracing::error!(set = %s.cfg.name, outcome = "rejected", reason = "publish_failed", "{e}");
@@ -533,7 +548,7 @@ impl Daemon {
                         reason: "publish_failed",
                         message: e.clone(),
                     }],
-                    ..candidate(now, "rejected", &fingerprint, reaction)
+                    ..candidate(now, "rejected", &fingerprint, reaction, stages)
                 });
                 st.push_event(now, "rejected", format!("publish_failed: {e}"));
             }
@@ -549,7 +564,8 @@ impl Daemon {
                 s.set_live(Some(live), now);
                 let st = s.status_mut();
                 st.last_publish = Some(rfc3339(now));
-                st.last_candidate = Some(candidate(now, "published", &fingerprint, reaction));
+                st.last_candidate =
+                    Some(candidate(now, "published", &fingerprint, reaction, stages));
                 st.push_event(
                     now,
                     "published",
@@ -688,7 +704,13 @@ impl Daemon {
                         reason: "workload_refused",
                         message: why.to_string(),
                     }],
-                    ..candidate(now, "rolled_back", &fingerprint, Duration::ZERO)
+                    ..candidate(
+                        now,
+                        "rolled_back",
+                        &fingerprint,
+                        Duration::ZERO,
+                        Stages::default(),
+                    )
                 });
                 st.push_event(
                     now,
@@ -859,6 +881,7 @@ fn candidate(
     outcome: &'static str,
     fingerprint: &str,
     reaction: Duration,
+    stages: Stages,
 ) -> CandidateStatus {
     CandidateStatus {
         at: rfc3339(now),
@@ -866,6 +889,7 @@ fn candidate(
         fingerprint_sha256: Some(fingerprint.to_string()).filter(|f| !f.is_empty()),
         reasons: Vec::new(),
         reaction_ms: reaction.as_secs_f64() * 1000.0,
+        stages,
     }
 }
 

@@ -59,6 +59,17 @@ pub struct Problem {
     pub message: String,
 }
 
+/// Wall time of each stage, milliseconds: where a rotation's time goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct StageTimings {
+    /// Reading and decoding the files.
+    pub load_ms: f64,
+    /// Inspection and validation.
+    pub validate_ms: f64,
+    /// The loopback self-handshake (0 when skipped).
+    pub handshake_ms: f64,
+}
+
 /// Everything the pipeline found about one candidate.
 #[derive(Debug, Clone, Serialize)]
 pub struct Evaluation {
@@ -74,6 +85,8 @@ pub struct Evaluation {
     pub key: Option<KeyInfo>,
     /// Self-handshake details, when it ran and succeeded.
     pub handshake: Option<HandshakeReport>,
+    /// Where the time went.
+    pub timings: StageTimings,
     #[serde(skip)]
     material: Option<Material>,
 }
@@ -90,6 +103,7 @@ impl Evaluation {
             verdict: None,
             key: None,
             handshake: None,
+            timings: StageTimings::default(),
             material: None,
         }
     }
@@ -160,9 +174,20 @@ pub async fn evaluate(
     opts: &EvalOptions,
     now: i64,
 ) -> Evaluation {
-    match load::load_set(paths, opts.max_file_size) {
-        Ok(material) => evaluate_material(material, policy, opts, now).await,
-        Err(e) => Evaluation::load_failed(&e),
+    let started = std::time::Instant::now();
+    let loaded = load::load_set(paths, opts.max_file_size);
+    let load_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match loaded {
+        Ok(material) => {
+            let mut eval = evaluate_material(material, policy, opts, now).await;
+            eval.timings.load_ms = load_ms;
+            eval
+        }
+        Err(e) => {
+            let mut eval = Evaluation::load_failed(&e);
+            eval.timings.load_ms = load_ms;
+            eval
+        }
     }
 }
 
@@ -183,8 +208,10 @@ pub async fn evaluate_material(
             sha256: f.sha256.clone(),
         })
         .collect();
+    let started = std::time::Instant::now();
     let key = material.key.as_ref().map(inspect::inspect_key);
     let mut verdict = validate::validate(&material, policy, now);
+    let validate_ms = started.elapsed().as_secs_f64() * 1000.0;
     let mut report = None;
     let check = if !opts.handshake {
         Check::skip("handshake", "disabled (--no-handshake)")
@@ -216,6 +243,11 @@ pub async fn evaluate_material(
         load_error: None,
         verdict: Some(verdict),
         key,
+        timings: StageTimings {
+            load_ms: 0.0,
+            validate_ms,
+            handshake_ms: report.as_ref().map_or(0.0, |r| r.duration_ms),
+        },
         handshake: report,
         material: Some(material),
     }
