@@ -50,6 +50,7 @@ pub struct Metrics {
     reaction: HistogramVec,
     handshake: prometheus::Histogram,
     workload_serving: GaugeVec,
+    source_rejected: GaugeVec,
     x509_not_after: GaugeVec,
     x509_not_before: GaugeVec,
     x509_expired: GaugeVec,
@@ -189,6 +190,12 @@ impl Metrics {
             "1 when the workload serves the live leaf (verification configured).",
             &["set"],
         )?;
+        let source_rejected = gauge_vec(
+            &r,
+            "certgate_source_rejected",
+            "1 while the newest source material was refused (rejected or rolled back) and is not live.",
+            &["set"],
+        )?;
         let build_info = gauge_vec(
             &r,
             "certgate_build_info",
@@ -232,6 +239,7 @@ impl Metrics {
             reaction,
             handshake,
             workload_serving,
+            source_rejected,
             x509_not_after,
             x509_not_before,
             x509_expired,
@@ -343,11 +351,25 @@ impl Metrics {
         map.insert(set.to_string(), written);
     }
 
+    /// Declares a set so its state gauges exist from the start.
+    pub fn declare_set(&self, set: &str) {
+        self.source_rejected.with_label_values(&[set]).set(0.0);
+    }
+
+    /// Records that the source now matches what is live (nothing refused pending).
+    pub fn source_is_live(&self, set: &str) {
+        self.source_rejected.with_label_values(&[set]).set(0.0);
+    }
+
     /// Counts a candidate's outcome.
     pub fn rotation(&self, set: &str, outcome: &str, reason: &str, reaction: Duration, now: i64) {
         self.rotations
             .with_label_values(&[set, outcome, reason])
             .inc();
+        let refused = matches!(outcome, "rejected" | "rolled_back");
+        self.source_rejected
+            .with_label_values(&[set])
+            .set(if refused { 1.0 } else { 0.0 });
         self.last_rotation
             .with_label_values(&[set, outcome])
             .set(now as f64);

@@ -192,6 +192,9 @@ impl Daemon {
             }
             let _ = i;
         }
+        for s in &self.sets {
+            self.metrics.declare_set(&s.cfg.name);
+        }
         self.adopt_published().await;
         self.heartbeat.beat((self.clock)());
         let mut next_resync = Instant::now() + self.settings.resync_interval;
@@ -419,6 +422,7 @@ impl Daemon {
             .as_ref()
             .is_some_and(|l| l.files.iter().map(|f| &f.sha256).eq(key.iter()))
         {
+            self.metrics.source_is_live(&s.cfg.name);
             return;
         }
         match eval.into_approved() {
