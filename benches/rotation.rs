@@ -1,0 +1,280 @@
+//! Rotation reaction harness: the real `certgate run` binary, N sets, kubelet-faithful `..data`
+//! swaps in one set's source, and an inotify watch on its publish dir. Measures commit (the
+//! `..data` rename in the source) → new generation committed in the publish dir, over R
+//! rotations, with the per-stage breakdown certgate reports in `/status`; plus start-up time to
+//! ready and RSS.
+//!
+//! ```sh
+//! cargo bench --bench rotation -- --sets 1 --rotations 200 --alg p256
+//! cargo bench --bench rotation -- --sets 1000 --rotations 200 --alg p256
+//! cargo bench --bench rotation -- --sets 1 --rotations 200 --alg rsa2048
+//! ```
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+#[path = "../tests/util/kubelet.rs"]
+#[allow(dead_code)]
+mod kubelet;
+#[path = "../tests/util/pki.rs"]
+#[allow(dead_code)]
+mod pki;
+
+use notify::{RecursiveMode, Watcher};
+use pki::{Alg, Ca, Leaf, LeafSpec};
+
+struct Args {
+    sets: usize,
+    rotations: usize,
+    alg: Alg,
+    alg_name: String,
+    publish_root: Option<PathBuf>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        sets: 1,
+        rotations: 200,
+        alg: Alg::P256,
+        alg_name: "p256".into(),
+        publish_root: None,
+    };
+    let argv: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < argv.len() {
+        let val = argv.get(i + 1).cloned().unwrap_or_default();
+        match argv[i].as_str() {
+            "--sets" => a.sets = val.parse().expect("--sets N"),
+            "--rotations" => a.rotations = val.parse().expect("--rotations N"),
+            "--publish-root" => a.publish_root = Some(PathBuf::from(val)),
+            "--alg" => {
+                a.alg = match val.as_str() {
+                    "p256" => Alg::P256,
+                    "rsa2048" => Alg::Rsa2048,
+                    other => panic!("--alg p256|rsa2048, not {other}"),
+                };
+                a.alg_name = val;
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    a
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+        return (0, String::new());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn write_set(dir: &Path, leaf: &Leaf, inter: &Ca, root: &Ca) {
+    let chain = format!("{}{}", leaf.cert_pem, inter.cert_pem);
+    kubelet::atomic_write(
+        dir,
+        &[
+            ("tls.crt", chain.as_bytes()),
+            ("tls.key", leaf.key.pkcs8_pem().as_bytes()),
+            ("ca.crt", root.cert_pem.as_bytes()),
+        ],
+    );
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn main() {
+    let a = args();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // Publish dirs on tmpfs (`--publish-root /dev/shm`) match the recommended emptyDir
+    // `medium: Memory`; the default keeps them on disk, where fsync costs real time.
+    let publish_tmp = match &a.publish_root {
+        Some(root) => tempfile::tempdir_in(root).expect("tempdir in --publish-root"),
+        None => tempfile::tempdir().expect("tempdir"),
+    };
+    let root = Ca::root("bench root", a.alg);
+    let inter = root.intermediate("bench intermediate", a.alg);
+    // A few leaves to cycle through: each rotation is new content (no dedupe), and key
+    // generation stays out of the measured loop.
+    let leaves: Vec<Leaf> = (0..4)
+        .map(|_| inter.leaf(&LeafSpec::new("bench.example.com").alg(a.alg)))
+        .collect();
+    let mut cfg = String::from("[daemon]\nresync_interval = \"1h\"\n");
+    for i in 0..a.sets {
+        let src = tmp.path().join(format!("src{i}"));
+        write_set(&src, &leaves[i % leaves.len()], &inter, &root);
+        cfg.push_str(&format!(
+            "[[set]]\nname = \"s{i}\"\ncert = \"{0}/tls.crt\"\nkey = \"{0}/tls.key\"\ntrust = \"{0}/ca.crt\"\nnames = [\"bench.example.com\"]\npublish_dir = \"{1}\"\n",
+            src.display(),
+            publish_tmp.path().join(format!("live{i}")).display()
+        ));
+    }
+    let cfg_path = tmp.path().join("certgate.toml");
+    std::fs::write(&cfg_path, cfg).expect("config");
+
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_certgate"))
+        .args([
+            "run",
+            "--config",
+            &cfg_path.display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn certgate (cargo bench builds it)");
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("admin server listening") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("certgate started");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("json log");
+    let addr: SocketAddr = v["listen"].as_str().expect("listen").parse().expect("addr");
+    while http_get(addr, "/readyz").0 != 200 {
+        assert!(started.elapsed() < Duration::from_secs(120), "never ready");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let ready_after = started.elapsed();
+    let rss_ready = rss_kib(child.id());
+
+    let live0 = publish_tmp.path().join("live0");
+    let (etx, erx) = mpsc::channel();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(e) = res {
+            if e.paths
+                .iter()
+                .any(|p| p.file_name().is_some_and(|n| n == "..data"))
+            {
+                let _ = etx.send(Instant::now());
+            }
+        }
+    })
+    .expect("watcher");
+    watcher
+        .watch(&live0, RecursiveMode::NonRecursive)
+        .expect("watch publish dir");
+
+    let src0: PathBuf = tmp.path().join("src0");
+    let mut reactions = Vec::with_capacity(a.rotations);
+    let mut stages: Vec<[f64; 5]> = Vec::with_capacity(a.rotations);
+    for r in 0..a.rotations {
+        while erx.try_recv().is_ok() {}
+        let leaf = &leaves[(r + 1) % leaves.len()];
+        let chain = format!("{}{}", leaf.cert_pem, inter.cert_pem);
+        let key = leaf.key.pkcs8_pem();
+        let mut t0 = Instant::now();
+        kubelet::atomic_write_with(
+            &src0,
+            &[
+                ("tls.crt", chain.as_bytes()),
+                ("tls.key", key.as_bytes()),
+                ("ca.crt", root.cert_pem.as_bytes()),
+            ],
+            |_| t0 = Instant::now(),
+        );
+        let t1 = erx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("publish within 10s");
+        reactions.push(t1.saturating_duration_since(t0).as_secs_f64() * 1000.0);
+        let (_, body) = http_get(addr, "/status");
+        if let Ok(st) = serde_json::from_str::<serde_json::Value>(&body) {
+            let s = &st["sets"][0]["last_candidate"]["stages"];
+            let f = |k: &str| s[k].as_f64().unwrap_or(f64::NAN);
+            stages.push([
+                f("event_ms"),
+                f("load_ms"),
+                f("validate_ms"),
+                f("handshake_ms"),
+                f("publish_ms"),
+            ]);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let rss_after = rss_kib(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+
+    reactions.sort_by(f64::total_cmp);
+    println!(
+        "rotation reaction: alg={} sets={} rotations={} publish={} p50={:.2}ms p99={:.2}ms max={:.2}ms | ready after {:.0}ms | RSS ready {:.1} MiB, after {:.1} MiB",
+        a.alg_name,
+        a.sets,
+        a.rotations,
+        if a.publish_root.is_some() { "tmpfs" } else { "disk" },
+        percentile(&reactions, 50.0),
+        percentile(&reactions, 99.0),
+        reactions.last().copied().unwrap_or(f64::NAN),
+        ready_after.as_secs_f64() * 1000.0,
+        rss_ready as f64 / 1024.0,
+        rss_after as f64 / 1024.0
+    );
+    let names = ["event", "load", "validate", "handshake", "publish"];
+    let mut line = String::from("stages (p50 / p99 ms):");
+    for (i, n) in names.iter().enumerate() {
+        let mut col: Vec<f64> = stages
+            .iter()
+            .map(|s| s[i])
+            .filter(|v| v.is_finite())
+            .collect();
+        col.sort_by(f64::total_cmp);
+        line.push_str(&format!(
+            " {n} {:.2}/{:.2}",
+            percentile(&col, 50.0),
+            percentile(&col, 99.0)
+        ));
+    }
+    println!("{line}");
+}
