@@ -229,7 +229,7 @@ fn main() {
             .recv_timeout(Duration::from_secs(10))
             .expect("publish within 10s");
         reactions.push(t1.saturating_duration_since(t0).as_secs_f64() * 1000.0);
-        let (_, body) = http_get(addr, "/status");
+        let (_, body) = http_get(addr, "/status?set=s0");
         if let Ok(st) = serde_json::from_str::<serde_json::Value>(&body) {
             let s = &st["sets"][0]["last_candidate"]["stages"];
             let f = |k: &str| s[k].as_f64().unwrap_or(f64::NAN);

@@ -10,7 +10,7 @@ pub mod schedule;
 pub mod verify;
 pub mod watch;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,13 +24,16 @@ use self::verify::Served;
 use self::watch::{DirWatcher, Trigger};
 use crate::config::{Config, DaemonSettings, SetConfig};
 use crate::metrics::Metrics;
-use crate::pipeline::load::{FileRole, Material};
+use crate::pipeline::load::{self, FileRole, Material};
 use crate::pipeline::{self, Approved, EvalOptions, Evaluation, FileSummary, Problem};
 use crate::publish::{PublishState, Publisher};
 use crate::state::{
     CandidateStatus, Heartbeat, LiveMaterial, Mode, SetStatus, Snapshot, Stages, WorkloadStatus,
 };
 use crate::time_fmt::rfc3339;
+
+/// How many sets are evaluated at once when several are due (start-up, resync).
+const MAX_CONCURRENT_EVALUATIONS: usize = 8;
 
 /// Bound on one workload verification attempt.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -65,6 +68,53 @@ struct VerifyDone {
     swap_on_failure: bool,
 }
 
+/// A due set whose files were read and changed: to be evaluated.
+struct Job {
+    set: usize,
+    started: Instant,
+    event_ms: f64,
+    read_ms: f64,
+    raw: Result<load::RawSet, load::LoadError>,
+}
+
+/// A job's evaluation, ready to apply.
+struct Done {
+    set: usize,
+    started: Instant,
+    stages: Stages,
+    eval: Evaluation,
+}
+
+impl Job {
+    async fn run(
+        self,
+        policy: crate::pipeline::validate::Policy,
+        opts: EvalOptions,
+        now: i64,
+    ) -> Done {
+        let eval = match self.raw {
+            Ok(raw) => pipeline::evaluate_raw(raw, self.read_ms, &policy, &opts, now).await,
+            Err(e) => {
+                let mut eval = Evaluation::load_failed(&e);
+                eval.timings.load_ms = self.read_ms;
+                eval
+            }
+        };
+        Done {
+            set: self.set,
+            started: self.started,
+            stages: Stages {
+                event_ms: self.event_ms,
+                load_ms: eval.timings.load_ms,
+                validate_ms: eval.timings.validate_ms,
+                handshake_ms: eval.timings.handshake_ms,
+                publish_ms: 0.0,
+            },
+            eval,
+        }
+    }
+}
+
 struct SetRuntime {
     cfg: SetConfig,
     dir_set: Vec<PathBuf>,
@@ -84,6 +134,8 @@ struct SetRuntime {
 pub struct Daemon {
     settings: DaemonSettings,
     sets: Vec<SetRuntime>,
+    /// Source directory → the sets reading from it, so an event costs a lookup, not a scan.
+    by_dir: HashMap<PathBuf, Vec<usize>>,
     metrics: Arc<Metrics>,
     heartbeat: Heartbeat,
     snapshot_tx: tokio_watch::Sender<Arc<Snapshot>>,
@@ -151,8 +203,15 @@ impl Daemon {
             heartbeat: heartbeat.clone(),
             metrics: metrics.clone(),
         };
+        let mut by_dir: HashMap<PathBuf, Vec<usize>> = HashMap::new();
+        for (i, s) in sets.iter().enumerate() {
+            for dir in &s.dir_set {
+                by_dir.entry(dir.clone()).or_default().push(i);
+            }
+        }
         let daemon = Self {
             settings: config.daemon,
+            by_dir,
             sets,
             metrics,
             heartbeat,
@@ -276,7 +335,8 @@ impl Daemon {
             for trigger in watch::classify(&event, watcher.wanted()) {
                 match trigger {
                     Trigger::Commit(dir) => {
-                        for s in self.sets.iter_mut().filter(|s| s.dir_set.contains(&dir)) {
+                        for &i in self.by_dir.get(&dir).into_iter().flatten() {
+                            let s = &mut self.sets[i];
                             s.change_seen.get_or_insert(seen);
                             s.dirty = true;
                             s.settle_deadline = None;
@@ -284,7 +344,8 @@ impl Daemon {
                     }
                     Trigger::Changed(dir) => {
                         let settle = self.settings.settle;
-                        for s in self.sets.iter_mut().filter(|s| s.dir_set.contains(&dir)) {
+                        for &i in self.by_dir.get(&dir).into_iter().flatten() {
+                            let s = &mut self.sets[i];
                             s.change_seen.get_or_insert(seen);
                             s.settle_deadline = Some(seen + settle);
                         }
@@ -299,7 +360,8 @@ impl Daemon {
         }
         if refresh {
             for dir in watcher.refresh() {
-                for s in self.sets.iter_mut().filter(|s| s.dir_set.contains(&dir)) {
+                for &i in self.by_dir.get(&dir).into_iter().flatten() {
+                    let s = &mut self.sets[i];
                     s.change_seen.get_or_insert(seen);
                     s.dirty = true;
                 }
@@ -372,8 +434,15 @@ impl Daemon {
         }
     }
 
+    /// Evaluates every set whose files changed (or whose settle window closed). Files are read
+    /// and hashed first: unchanged content costs no decoding, validation or handshake, which
+    /// keeps resyncs cheap. Several due sets (start-up, resync, rescan) are evaluated
+    /// concurrently, then applied in order by this single writer.
     async fn process_due(&mut self, verify_tx: &mpsc::UnboundedSender<VerifyDone>) {
         let now_i = Instant::now();
+        let now = self.now();
+        let cap = self.settings.eval.max_file_size;
+        let mut jobs = Vec::new();
         for i in 0..self.sets.len() {
             let s = &mut self.sets[i];
             let settled = s.settle_deadline.is_some_and(|d| d <= now_i);
@@ -382,49 +451,94 @@ impl Daemon {
             }
             s.dirty = false;
             s.settle_deadline = None;
-            self.evaluate_set(i, verify_tx).await;
+            let started = s.change_seen.take().unwrap_or_else(Instant::now);
+            let event_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let read_started = Instant::now();
+            let raw = load::read_set(&s.cfg.paths, cap);
+            let read_ms = read_started.elapsed().as_secs_f64() * 1000.0;
+            if let Ok(raw) = &raw {
+                let key: Vec<String> = raw.files().map(|f| f.sha256.clone()).collect();
+                if s.last_seen.as_ref() == Some(&key) {
+                    continue;
+                }
+                if s.live
+                    .as_ref()
+                    .is_some_and(|l| l.files.iter().map(|f| &f.sha256).eq(key.iter()))
+                {
+                    // Already live (adopted at start-up, or the source went back to it).
+                    s.last_seen = Some(key);
+                    s.last_problem = None;
+                    self.metrics.source_is_live(&s.cfg.name);
+                    continue;
+                }
+            }
+            jobs.push(Job {
+                set: i,
+                started,
+                event_ms,
+                read_ms,
+                raw,
+            });
+        }
+        match jobs.len() {
+            0 => {}
+            1 => {
+                let job = jobs.remove(0);
+                let opts = self.eval_options(self.sets[job.set].cfg.handshake);
+                let policy = self.sets[job.set].cfg.policy.clone();
+                let done = job.run(policy, opts, now).await;
+                self.apply(done, verify_tx).await;
+            }
+            _ => {
+                let mut running = tokio::task::JoinSet::new();
+                let mut finished = Vec::with_capacity(jobs.len());
+                for (order, job) in jobs.into_iter().enumerate() {
+                    let opts = self.eval_options(self.sets[job.set].cfg.handshake);
+                    let policy = self.sets[job.set].cfg.policy.clone();
+                    running.spawn(async move { (order, job.run(policy, opts, now).await) });
+                    while running.len() >= MAX_CONCURRENT_EVALUATIONS {
+                        if let Some(Ok(done)) = running.join_next().await {
+                            finished.push(done);
+                        }
+                    }
+                }
+                while let Some(done) = running.join_next().await {
+                    if let Ok(done) = done {
+                        finished.push(done);
+                    }
+                }
+                finished.sort_by_key(|(order, _)| *order);
+                for (_, done) in finished {
+                    self.apply(done, verify_tx).await;
+                }
+            }
         }
     }
 
-    async fn evaluate_set(&mut self, i: usize, verify_tx: &mpsc::UnboundedSender<VerifyDone>) {
+    async fn apply(&mut self, done: Done, verify_tx: &mpsc::UnboundedSender<VerifyDone>) {
+        let Done {
+            set: i,
+            started,
+            stages,
+            eval,
+        } = done;
         let now = self.now();
-        let opts = self.eval_options(self.sets[i].cfg.handshake);
         let s = &mut self.sets[i];
-        let started = s.change_seen.take().unwrap_or_else(Instant::now);
-        let event_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let eval = pipeline::evaluate(&s.cfg.paths, &s.cfg.policy, &opts, now).await;
-        let stages = Stages {
-            event_ms,
-            load_ms: eval.timings.load_ms,
-            validate_ms: eval.timings.validate_ms,
-            handshake_ms: eval.timings.handshake_ms,
-            publish_ms: 0.0,
-        };
         if let Some(h) = &eval.handshake {
             self.metrics
                 .handshake(Duration::from_secs_f64(h.duration_ms / 1000.0));
         }
-        let key = eval.content_key();
-        // Dedupe: the same bytes (or the same load problem) as last time change nothing.
-        if eval.load_error.is_none() && s.last_seen.as_ref() == Some(&key) {
-            return;
-        }
-        if let Some(p) = &eval.load_error {
+        // Files that could not even be read (missing, unreadable) have no content to dedupe
+        // on: the same problem as last time changes nothing.
+        let unread = eval.files.is_empty();
+        if let Some(p) = eval.load_error.as_ref().filter(|_| unread) {
             if s.last_problem.as_deref() == Some(p.message.as_str()) {
                 return;
             }
         }
-        s.last_seen = (eval.load_error.is_none()).then(|| key.clone());
+        s.last_seen = (!unread).then(|| eval.content_key());
         s.last_problem = eval.load_error.as_ref().map(|p| p.message.clone());
         s.status_mut().source = eval.files.clone();
-        // Already live (e.g. adopted at start-up, or a resync of unchanged bytes).
-        if s.live
-            .as_ref()
-            .is_some_and(|l| l.files.iter().map(|f| &f.sha256).eq(key.iter()))
-        {
-            self.metrics.source_is_live(&s.cfg.name);
-            return;
-        }
         match eval.into_approved() {
             Ok(approved) => {
                 self.accept(i, approved, started, stages, now, verify_tx)

@@ -92,7 +92,8 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
-    fn load_failed(e: &LoadError) -> Self {
+    /// The evaluation of material that could not be loaded.
+    pub fn load_failed(e: &LoadError) -> Self {
         Self {
             passed: false,
             files: Vec::new(),
@@ -175,20 +176,54 @@ pub async fn evaluate(
     now: i64,
 ) -> Evaluation {
     let started = std::time::Instant::now();
-    let loaded = load::load_set(paths, opts.max_file_size);
-    let load_ms = started.elapsed().as_secs_f64() * 1000.0;
-    match loaded {
-        Ok(material) => {
-            let mut eval = evaluate_material(material, policy, opts, now).await;
-            eval.timings.load_ms = load_ms;
-            eval
+    match load::read_set(paths, opts.max_file_size) {
+        Ok(raw) => {
+            let read_ms = started.elapsed().as_secs_f64() * 1000.0;
+            evaluate_raw(raw, read_ms, policy, opts, now).await
         }
         Err(e) => {
             let mut eval = Evaluation::load_failed(&e);
-            eval.timings.load_ms = load_ms;
+            eval.timings.load_ms = started.elapsed().as_secs_f64() * 1000.0;
             eval
         }
     }
+}
+
+/// Decodes, validates and (optionally) proves files already read (`read_ms` is how long that
+/// took, for the stage timings). The daemon reads first so it can dedupe on content hashes
+/// before doing any of this work.
+pub async fn evaluate_raw(
+    raw: load::RawSet,
+    read_ms: f64,
+    policy: &Policy,
+    opts: &EvalOptions,
+    now: i64,
+) -> Evaluation {
+    let started = std::time::Instant::now();
+    let files = summarize(&raw);
+    let decoded = load::decode_set(raw);
+    let load_ms = read_ms + started.elapsed().as_secs_f64() * 1000.0;
+    let mut eval = match decoded {
+        Ok(material) => evaluate_material(material, policy, opts, now).await,
+        Err(e) => Evaluation {
+            // The files were read: their hashes identify the refused content.
+            files,
+            ..Evaluation::load_failed(&e)
+        },
+    };
+    eval.timings.load_ms = load_ms;
+    eval
+}
+
+fn summarize(raw: &load::RawSet) -> Vec<FileSummary> {
+    raw.files()
+        .map(|f| FileSummary {
+            role: f.role,
+            path: f.path.display().to_string(),
+            generation: f.generation.clone(),
+            sha256: f.sha256.clone(),
+        })
+        .collect()
 }
 
 /// Validates and (optionally) proves material already loaded.
@@ -198,16 +233,7 @@ pub async fn evaluate_material(
     opts: &EvalOptions,
     now: i64,
 ) -> Evaluation {
-    let files = material
-        .raw
-        .files()
-        .map(|f| FileSummary {
-            role: f.role,
-            path: f.path.display().to_string(),
-            generation: f.generation.clone(),
-            sha256: f.sha256.clone(),
-        })
-        .collect();
+    let files = summarize(&material.raw);
     let started = std::time::Instant::now();
     let key = material.key.as_ref().map(inspect::inspect_key);
     let mut verdict = validate::validate(&material, policy, now);
