@@ -33,6 +33,7 @@ struct Args {
     alg: Alg,
     alg_name: String,
     publish_root: Option<PathBuf>,
+    storm_seconds: u64,
 }
 
 fn args() -> Args {
@@ -42,6 +43,7 @@ fn args() -> Args {
         alg: Alg::P256,
         alg_name: "p256".into(),
         publish_root: None,
+        storm_seconds: 0,
     };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -51,6 +53,7 @@ fn args() -> Args {
             "--sets" => a.sets = val.parse().expect("--sets N"),
             "--rotations" => a.rotations = val.parse().expect("--rotations N"),
             "--publish-root" => a.publish_root = Some(PathBuf::from(val)),
+            "--storm-seconds" => a.storm_seconds = val.parse().expect("--storm-seconds N"),
             "--alg" => {
                 a.alg = match val.as_str() {
                     "p256" => Alg::P256,
@@ -244,6 +247,28 @@ fn main() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let rss_after = rss_kib(child.id());
+    if a.storm_seconds > 0 {
+        // Keep rotating as fast as certgate publishes, for load tests against the admin server
+        // (benches/compare.sh runs wrk meanwhile).
+        println!("STORM addr={addr} seconds={}", a.storm_seconds);
+        let end = Instant::now() + Duration::from_secs(a.storm_seconds);
+        let mut r = 0usize;
+        while Instant::now() < end {
+            let leaf = &leaves[r % leaves.len()];
+            let chain = format!("{}{}", leaf.cert_pem, inter.cert_pem);
+            kubelet::atomic_write(
+                &src0,
+                &[
+                    ("tls.crt", chain.as_bytes()),
+                    ("tls.key", leaf.key.pkcs8_pem().as_bytes()),
+                    ("ca.crt", root.cert_pem.as_bytes()),
+                ],
+            );
+            let _ = erx.recv_timeout(Duration::from_secs(10));
+            r += 1;
+        }
+        println!("STORM done rotations={r}");
+    }
     let _ = child.kill();
     let _ = child.wait();
 

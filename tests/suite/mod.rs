@@ -2,4 +2,5 @@
 
 mod cli;
 mod daemon;
+mod faults;
 mod pipeline;
