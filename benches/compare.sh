@@ -4,10 +4,12 @@
 #   2. idle footprint vs prometheus-blackbox-exporter (RSS, wake-ups over 60 s)
 #   3. wrk against /readyz and /metrics with 1,000 sets during a rotation storm
 # Needs: hyperfine wrk openssl prometheus-blackbox-exporter (apt-get install them).
-# Usage: benches/compare.sh [idle-seconds (default 60)]
+# Usage: benches/compare.sh [idle-seconds (default 60)]   (SECTIONS="1 2 3" selects sections)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IDLE=${1:-60}
+SECTIONS=${SECTIONS:-1 2 3}
+want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 cargo build --release --locked -q
 BIN=$PWD/target/release/certgate
 W=$(mktemp -d)
@@ -31,6 +33,7 @@ cat leaf.crt inter.crt > chain.crt
 openssl verify -CAfile root.crt -untrusted inter.crt leaf.crt
 $BIN check --cert chain.crt --key leaf.key --trust root.crt --name bench.example.com >/dev/null
 
+if want 1; then
 echo; echo "== 1. check vs openssl verify"
 hyperfine -N --warmup 20 --runs 300 --export-json check.json \
   -n 'openssl verify' "openssl verify -CAfile root.crt -untrusted inter.crt leaf.crt" \
@@ -44,6 +47,9 @@ for k, v in r.items():
     print(f"  {k:32s} mean {v*1000:7.2f} ms  = {v/o:4.2f}x openssl")
 PY
 
+fi
+
+if want 2; then
 echo; echo "== 2. idle footprint vs prometheus-blackbox-exporter (${IDLE}s)"
 mkdir -p src pub
 cp chain.crt src/tls.crt; cp leaf.key src/tls.key; cp root.crt src/ca.crt
@@ -78,6 +84,9 @@ echo "  blackbox:  RSS $((brss/1024)) MiB ($brss KiB), wake-ups over ${IDLE}s: $
 python3 -c "print(f'  RSS ratio certgate/blackbox = {$crss/$brss:.2f}')"
 kill $CG $BBP; wait $CG $BBP 2>/dev/null || true
 
+fi
+
+if want 3; then
 echo; echo "== 3. wrk vs /readyz and /metrics, 1,000 sets, rotation storm"
 cd - >/dev/null
 cargo bench --bench rotation -q -- --sets 1000 --rotations 20 --alg p256 --publish-root /dev/shm --storm-seconds 50 > "$W/storm.log" 2>&1 &
@@ -88,3 +97,4 @@ wrk -t1 -c8 -d15s --latency "http://$ADDR/readyz" | grep -E 'Latency|50%|99%|Req
 wrk -t1 -c4 -d15s --latency "http://$ADDR/metrics" | grep -E 'Latency|50%|99%|Requests/sec|Non-2xx|Socket errors|requests in'
 wait
 grep -E '^(rotation|STORM done)' "$W/storm.log"
+fi

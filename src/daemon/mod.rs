@@ -404,7 +404,7 @@ impl Daemon {
                             previous: None,
                             previous_fingerprint_sha256: None,
                         });
-                    let live = live_from(&approved, Some(state), publisher, &s.cfg, now);
+                    let live = live_from(&approved, Some(state), publisher, now);
                     tracing::info!(set = %s.cfg.name, generation = %generation, "serving the previously published generation");
                     // Its source content key is unknown; the first evaluation compares by hash.
                     s.status_mut().push_event(
@@ -675,7 +675,7 @@ impl Daemon {
                 self.metrics
                     .rotation(&s.cfg.name, "published", "ok", reaction, now);
                 let generation = state.generation.clone();
-                let live = live_from(&approved, Some(state), &publisher, &s.cfg, now);
+                let live = live_from(&approved, Some(state), &publisher, now);
                 self.metrics.set_live(&s.cfg.name, Some(&live.view), now);
                 let old = s.live.take();
                 s.previous = old;
@@ -1054,7 +1054,6 @@ fn live_from(
     approved: &Approved,
     state: Option<PublishState>,
     publisher: &Publisher,
-    _cfg: &SetConfig,
     now: i64,
 ) -> Live {
     let paths = publisher.published_paths();

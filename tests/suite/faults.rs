@@ -31,6 +31,17 @@ impl Pki {
     fn leaf(&self) -> Leaf {
         self.inter.leaf(&LeafSpec::new("web.example.com"))
     }
+    /// One kubelet generation of `leaf` (with the intermediate), its key and the root.
+    fn write(&self, src: &Path, leaf: &Leaf) {
+        atomic_write(
+            src,
+            &[
+                ("tls.crt", &self.chain(leaf)),
+                ("tls.key", leaf.key.pkcs8_pem().as_bytes()),
+                ("ca.crt", self.root.cert_pem.as_bytes()),
+            ],
+        );
+    }
     fn chain(&self, leaf: &Leaf) -> Vec<u8> {
         format!("{}{}", leaf.cert_pem, self.inter.cert_pem).into_bytes()
     }
@@ -279,16 +290,7 @@ fn rotation_soak_one_in_three_bad() {
     let (src, publish) = (tmp.path().join("src"), tmp.path().join("live"));
     let leaves: Vec<Leaf> = (0..4).map(|_| pki.leaf()).collect();
     let stranger = Ca::root("stranger", Alg::P256).leaf(&LeafSpec::new("web.example.com"));
-    let write = |leaf: &Leaf| {
-        atomic_write(
-            &src,
-            &[
-                ("tls.crt", &pki.chain(leaf)),
-                ("tls.key", leaf.key.pkcs8_pem().as_bytes()),
-                ("ca.crt", pki.root.cert_pem.as_bytes()),
-            ],
-        )
-    };
+    let write = |leaf: &Leaf| pki.write(&src, leaf);
     write(&leaves[0]);
     let d = Running::start(&config(tmp.path(), &src, &publish));
     let mut last_good = &leaves[0];
@@ -344,16 +346,7 @@ fn sigkill_during_publishes_leaves_a_consistent_generation() {
     let tmp = tempfile::tempdir().unwrap();
     let (src, publish) = (tmp.path().join("src"), tmp.path().join("live"));
     let leaves: Vec<Leaf> = (0..3).map(|_| pki.leaf()).collect();
-    let write = |leaf: &Leaf| {
-        atomic_write(
-            &src,
-            &[
-                ("tls.crt", &pki.chain(leaf)),
-                ("tls.key", leaf.key.pkcs8_pem().as_bytes()),
-                ("ca.crt", pki.root.cert_pem.as_bytes()),
-            ],
-        )
-    };
+    let write = |leaf: &Leaf| pki.write(&src, leaf);
     write(&leaves[0]);
     let cfg = config(tmp.path(), &src, &publish);
     let good: Vec<&Leaf> = leaves.iter().collect();
@@ -399,16 +392,7 @@ fn rotation_storm_leaks_neither_fds_nor_memory() {
     let tmp = tempfile::tempdir().unwrap();
     let (src, publish) = (tmp.path().join("src"), tmp.path().join("live"));
     let leaves: Vec<Leaf> = (0..4).map(|_| pki.leaf()).collect();
-    let write = |leaf: &Leaf| {
-        atomic_write(
-            &src,
-            &[
-                ("tls.crt", &pki.chain(leaf)),
-                ("tls.key", leaf.key.pkcs8_pem().as_bytes()),
-                ("ca.crt", pki.root.cert_pem.as_bytes()),
-            ],
-        )
-    };
+    let write = |leaf: &Leaf| pki.write(&src, leaf);
     write(&leaves[0]);
     let d = Running::start(&config(tmp.path(), &src, &publish));
     wait_until(BOUND, "ready", || d.get("/readyz").0 == 200);
