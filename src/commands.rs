@@ -1,13 +1,14 @@
 //! The commands behind the CLI, each returning an [`Outcome`] that `main` turns into an exit code.
 
+use std::future::Future;
 use std::io::Write;
-
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::{CheckArgs, DemoArgs, InspectArgs, ProbeArgs, RunArgs};
 use crate::config::{Config, LogFormat, SetConfig};
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, Shared};
 use crate::http;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, EvalOptions, Evaluation};
@@ -185,20 +186,11 @@ pub fn run(args: &RunArgs) -> Outcome {
 
 /// Runs the daemon and its admin server until SIGTERM/SIGINT (a second signal aborts).
 pub async fn serve(config: Config) -> Outcome {
-    let metrics = match Metrics::new() {
-        Ok(m) => Arc::new(m),
-        Err(e) => return usage_error(format!("metrics: {e}")),
+    let server = match Server::bind(config).await {
+        Ok(s) => s,
+        Err(o) => return o,
     };
-    let listen = config.daemon.listen;
-    let heartbeat_bound = config.daemon.resync_interval * 3 + Duration::from_secs(10);
-    let listener = match tokio::net::TcpListener::bind(listen).await {
-        Ok(l) => l,
-        Err(e) => return usage_error(format!("--listen {listen}: cannot bind: {e}")),
-    };
-    let (daemon, shared) = Daemon::new(config, metrics, http::wall_clock_millis);
-    let listen = listener.local_addr().unwrap_or(listen);
-    tracing::info!(listen = %listen, version = env!("CARGO_PKG_VERSION"), "admin server listening (/healthz /readyz /status /metrics)");
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
         let _ = stop_tx.send(true);
@@ -206,41 +198,108 @@ pub async fn serve(config: Config) -> Outcome {
         tracing::warn!("second signal: aborting");
         std::process::exit(130);
     });
-    let app = http::router(http::AppState {
-        snapshot: shared.snapshot.clone(),
-        heartbeat: shared.heartbeat.clone(),
-        heartbeat_bound,
-        metrics: shared.metrics.clone(),
-        clock: http::wall_clock_millis,
-    });
-    let mut http_stop = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
-    let mut loop_stop = stop_rx;
-    let result = daemon
+    server
         .run(async move {
-            let _ = loop_stop.wait_for(|s| *s).await;
+            let _ = stop_rx.wait_for(|s| *s).await;
         })
-        .await;
-    server.abort();
-    match result {
-        Ok(()) => {
-            tracing::info!("stopped");
-            Outcome::Ok
-        }
-        Err(e) => {
-            tracing::error!("{e}");
-            Outcome::Failed
+        .await
+}
+
+/// The daemon with its admin server bound but not yet serving: split from [`serve`] so an
+/// embedder (`certgate demo`) can read the bound address and the daemon's snapshots, and stop
+/// it with its own shutdown future instead of a signal.
+pub struct Server {
+    daemon: Daemon,
+    shared: Shared,
+    listener: tokio::net::TcpListener,
+    listen: SocketAddr,
+    heartbeat_bound: Duration,
+}
+
+impl Server {
+    /// Builds the metrics and the daemon and binds the admin address. Errors are printed and
+    /// returned as the outcome to exit with.
+    pub async fn bind(config: Config) -> Result<Self, Outcome> {
+        let metrics = match Metrics::new() {
+            Ok(m) => Arc::new(m),
+            Err(e) => return Err(usage_error(format!("metrics: {e}"))),
+        };
+        let listen = config.daemon.listen;
+        let heartbeat_bound = config.daemon.resync_interval * 3 + Duration::from_secs(10);
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => return Err(usage_error(format!("--listen {listen}: cannot bind: {e}"))),
+        };
+        let (daemon, shared) = Daemon::new(config, metrics, http::wall_clock_millis);
+        // With port 0 the kernel picks the port: report the one actually bound.
+        let listen = listener.local_addr().unwrap_or(listen);
+        tracing::info!(listen = %listen, version = env!("CARGO_PKG_VERSION"), "admin server listening (/healthz /readyz /status /metrics)");
+        Ok(Self {
+            daemon,
+            shared,
+            listener,
+            listen,
+            heartbeat_bound,
+        })
+    }
+
+    /// The admin server's bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// The handles the admin server reads: snapshots, heartbeat, metrics.
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// Serves until `shutdown` resolves; an in-flight evaluation or publish finishes first.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Outcome {
+        let Self {
+            daemon,
+            shared,
+            listener,
+            heartbeat_bound,
+            ..
+        } = self;
+        let app = http::router(http::AppState {
+            snapshot: shared.snapshot.clone(),
+            heartbeat: shared.heartbeat.clone(),
+            heartbeat_bound,
+            metrics: shared.metrics.clone(),
+            clock: http::wall_clock_millis,
+        });
+        // The daemon loop polls `shutdown`; this channel passes its firing on to the server.
+        let (stop_tx, mut http_stop) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = http_stop.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        let result = daemon
+            .run(async move {
+                shutdown.await;
+                let _ = stop_tx.send(true);
+            })
+            .await;
+        server.abort();
+        match result {
+            Ok(()) => {
+                tracing::info!("stopped");
+                Outcome::Ok
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                Outcome::Failed
+            }
         }
     }
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGTERM or SIGINT (never, if the handlers cannot be installed).
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match (
         signal(SignalKind::terminate()),
@@ -282,6 +341,6 @@ pub fn probe(args: &ProbeArgs) -> Outcome {
 }
 
 /// `certgate demo`.
-pub fn demo(_args: &DemoArgs) -> Outcome {
-    usage_error("demo: not available yet")
+pub fn demo(args: &DemoArgs) -> Outcome {
+    crate::demo::run(args)
 }

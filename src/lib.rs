@@ -15,6 +15,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod duration;
 pub mod http;
 pub mod metrics;

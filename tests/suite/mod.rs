@@ -2,5 +2,6 @@
 
 mod cli;
 mod daemon;
+mod demo;
 mod faults;
 mod pipeline;
