@@ -362,7 +362,16 @@ impl Metrics {
     }
 
     /// Counts a candidate's outcome.
-    pub fn rotation(&self, set: &str, outcome: &str, reason: &str, reaction: Duration, now: i64) {
+    /// `reaction` is `None` when there is no source change to time from (a rollback of material
+    /// that was live before this process started).
+    pub fn rotation(
+        &self,
+        set: &str,
+        outcome: &str,
+        reason: &str,
+        reaction: Option<Duration>,
+        now: i64,
+    ) {
         self.rotations
             .with_label_values(&[set, outcome, reason])
             .inc();
@@ -373,9 +382,11 @@ impl Metrics {
         self.last_rotation
             .with_label_values(&[set, outcome])
             .set(now as f64);
-        self.reaction
-            .with_label_values(&[outcome])
-            .observe(reaction.as_secs_f64());
+        if let Some(reaction) = reaction {
+            self.reaction
+                .with_label_values(&[outcome])
+                .observe(reaction.as_secs_f64());
+        }
     }
 
     /// Records a self-handshake's duration.

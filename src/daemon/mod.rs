@@ -37,6 +37,10 @@ const MAX_CONCURRENT_EVALUATIONS: usize = 8;
 
 /// Bound on one workload verification attempt.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long past `verify_timeout` an in-flight publish may hold its set's next rotation: covers
+/// the reload (pid-file wait, POST or command) and the last probe, so a lost verdict cannot
+/// stall the set.
+const VERIFY_HOLD_SLACK: Duration = Duration::from_secs(40);
 
 /// Handles the HTTP side needs.
 #[derive(Clone)]
@@ -128,6 +132,19 @@ struct SetRuntime {
     settle_deadline: Option<Instant>,
     dirty: bool,
     wake_at: Option<i64>,
+    /// A publish whose workload verdict is still out: its generation, when it was published
+    /// (for the rollback's reaction time) and a bound after which it stops holding the set.
+    /// One rotation is in flight per set, so a swap back always returns to material the
+    /// workload was seen serving (or that was live before certgate started).
+    verifying: Option<InFlight>,
+}
+
+/// A published generation awaiting the workload's verdict.
+#[derive(Debug, Clone)]
+struct InFlight {
+    generation: String,
+    started: Instant,
+    hold_until: Instant,
 }
 
 /// The daemon, built from a validated config.
@@ -188,6 +205,7 @@ impl Daemon {
                     settle_deadline: None,
                     dirty: true,
                     wake_at: None,
+                    verifying: None,
                 }
             })
             .collect();
@@ -449,6 +467,14 @@ impl Daemon {
             if !(s.dirty || settled) {
                 continue;
             }
+            if s.verifying.as_ref().is_some_and(|v| v.hold_until > now_i) {
+                // Wait for the in-flight publish's verdict; the change stays pending (and its
+                // reaction time counts the wait).
+                s.dirty = true;
+                s.settle_deadline = None;
+                continue;
+            }
+            s.verifying = None;
             s.dirty = false;
             s.settle_deadline = None;
             let started = s.change_seen.take().unwrap_or_else(Instant::now);
@@ -582,7 +608,7 @@ impl Daemon {
             .unwrap_or_default();
         tracing::warn!(set = %s.cfg.name, outcome = "rejected", reason, reaction_ms = reaction.as_secs_f64() * 1000.0, "{first}");
         self.metrics
-            .rotation(&s.cfg.name, "rejected", reason, reaction, now);
+            .rotation(&s.cfg.name, "rejected", reason, Some(reaction), now);
         let fingerprint = eval
             .verdict
             .as_ref()
@@ -631,7 +657,7 @@ impl Daemon {
             let reaction = started.elapsed();
             tracing::info!(set = %s.cfg.name, fingerprint = %fingerprint, outcome = "accepted", reaction_ms = reaction.as_secs_f64() * 1000.0, "source material valid");
             self.metrics
-                .rotation(&s.cfg.name, "accepted", "ok", reaction, now);
+                .rotation(&s.cfg.name, "accepted", "ok", Some(reaction), now);
             self.metrics.set_live(&s.cfg.name, Some(&live.view), now);
             s.set_live(Some(live), now);
             let st = s.status_mut();
@@ -655,8 +681,13 @@ impl Daemon {
         match result {
             Err(e) => {
                 tracing::error!(set = %s.cfg.name, outcome = "rejected", reason = "publish_failed", "{e}");
-                self.metrics
-                    .rotation(&s.cfg.name, "rejected", "publish_failed", reaction, now);
+                self.metrics.rotation(
+                    &s.cfg.name,
+                    "rejected",
+                    "publish_failed",
+                    Some(reaction),
+                    now,
+                );
                 // Not a verdict on the material: try again on the next change or resync.
                 s.last_seen = None;
                 let st = s.status_mut();
@@ -673,7 +704,7 @@ impl Daemon {
             Ok(state) => {
                 tracing::info!(set = %s.cfg.name, fingerprint = %fingerprint, generation = %state.generation, outcome = "published", reaction_ms = reaction.as_secs_f64() * 1000.0, "published");
                 self.metrics
-                    .rotation(&s.cfg.name, "published", "ok", reaction, now);
+                    .rotation(&s.cfg.name, "published", "ok", Some(reaction), now);
                 let generation = state.generation.clone();
                 let live = live_from(&approved, Some(state), &publisher, now);
                 self.metrics.set_live(&s.cfg.name, Some(&live.view), now);
@@ -689,6 +720,22 @@ impl Daemon {
                     "published",
                     format!("generation {generation} leaf {}", short(&fingerprint)),
                 );
+                if let Some(timeout) = s.cfg.verify.as_ref().map(|v| v.timeout) {
+                    // The last verdict was about the previous generation: until the workload
+                    // is seen serving this one, it is not known to.
+                    s.status_mut().workload = Some(WorkloadStatus {
+                        serving_live_cert: false,
+                        served_fingerprint_sha256: None,
+                        message: format!("verifying the workload serves generation {generation}"),
+                        checked_at: rfc3339(now),
+                    });
+                    self.metrics.workload_serving(&s.cfg.name, false);
+                    s.verifying = Some(InFlight {
+                        generation: generation.clone(),
+                        started,
+                        hold_until: Instant::now() + VERIFY_HOLD_SLACK + timeout,
+                    });
+                }
                 spawn_follow_up(i, s, Some(generation), true, verify_tx);
             }
         }
@@ -713,6 +760,9 @@ impl Daemon {
                 }
             }
         }
+        let in_flight = s
+            .verifying
+            .take_if(|v| Some(&v.generation) == done.generation.as_ref());
         let Some(served) = done.served else {
             return;
         };
@@ -761,13 +811,16 @@ impl Daemon {
             s.status_mut().push_event(now, "stale", message);
             return;
         }
-        self.swap_back(done.set, &message, now, verify_tx).await;
+        let started = in_flight.map(|v| v.started);
+        self.swap_back(done.set, &message, started, now, verify_tx)
+            .await;
     }
 
     async fn swap_back(
         &mut self,
         i: usize,
         why: &str,
+        started: Option<Instant>,
         now: i64,
         verify_tx: &mpsc::UnboundedSender<VerifyDone>,
     ) {
@@ -805,11 +858,14 @@ impl Daemon {
                     r.view.generation = Some(restored_state.generation.clone());
                 }
                 tracing::warn!(set = %s.cfg.name, fingerprint = %fingerprint, outcome = "rolled_back", reason = "workload_refused", generation = %restored_state.generation, "{why}; swapped back");
+                // Reaction: from the source change that brought the refused material to the
+                // restored generation being back in place.
+                let reaction = started.map(|t| t.elapsed());
                 self.metrics.rotation(
                     &s.cfg.name,
                     "rolled_back",
                     "workload_refused",
-                    Duration::ZERO,
+                    reaction,
                     now,
                 );
                 self.metrics
@@ -826,7 +882,7 @@ impl Daemon {
                         now,
                         "rolled_back",
                         &fingerprint,
-                        Duration::ZERO,
+                        reaction.unwrap_or_default(),
                         Stages::default(),
                     )
                 });

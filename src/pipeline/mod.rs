@@ -115,7 +115,9 @@ impl Evaluation {
         if let Some(v) = &self.verdict {
             out.extend(v.failures().map(|c| Problem {
                 reason: c.reason.unwrap_or("failed"),
-                message: format!("{}: {}", c.check, c.message),
+                // Failure messages name what failed ("chain does not lead…", "leaf …
+                // expired…"); the check's name in front would only repeat it.
+                message: c.message.clone(),
             }));
         }
         out

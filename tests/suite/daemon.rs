@@ -265,9 +265,10 @@ fn workload_refusing_the_new_cert_is_swapped_back() {
     let a = f.good();
     f.rotate(&a);
     let b = f.good();
-    // The last base64 line of B's PEM (its signature) identifies it.
-    let marker = b.cert_pem.lines().rev().nth(1).unwrap().to_string();
-    let w = Workload::start(f.publish(), Behaviour::RefuseWhenPemContains(marker));
+    let w = Workload::start(
+        f.publish(),
+        Behaviour::RefuseWhenPemContains(vec![pem_marker(&b)]),
+    );
     let d = Running::start(&f.config(&format!(
         "verify_addr = \"{}\"\nverify_timeout = \"2s\"\n",
         w.addr
@@ -307,6 +308,75 @@ fn workload_refusing_the_new_cert_is_swapped_back() {
     );
 }
 
+/// The last base64 line of a leaf's PEM (its signature) identifies it.
+fn pem_marker(leaf: &Leaf) -> String {
+    leaf.cert_pem
+        .lines()
+        .rev()
+        .nth(1)
+        .expect("a PEM has lines")
+        .to_string()
+}
+
+#[test]
+fn rotations_wait_for_the_verdict_so_swap_back_returns_to_verified_material() {
+    let f = Fixture::new();
+    let a = f.good();
+    f.rotate(&a);
+    let (b, c) = (f.good(), f.good());
+    let w = Workload::start(
+        f.publish(),
+        Behaviour::RefuseWhenPemContains(vec![pem_marker(&b), pem_marker(&c)]),
+    );
+    let d = Running::start(&f.config(&format!(
+        "verify_addr = \"{}\"\nverify_timeout = \"2s\"\n",
+        w.addr
+    )));
+    wait_live(&d, &a);
+    wait_until(BOUND, "workload verified", || {
+        d.metric("certgate_workload_serving_live_cert{set=\"web\"}") == Some(1.0)
+    });
+    // B and C both arrive inside B's verification window. C must not be published on top of
+    // an unverified B: B is refused and rolled back to A first, then C gets its own verdict.
+    f.rotate(&b);
+    wait_until(BOUND, "B published", || {
+        f.published_cert().starts_with(&b.cert_pem)
+    });
+    assert_eq!(
+        d.metric("certgate_workload_serving_live_cert{set=\"web\"}"),
+        Some(0.0),
+        "a verdict about A says nothing about B"
+    );
+    f.rotate(&c);
+    wait_until(BOUND, "two rollbacks", || {
+        metric_matching(
+            &d.get("/metrics").1,
+            "certgate_rotations_total",
+            &[("outcome", "rolled_back")],
+        ) == Some(2.0)
+    });
+    wait_live(&d, &a);
+    assert!(f.published_cert().starts_with(&a.cert_pem));
+    assert_eq!(f.published_key(), a.key.pkcs8_pem());
+    wait_until(BOUND, "workload back on A", || {
+        d.metric("certgate_workload_serving_live_cert{set=\"web\"}") == Some(1.0)
+    });
+    // Each rollback has a real reaction time: source change to restored generation.
+    let metrics = d.get("/metrics").1;
+    let count = metric_matching(
+        &metrics,
+        "certgate_rotation_reaction_seconds_count",
+        &[("outcome", "rolled_back")],
+    );
+    let sum = metric_matching(
+        &metrics,
+        "certgate_rotation_reaction_seconds_sum",
+        &[("outcome", "rolled_back")],
+    );
+    assert_eq!(count, Some(2.0), "{metrics}");
+    assert!(sum.is_some_and(|s| s > 0.0), "{metrics}");
+}
+
 #[test]
 fn workload_that_never_reloads_is_reported_stale() {
     let f = Fixture::new();
@@ -325,8 +395,6 @@ fn workload_that_never_reloads_is_reported_stale() {
     let b = f.good();
     f.rotate(&b);
     wait_live(&d, &b);
-    std::thread::sleep(Duration::from_secs(2));
-    eprintln!("{}\n{}", d.get("/status").1, d.log_text());
     wait_until(BOUND, "stale report", || {
         d.status()["sets"][0]["workload"]["message"]
             .as_str()

@@ -16,9 +16,9 @@ pub enum Behaviour {
     Reloading,
     /// Loads once at start and never again (never reloads).
     Stale,
-    /// Like `Reloading`, but fails every handshake while the published leaf contains this
-    /// substring in its PEM (a workload that cannot use the new certificate).
-    RefuseWhenPemContains(String),
+    /// Like `Reloading`, but fails every handshake while the published leaf contains any of
+    /// these substrings in its PEM (a workload that cannot use the new certificate).
+    RefuseWhenPemContains(Vec<String>),
 }
 
 /// A running workload; stops when dropped.
@@ -77,8 +77,8 @@ impl Workload {
                 let Some((certs, key, pem)) = material else {
                     continue;
                 };
-                if let Behaviour::RefuseWhenPemContains(needle) = &behaviour {
-                    if pem.contains(needle.as_str()) {
+                if let Behaviour::RefuseWhenPemContains(needles) = &behaviour {
+                    if needles.iter().any(|n| pem.contains(n.as_str())) {
                         drop(tcp);
                         continue;
                     }
