@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 IDLE=${1:-60}
 SECTIONS=${SECTIONS:-1 2 3}
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
-cargo build --release --locked -q
-BIN=$PWD/target/release/certgate
+# The binary the image ships: release profile, statically linked (as .ci/static-build.sh).
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked -q --target x86_64-unknown-linux-gnu
+BIN=$PWD/target/x86_64-unknown-linux-gnu/release/certgate
 W=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
 echo "machine: $(nproc) cores, $(uname -m), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
