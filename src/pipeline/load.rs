@@ -563,11 +563,17 @@ pub fn decode_certs(file: &FileSnapshot) -> Result<Vec<CertificateDer<'static>>,
                 file,
                 format!("{} unexpected bytes after the DER certificate", rest.len()),
             )),
-            Err(_) => Err(LoadError::NoCertificate {
-                role: file.role,
-                path: file.path.clone(),
-                found_key: PrivateKeyDer::try_from(bytes).is_ok(),
-            }),
+            Err(_) => {
+                let found_key = PrivateKeyDer::try_from(bytes).is_ok();
+                match der_truncation(bytes) {
+                    Some(detail) if !found_key => Err(malformed(file, detail)),
+                    _ => Err(LoadError::NoCertificate {
+                        role: file.role,
+                        path: file.path.clone(),
+                        found_key,
+                    }),
+                }
+            }
         };
     }
     let sections = pem_sections(file)?;
@@ -591,6 +597,35 @@ pub fn decode_certs(file: &FileSnapshot) -> Result<Vec<CertificateDer<'static>>,
         });
     }
     Ok(certs)
+}
+
+/// When `bytes` open with a DER SEQUENCE header whose length runs past the end of the file, says
+/// so: that is a certificate cut short, not a file without one.
+fn der_truncation(bytes: &[u8]) -> Option<String> {
+    let (&tag, rest) = bytes.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (len, header) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, 2 + n)
+    };
+    let declared = header.checked_add(len)?;
+    (declared > bytes.len()).then(|| {
+        format!(
+            "DER certificate truncated: its header declares {declared} bytes, the file has {}",
+            bytes.len()
+        )
+    })
 }
 
 /// Decodes a private key file (PEM or DER); refuses encrypted keys and several keys.
