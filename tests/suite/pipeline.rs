@@ -349,6 +349,29 @@ fn bundle_with_old_and_new_roots_passes_leaves_of_either() {
         assert_eq!(check(&eval, "trust_bundle").status, Status::Pass, "{what}");
         assert_eq!(eval.verdict.as_ref().unwrap().anchors.len(), 2, "{what}");
     }
+    // An expired root left in the bundle is a warning, not a failure, while another is usable.
+    let t = OffsetDateTime::now_utc();
+    let retired = Ca::root_valid(
+        "certgate retired root",
+        Alg::P256,
+        t - hours(24 * 3650),
+        t - hours(24),
+    );
+    let with_retired = format!("{bundle}{}", retired.cert_pem);
+    let set = Set::new(
+        &chain_new,
+        Some(new_leaf.key.pkcs8_pem().as_bytes()),
+        Some(with_retired.as_bytes()),
+    );
+    let eval = evaluate(&set.paths, &policy(&[NAME]));
+    assert_passes_with_handshake(&eval);
+    let trust = check(&eval, "trust_bundle");
+    assert_eq!(trust.status, Status::Warn, "{}", describe(&eval));
+    assert!(
+        trust.message.contains("certgate retired root") && trust.message.contains("expired"),
+        "{}",
+        trust.message
+    );
     // The bundle is what makes the new leaf pass: against the old root alone it is unknown.
     let set = Set::new(
         chain_new,
@@ -1547,6 +1570,8 @@ fn random_and_mutated_inputs_never_panic_the_loaders() {
                 mutate(&mut rng, seed)
             }
         };
+        // A fresh file each time: truncating one that holds data makes ext4 flush it on close.
+        let _ = std::fs::remove_file(&fuzz);
         std::fs::write(&fuzz, &input).unwrap();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let snap = load::snapshot(FileRole::Cert, &fuzz, DEFAULT_MAX_FILE_SIZE).unwrap();
