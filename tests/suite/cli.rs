@@ -289,6 +289,19 @@ fn usage_and_config_errors_exit_2() {
             vec!["check", "--config", &good, "--cert", cert],
             "mutually exclusive",
         ),
+        // Limits that would refuse every file or every handshake are mistakes, not verdicts.
+        (
+            vec!["check", "--cert", cert, "--max-file-size", "0"],
+            "--max-file-size",
+        ),
+        (
+            vec!["check", "--cert", cert, "--handshake-timeout", "0s"],
+            "--handshake-timeout",
+        ),
+        (
+            vec!["inspect", "--max-file-size", "0", cert],
+            "--max-file-size",
+        ),
     ];
     for (args, needle) in cases {
         let out = util::certgate(&args);
@@ -534,6 +547,27 @@ fn environment_fallbacks_configure_check() {
     );
     let out = certgate_env(&["check", "--json"], &[("CERTGATE_CONFIG", &config)]);
     assert_eq!(json(&out)["sets"][0]["name"], "from-env", "{}", show(&out));
+}
+
+#[test]
+fn check_config_daemon_limits_apply_and_flags_override_them() {
+    let h = Hierarchy::shared(Alg::P256);
+    let files = Files::of(h, &h.leaf);
+    let config = write(
+        files.dir.path(),
+        "limits.toml",
+        format!(
+            "[daemon]\nmax_file_size = 200\nhandshake_timeout = \"5s\"\n[[set]]\nname = \"web\"\ncert = \"{}\"\nkey = \"{}\"\ntrust = \"{}\"\n",
+            files.cert, files.key, files.trust
+        ),
+    );
+    // The daemon would refuse these files under this config: so must the pre-flight check.
+    let out = util::certgate(&["check", "--config", &config]);
+    assert_fails_naming(&out, "too_large", &files.cert);
+    assert!(texts(&out).1.contains("200-byte limit"), "{}", show(&out));
+    // An explicit flag still wins over the file.
+    let out = util::certgate(&["check", "--config", &config, "--max-file-size", "65536"]);
+    assert_exit(&out, 0);
 }
 
 #[test]
