@@ -268,7 +268,7 @@ fn read_once(
     let mut pinned: Vec<(PathBuf, Option<PathBuf>)> = Vec::new();
     let mut snapshots = Vec::with_capacity(3);
     for (role, path) in paths.iter() {
-        let dir = parent_dir(path);
+        let dir = volume_dir(path);
         let generation = match pinned.iter().find(|(d, _)| *d == dir) {
             Some((_, generation)) => generation.clone(),
             None => {
@@ -324,10 +324,29 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-/// For `dir/tls.crt -> ..data/tls.crt`, the path of the same file inside the pinned generation.
+/// The directory whose `..data` pins `path`: its parent, or for a path through `..data` itself
+/// (`/vol/..data/tls.crt`), the volume it belongs to.
+fn volume_dir(path: &Path) -> PathBuf {
+    let dir = parent_dir(path);
+    if is_data_link(&dir) {
+        parent_dir(&dir)
+    } else {
+        dir
+    }
+}
+
+fn is_data_link(path: &Path) -> bool {
+    path.file_name().is_some_and(|n| n == DATA_LINK)
+}
+
+/// For `dir/tls.crt -> ..data/tls.crt`, or `dir/..data/tls.crt` itself, the path of the same
+/// file inside the pinned generation.
 fn through_generation(path: &Path, dir: &Path, generation: &Path) -> Option<PathBuf> {
-    let target = fs::read_link(path).ok()?;
-    let inside = target.strip_prefix(DATA_LINK).ok()?;
+    let inside = match fs::read_link(path) {
+        Ok(target) => target.strip_prefix(DATA_LINK).ok()?.to_path_buf(),
+        Err(_) if path.parent().is_some_and(is_data_link) => PathBuf::from(path.file_name()?),
+        Err(_) => return None,
+    };
     Some(dir.join(generation).join(inside))
 }
 

@@ -1350,6 +1350,27 @@ fn data_swap_that_keeps_the_old_generation_is_caught() {
 }
 
 #[test]
+fn paths_through_data_itself_are_pinned_too() {
+    // `--cert /vol/..data/tls.crt` goes through the symlink kubelet swaps: each open could land
+    // in a different generation unless the read is pinned like the user-visible paths.
+    let mut vol = Volume::new();
+    let through = |f: &str| vol.dir.path().join("..data").join(f);
+    let paths = SourcePaths {
+        cert: through("tls.crt"),
+        key: Some(through("tls.key")),
+        trust: Some(through("ca.crt")),
+    };
+    let mut swapped = None;
+    let set = load::read_set_observed(&paths, DEFAULT_MAX_FILE_SIZE, &mut |role| {
+        if role == FileRole::Cert && swapped.is_none() {
+            swapped = Some(vol.rotate());
+        }
+    })
+    .expect("consistent after a retry");
+    assert_eq!(assert_one_generation(&set, &vol), swapped.unwrap());
+}
+
+#[test]
 fn data_that_never_settles_is_an_error_not_a_mix() {
     let mut vol = Volume::new();
     let dir = vol.dir.path().to_path_buf();
