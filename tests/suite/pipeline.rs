@@ -326,6 +326,58 @@ fn der_certificate_and_bundle_files_pass() {
 }
 
 #[test]
+fn chain_file_may_carry_the_root_and_intermediates_in_any_order() {
+    let h = Hierarchy::shared(Alg::P256);
+    let key = h.leaf.key.pkcs8_pem();
+    for (what, chain) in [
+        (
+            "leaf, intermediate, root",
+            format!("{}{}", h.chain_pem(), h.root.cert_pem),
+        ),
+        (
+            "leaf, root, intermediate",
+            format!(
+                "{}{}{}",
+                h.leaf.cert_pem, h.root.cert_pem, h.intermediate.cert_pem
+            ),
+        ),
+    ] {
+        let set = Set::new(
+            chain,
+            Some(key.as_bytes()),
+            Some(h.root.cert_pem.as_bytes()),
+        );
+        let eval = evaluate(&set.paths, &policy(&[NAME]));
+        assert!(eval.passed, "{what}: {}", describe(&eval));
+        assert_passes_with_handshake(&eval);
+        let roles: Vec<Role> = eval
+            .verdict
+            .as_ref()
+            .unwrap()
+            .chain
+            .iter()
+            .map(|c| c.role)
+            .collect();
+        assert_eq!(
+            roles,
+            [Role::Leaf, Role::Intermediate, Role::Anchor],
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn one_file_holding_chain_and_key_serves_as_both() {
+    let h = Hierarchy::shared(Alg::P256);
+    let combined = format!("{}{}", h.chain_pem(), h.leaf.key.pkcs8_pem());
+    let mut set = Set::new(&combined, None, Some(h.root.cert_pem.as_bytes()));
+    set.paths.key = Some(set.paths.cert.clone());
+    let eval = evaluate(&set.paths, &policy(&[NAME]));
+    assert_passes_with_handshake(&eval);
+    assert_eq!(eval.verdict.as_ref().unwrap().chain.len(), 3);
+}
+
+#[test]
 fn bundle_with_old_and_new_roots_passes_leaves_of_either() {
     let old = Hierarchy::shared(Alg::P256);
     let new_root = Ca::root("certgate replacement root", Alg::P256);
