@@ -104,12 +104,21 @@ pub struct CheckArgs {
     /// Print one JSON document instead of human lines.
     #[arg(long, env = "CERTGATE_JSON")]
     pub json: bool,
-    /// Refuse input files larger than this many bytes.
-    #[arg(long, env = "CERTGATE_MAX_FILE_SIZE", default_value_t = config::MAX_FILE_SIZE, value_name = "BYTES")]
-    pub max_file_size: u64,
-    /// Bound on the self-handshake.
-    #[arg(long, env = "CERTGATE_HANDSHAKE_TIMEOUT", value_parser = clap_duration, default_value = "2s", value_name = "DURATION")]
-    pub handshake_timeout: Duration,
+    /// Refuse input files larger than this many bytes [default: the config's
+    /// daemon.max_file_size, else 1048576], so `check` judges files as `run` would.
+    #[arg(long, env = "CERTGATE_MAX_FILE_SIZE", value_parser = clap::value_parser!(u64).range(1..), value_name = "BYTES")]
+    pub max_file_size: Option<u64>,
+    /// Bound on the self-handshake [default: the config's daemon.handshake_timeout, else 2s].
+    #[arg(long, env = "CERTGATE_HANDSHAKE_TIMEOUT", value_parser = positive_duration, value_name = "DURATION")]
+    pub handshake_timeout: Option<Duration>,
+}
+
+/// A duration flag that must be more than zero (a zero bound would fail every candidate).
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match clap_duration(s)? {
+        d if d.is_zero() => Err("must be more than zero".into()),
+        d => Ok(d),
+    }
 }
 
 /// `certgate inspect`.
@@ -122,7 +131,7 @@ pub struct InspectArgs {
     #[arg(long, env = "CERTGATE_JSON")]
     pub json: bool,
     /// Refuse files larger than this many bytes.
-    #[arg(long, env = "CERTGATE_MAX_FILE_SIZE", default_value_t = config::MAX_FILE_SIZE, value_name = "BYTES")]
+    #[arg(long, env = "CERTGATE_MAX_FILE_SIZE", default_value_t = config::MAX_FILE_SIZE, value_parser = clap::value_parser!(u64).range(1..), value_name = "BYTES")]
     pub max_file_size: u64,
 }
 

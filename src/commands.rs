@@ -93,10 +93,15 @@ pub fn check(args: &CheckArgs) -> Outcome {
 async fn check_sets(config: &Config, args: &CheckArgs, now: i64) -> Vec<(SetConfig, Evaluation)> {
     let mut out = Vec::with_capacity(config.sets.len());
     for set in &config.sets {
+        // Flags win; otherwise the config's [daemon] limits (built-in defaults without one).
         let opts = EvalOptions {
-            max_file_size: args.max_file_size,
+            max_file_size: args
+                .max_file_size
+                .unwrap_or(config.daemon.eval.max_file_size),
             handshake: !args.no_handshake && set.handshake,
-            handshake_timeout: args.handshake_timeout,
+            handshake_timeout: args
+                .handshake_timeout
+                .unwrap_or(config.daemon.eval.handshake_timeout),
         };
         let eval = pipeline::evaluate(&set.paths, &set.policy, &opts, now).await;
         out.push((set.clone(), eval));

@@ -204,7 +204,14 @@ pub fn inspect_file(path: &Path, max_file_size: u64) -> InspectedFile {
                 }
             }
         }
-        Err(e) => out.error = Some(e.to_string()),
+        // OpenSSL's legacy encrypted PEM has header lines that break the PEM decoding; name it
+        // for what it is rather than as broken base64.
+        Err(e) => {
+            out.error = Some(match load::decode_key(&snap.with_role(FileRole::Key)) {
+                Err(encrypted @ LoadError::EncryptedKey { .. }) => encrypted.to_string(),
+                _ => e.to_string(),
+            })
+        }
     }
     out
 }

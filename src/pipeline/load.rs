@@ -268,7 +268,7 @@ fn read_once(
     let mut pinned: Vec<(PathBuf, Option<PathBuf>)> = Vec::new();
     let mut snapshots = Vec::with_capacity(3);
     for (role, path) in paths.iter() {
-        let dir = parent_dir(path);
+        let dir = volume_dir(path);
         let generation = match pinned.iter().find(|(d, _)| *d == dir) {
             Some((_, generation)) => generation.clone(),
             None => {
@@ -324,10 +324,29 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-/// For `dir/tls.crt -> ..data/tls.crt`, the path of the same file inside the pinned generation.
+/// The directory whose `..data` pins `path`: its parent, or for a path through `..data` itself
+/// (`/vol/..data/tls.crt`), the volume it belongs to.
+fn volume_dir(path: &Path) -> PathBuf {
+    let dir = parent_dir(path);
+    if is_data_link(&dir) {
+        parent_dir(&dir)
+    } else {
+        dir
+    }
+}
+
+fn is_data_link(path: &Path) -> bool {
+    path.file_name().is_some_and(|n| n == DATA_LINK)
+}
+
+/// For `dir/tls.crt -> ..data/tls.crt`, or `dir/..data/tls.crt` itself, the path of the same
+/// file inside the pinned generation.
 fn through_generation(path: &Path, dir: &Path, generation: &Path) -> Option<PathBuf> {
-    let target = fs::read_link(path).ok()?;
-    let inside = target.strip_prefix(DATA_LINK).ok()?;
+    let inside = match fs::read_link(path) {
+        Ok(target) => target.strip_prefix(DATA_LINK).ok()?.to_path_buf(),
+        Err(_) if path.parent().is_some_and(is_data_link) => PathBuf::from(path.file_name()?),
+        Err(_) => return None,
+    };
     Some(dir.join(generation).join(inside))
 }
 
@@ -563,11 +582,17 @@ pub fn decode_certs(file: &FileSnapshot) -> Result<Vec<CertificateDer<'static>>,
                 file,
                 format!("{} unexpected bytes after the DER certificate", rest.len()),
             )),
-            Err(_) => Err(LoadError::NoCertificate {
-                role: file.role,
-                path: file.path.clone(),
-                found_key: PrivateKeyDer::try_from(bytes).is_ok(),
-            }),
+            Err(_) => {
+                let found_key = PrivateKeyDer::try_from(bytes).is_ok();
+                match der_truncation(bytes) {
+                    Some(detail) if !found_key => Err(malformed(file, detail)),
+                    _ => Err(LoadError::NoCertificate {
+                        role: file.role,
+                        path: file.path.clone(),
+                        found_key,
+                    }),
+                }
+            }
         };
     }
     let sections = pem_sections(file)?;
@@ -591,6 +616,35 @@ pub fn decode_certs(file: &FileSnapshot) -> Result<Vec<CertificateDer<'static>>,
         });
     }
     Ok(certs)
+}
+
+/// When `bytes` open with a DER SEQUENCE header whose length runs past the end of the file, says
+/// so: that is a certificate cut short, not a file without one.
+fn der_truncation(bytes: &[u8]) -> Option<String> {
+    let (&tag, rest) = bytes.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (len, header) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, 2 + n)
+    };
+    let declared = header.checked_add(len)?;
+    (declared > bytes.len()).then(|| {
+        format!(
+            "DER certificate truncated: its header declares {declared} bytes, the file has {}",
+            bytes.len()
+        )
+    })
 }
 
 /// Decodes a private key file (PEM or DER); refuses encrypted keys and several keys.

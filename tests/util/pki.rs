@@ -102,6 +102,68 @@ impl Key {
         pem("EC PRIVATE KEY", &pkcs8_inner(&self.pkcs8_der))
     }
 
+    /// PKCS#1 DER (`RSAPrivateKey`), RSA only.
+    pub fn pkcs1_der(&self) -> Vec<u8> {
+        self.rsa
+            .as_ref()
+            .expect("RSA key")
+            .to_pkcs1_der()
+            .expect("pkcs1")
+            .as_bytes()
+            .to_vec()
+    }
+
+    /// SEC1 DER (`ECPrivateKey`), EC only.
+    pub fn sec1_der(&self) -> Vec<u8> {
+        pkcs8_inner(&self.pkcs8_der)
+    }
+
+    /// A PKCS#8 `ENCRYPTED PRIVATE KEY` PEM (PBES2: PBKDF2-HMAC-SHA256, AES-256-CBC), as
+    /// `openssl pkcs8 -topk8 -v2 aes-256-cbc` writes it. The structure is the real one; the
+    /// cipher text is random bytes of the right length (no AES-CBC here), which is all a loader
+    /// that must refuse encrypted keys can see before asking for a passphrase.
+    pub fn encrypted_pkcs8_pem(&self) -> String {
+        const PBES2: &[u8] = &[6, 9, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 1, 5, 13];
+        const PBKDF2: &[u8] = &[6, 9, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 1, 5, 12];
+        const HMAC_SHA256: &[u8] = &[6, 8, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 2, 9];
+        const AES256_CBC: &[u8] = &[6, 9, 0x60, 0x86, 0x48, 1, 0x65, 3, 4, 1, 42];
+        let salt = random_bytes(8);
+        let iv = random_bytes(16);
+        let cipher_text = random_bytes((self.pkcs8_der.len() / 16 + 1) * 16);
+        let kdf_params = der_seq(&[
+            &der(0x04, &salt),
+            &der(0x02, &[0x08, 0x00]), // 2048 iterations
+            &der_seq(&[HMAC_SHA256, &[5, 0]]),
+        ]);
+        let pbes2_params = der_seq(&[
+            &der_seq(&[PBKDF2, &kdf_params]),
+            &der_seq(&[AES256_CBC, &der(0x04, &iv)]),
+        ]);
+        let info = der_seq(&[&der_seq(&[PBES2, &pbes2_params]), &der(0x04, &cipher_text)]);
+        pem("ENCRYPTED PRIVATE KEY", &info)
+    }
+
+    /// OpenSSL's legacy encrypted PEM (`Proc-Type: 4,ENCRYPTED` and `DEK-Info` headers in an
+    /// `RSA PRIVATE KEY` or `EC PRIVATE KEY` block). Cipher text as in
+    /// [`Key::encrypted_pkcs8_pem`].
+    pub fn legacy_encrypted_pem(&self) -> String {
+        let label = match self.alg {
+            Alg::Rsa2048 | Alg::Rsa1024 => "RSA PRIVATE KEY",
+            _ => "EC PRIVATE KEY",
+        };
+        let iv: String = random_bytes(16)
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        let body = pem(label, &random_bytes((self.pkcs8_der.len() / 16 + 1) * 16));
+        let mut lines: Vec<&str> = body.lines().collect();
+        let headers = format!("Proc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,{iv}\n");
+        lines.insert(1, headers.trim_end());
+        let mut out = lines.join("\n");
+        out.push('\n');
+        out
+    }
+
     fn signer(&self) -> &KeyPair {
         self.signer.as_ref().expect("this key cannot sign")
     }
@@ -146,6 +208,36 @@ fn base64_encode(data: &[u8]) -> String {
         }
     }
     out
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    use rsa::rand_core::RngCore;
+    let mut out = vec![0u8; n];
+    rand_core_os().fill_bytes(&mut out);
+    out
+}
+
+/// A DER TLV with a definite length.
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+fn der_seq(parts: &[&[u8]]) -> Vec<u8> {
+    der(0x30, &parts.concat())
 }
 
 /// Base64 of DER, as it would appear in a PEM body (for leak scans).
@@ -226,6 +318,26 @@ impl LeafSpec {
     }
     pub fn eku(mut self, eku: Eku) -> Self {
         self.eku = eku;
+        self
+    }
+    /// Replaces the DNS SANs (the common name stays).
+    pub fn dns(mut self, names: &[&str]) -> Self {
+        self.dns = names.iter().map(|n| n.to_string()).collect();
+        self
+    }
+    /// Adds an IP address SAN.
+    pub fn ip(mut self, ip: IpAddr) -> Self {
+        self.ips.push(ip);
+        self
+    }
+    /// Adds a URI SAN (e.g. a SPIFFE ID).
+    pub fn uri(mut self, uri: &str) -> Self {
+        self.uris.push(uri.to_string());
+        self
+    }
+    /// Issues the "leaf" as a CA certificate (basicConstraints CA:TRUE).
+    pub fn ca(mut self) -> Self {
+        self.is_ca = true;
         self
     }
 }
@@ -395,6 +507,22 @@ impl Hierarchy {
         }
     }
 
+    /// One hierarchy of `alg` per test process, with a leaf for `web.example.com`: RSA key
+    /// generation is slow in debug builds, so tests that only need *a* good set share these
+    /// and issue any further leaves from `intermediate`.
+    pub fn shared(alg: Alg) -> &'static Self {
+        use std::sync::OnceLock;
+        static SHARED: [OnceLock<Hierarchy>; 4] = [const { OnceLock::new() }; 4];
+        let slot = match alg {
+            Alg::P256 => 0,
+            Alg::P384 => 1,
+            Alg::Ed25519 => 2,
+            Alg::Rsa2048 => 3,
+            Alg::Rsa1024 => panic!("an RSA-1024 key cannot sign a hierarchy"),
+        };
+        SHARED[slot].get_or_init(|| Self::new(alg, &LeafSpec::new("web.example.com").alg(alg)))
+    }
+
     /// A P-256 hierarchy with a leaf for `dns`.
     pub fn p256(dns: &str) -> Self {
         Self::new(Alg::P256, &LeafSpec::new(dns))
@@ -402,6 +530,11 @@ impl Hierarchy {
 
     /// Leaf then intermediate, PEM.
     pub fn chain_pem(&self) -> String {
-        format!("{}{}", self.leaf.cert_pem, self.intermediate.cert_pem)
+        self.chain_pem_of(&self.leaf)
+    }
+
+    /// Another leaf of this hierarchy then the intermediate, PEM.
+    pub fn chain_pem_of(&self, leaf: &Leaf) -> String {
+        format!("{}{}", leaf.cert_pem, self.intermediate.cert_pem)
     }
 }
