@@ -160,8 +160,12 @@ pub struct Daemon {
     clock: fn() -> i64,
 }
 
+/// The directory to watch for `p`: its parent, except that a path through the volume's
+/// `..data` link itself (`/vol/..data/tls.crt`) is watched on the volume (`/vol`), where the
+/// link is swapped; a watch on `..data` would follow it into one generation and go stale.
 fn parent(p: &Path) -> PathBuf {
     match p.parent() {
+        Some(d) if d.file_name().is_some_and(|n| n == load::DATA_LINK) => parent(d),
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     }

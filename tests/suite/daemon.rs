@@ -101,6 +101,31 @@ fn rejected(d: &Running, reason: &str) -> f64 {
 }
 
 #[test]
+fn paths_through_the_data_link_itself_follow_rotations() {
+    let f = Fixture::new();
+    let a = f.good();
+    f.rotate(&a);
+    // cert = /vol/..data/tls.crt: the watch must sit on /vol, where ..data is swapped, and not
+    // follow the link into one generation (resync is 60 s: only the watch can see this).
+    let config = f.config("");
+    let text = fs::read_to_string(&config).expect("config");
+    let src = f.src().display().to_string();
+    fs::write(
+        &config,
+        text.replace(&format!("{src}/"), &format!("{src}/..data/")),
+    )
+    .expect("rewrite config");
+    let d = Running::start(&config);
+    wait_live(&d, &a);
+    for _ in 0..3 {
+        let next = f.good();
+        f.rotate(&next);
+        wait_live(&d, &next);
+        assert_eq!(f.published_key(), next.key.pkcs8_pem());
+    }
+}
+
+#[test]
 fn good_rotation_is_published_atomically() {
     let f = Fixture::new();
     let a = f.good();
