@@ -246,9 +246,7 @@ impl Config {
 
     /// Parses and validates TOML text.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| ConfigError(one_line(&e.to_string())))?;
-        Self::from_raw(raw)
+        Self::from_raw(parse_raw(text).map_err(ConfigError)?)
     }
 
     /// Validates the raw shape.
@@ -297,7 +295,27 @@ pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
     let ctx = format!("config {}", path.display());
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(format!("{ctx}: cannot read: {e}")))?;
-    toml::from_str(&text).map_err(|e| ConfigError(format!("{ctx}: {}", one_line(&e.to_string()))))
+    parse_raw(&text).map_err(|e| ConfigError(format!("{ctx}: {e}")))
+}
+
+/// Parses TOML into the raw shape; the error is one line and names the key of a bad value.
+fn parse_raw(text: &str) -> Result<RawConfig, String> {
+    toml::from_str(text).map_err(|e| {
+        let key = e.span().and_then(|span| key_at(text, span.start));
+        let key = key.map(|k| format!("{k}: ")).unwrap_or_default();
+        format!("{key}{}", one_line(&e.to_string()))
+    })
+}
+
+/// The key of the `key = value` line holding byte `at`, when a value is what failed: lets a
+/// bad value's error name its key, as the unknown-key error does.
+fn key_at(text: &str, at: usize) -> Option<&str> {
+    let start = text.get(..at)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(start..)?.lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let bare = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.';
+    (!key.is_empty() && key.chars().all(bare) && start + line.find('=')? < at).then_some(key)
 }
 
 /// TOML errors span several lines (a source excerpt); keep the first for a one-line error.
@@ -569,7 +587,11 @@ mod tests {
         let cases = [
             (
                 "[[set]]\nname = \"a\"\ncert = \"/x\"\nmin_remaining = \"3y\"\n",
-                "3y",
+                "min_remaining: ",
+            ),
+            (
+                "[daemon]\nsettle = 5\n[[set]]\nname = \"a\"\ncert = \"/x\"\n",
+                "settle: ",
             ),
             ("[[set]]\nname = \"a b\"\ncert = \"/x\"\n", "name"),
             (
