@@ -5,3 +5,4 @@ mod daemon;
 mod demo;
 mod faults;
 mod pipeline;
+mod prometheus;

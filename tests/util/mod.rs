@@ -5,6 +5,7 @@
 pub mod daemon;
 pub mod kubelet;
 pub mod pki;
+pub mod prometheus;
 pub mod workload;
 
 use std::path::{Path, PathBuf};
