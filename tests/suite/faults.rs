@@ -73,6 +73,22 @@ fn rejections(d: &Running) -> f64 {
 }
 
 /// The publish dir holds exactly one of the `good` pairs, read through one `..data`.
+/// The `..<timestamp>` generation directories in a publish dir.
+fn generation_dirs(publish: &Path) -> Vec<std::ffi::OsString> {
+    let mut names: Vec<_> = fs::read_dir(publish)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| {
+            let n = n.to_string_lossy();
+            n.starts_with("..") && n != "..data" && n != "..data_tmp"
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 fn assert_consistent(publish: &Path, good: &[&Leaf], pki: &Pki) {
     let data = fs::read_link(publish.join("..data")).expect("..data present");
     let gen = publish.join(&data);
@@ -294,6 +310,8 @@ fn rotation_soak_one_in_three_bad() {
     write(&leaves[0]);
     let d = Running::start(&config(tmp.path(), &src, &publish));
     let mut last_good = &leaves[0];
+    let started = std::time::Instant::now();
+    let (mut bad, mut good) = (0, 0);
     wait_until(BOUND, "first", || {
         d.live_fingerprint(0).as_deref() == Some(fingerprint(&last_good.cert_der).as_str())
     });
@@ -322,6 +340,7 @@ fn rotation_soak_one_in_three_bad() {
                 );
             }
             wait_until(BOUND, "rejection", || rejections(&d) > before);
+            bad += 1;
         } else {
             let leaf = &leaves[i % leaves.len()];
             if std::ptr::eq(leaf, last_good) {
@@ -333,10 +352,15 @@ fn rotation_soak_one_in_three_bad() {
             wait_until(BOUND, "rotation", || {
                 d.live_fingerprint(0).as_deref() == Some(want.as_str())
             });
+            good += 1;
         }
         assert_consistent(&publish, &[last_good], &pki);
     }
     assert_eq!(d.get("/readyz").0, 200);
+    eprintln!(
+        "soak: {n} steps, {good} published, {bad} rejected, consistent after every step, {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 #[test]
@@ -350,17 +374,38 @@ fn sigkill_during_publishes_leaves_a_consistent_generation() {
     write(&leaves[0]);
     let cfg = config(tmp.path(), &src, &publish);
     let good: Vec<&Leaf> = leaves.iter().collect();
+    let started = std::time::Instant::now();
+    let mut new_generation_survived = 0;
     for k in 0..kills {
         let mut d = Running::start(&cfg);
         wait_until(BOUND, "ready after restart", || d.get("/readyz").0 == 200);
         assert_consistent(&publish, &good, &pki);
+        let generations = generation_dirs(&publish);
         write(&leaves[(k + 1) % leaves.len()]);
-        // Kill at a varying moment around the publish.
-        std::thread::sleep(Duration::from_micros((k as u64 * 397) % 3000));
+        // Kill at a varying moment around the publish: one in four while the source is being
+        // read and validated; the rest once the new generation directory exists (files being
+        // written and fsynced, ..data_tmp, the commit rename, cleanup), after 0–6 ms more.
+        if k % 4 != 0 {
+            let waited = std::time::Instant::now();
+            while generation_dirs(&publish) == generations
+                && waited.elapsed() < Duration::from_secs(10)
+            {
+                std::hint::spin_loop();
+            }
+            std::thread::sleep(Duration::from_micros((k as u64 * 397) % 6000));
+        } else {
+            std::thread::sleep(Duration::from_micros((k as u64 * 397) % 3000));
+        }
         let _ = d.child.kill();
         let _ = d.child.wait();
         // Whatever moment it died at, the publish dir is one complete, valid generation.
         assert_consistent(&publish, &good, &pki);
+        let written = &leaves[(k + 1) % leaves.len()];
+        if fs::read_to_string(publish.join("tls.crt"))
+            .is_ok_and(|pem| pem.starts_with(&written.cert_pem))
+        {
+            new_generation_survived += 1;
+        }
         let out = crate::util::certgate(&[
             "check",
             "--cert",
@@ -383,6 +428,18 @@ fn sigkill_during_publishes_leaves_a_consistent_generation() {
     wait_until(BOUND, "resume", || {
         d.live_fingerprint(0).as_deref() == Some(want.as_str())
     });
+    if long() {
+        // The kills must land on both sides of the commit for the run to mean anything.
+        assert!(
+            new_generation_survived > 0 && new_generation_survived < kills,
+            "{new_generation_survived} of {kills} kills after the commit"
+        );
+    }
+    eprintln!(
+        "sigkill: {kills} kills ({new_generation_survived} after the new generation's commit, {} before it), consistent and valid after each, resumed; {:.1} s",
+        kills - new_generation_survived,
+        started.elapsed().as_secs_f64()
+    );
 }
 
 #[test]
