@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the release binary statically linked (the Containerfile's runtime stage has no libc)
-# and checks that it is. Uses the musl target when installed (as the Containerfile does), else
+# and checks that it is: the binary the Containerfile ships. Uses the musl target when installed, else
 # glibc with crt-static, which the offline CI machine always has.
 set -euo pipefail
 cd "$(dirname "$0")/.."

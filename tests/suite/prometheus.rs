@@ -310,7 +310,10 @@ fn prometheus_scrapes_certgate_and_fires_the_alerts() {
         (ALERT_REJECTED, &[("set", "web"), ("pod", "web-a")]),
         (ALERT_EXPIRING_CRITICAL, &[("set", "expiring")]),
         (ALERT_BUNDLE_SKEW, &[("set", "web"), ("workload", "web")]),
-        (ALERT_FINGERPRINT_SKEW, &[("set", "web"), ("workload", "web")]),
+        (
+            ALERT_FINGERPRINT_SKEW,
+            &[("set", "web"), ("workload", "web")],
+        ),
     ];
     let mut firing = Vec::new();
     let waited = std::time::Instant::now();
@@ -337,6 +340,42 @@ fn prometheus_scrapes_certgate_and_fires_the_alerts() {
             alert_names(&firing)
         );
     }
+    // Every query of the shipped Grafana dashboard runs against these series (Grafana's
+    // variables filled in), and the fleet panels show both pods.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("charts/certgate/files/certgate-dashboard.json"),
+        )
+        .expect("dashboard file"),
+    )
+    .expect("dashboard JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap_or_default();
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"]
+                .as_str()
+                .expect("expr")
+                .replace("$namespace", ".*")
+                .replace("$set", ".*")
+                .replace("$__rate_interval", "1m")
+                .replace("$__range", "5m");
+            let result = prom.query(&expr);
+            let fleet = ["Which certificate each pod holds", "Time to expiry per set"];
+            if fleet.contains(&title) {
+                assert_eq!(result.len(), 3, "{title}: {expr}: {result:?}");
+            }
+            if title == "Which trust bundle each pod holds" {
+                let fps: std::collections::BTreeSet<_> = result
+                    .iter()
+                    .filter_map(|s| s.labels.get("fingerprint_sha256"))
+                    .collect();
+                assert_eq!(fps.len(), 2, "two bundles across the pods: {result:?}");
+            }
+        }
+    }
+
     // The web leaves (30 days of 30) are not "expiring".
     assert!(
         !has_alert(&firing, ALERT_EXPIRING_CRITICAL, &[("set", "web")])
