@@ -290,26 +290,9 @@ fn workload_refusing_the_new_cert_is_swapped_back() {
     let a = f.good();
     f.rotate(&a);
     let b = f.good();
-    let w = Workload::start(
-        f.publish(),
-        Behaviour::RefuseWhenPemContains(vec![pem_marker(&b)]),
-    );
-    let d = Running::start(&f.config(&format!(
-        "verify_addr = \"{}\"\nverify_timeout = \"2s\"\n",
-        w.addr
-    )));
-    wait_live(&d, &a);
-    wait_until(BOUND, "workload verified", || {
-        d.metric("certgate_workload_serving_live_cert{set=\"web\"}") == Some(1.0)
-    });
+    let (_w, d) = start_verified(&f, &a, vec![pem_marker(&b)]);
     f.rotate(&b);
-    wait_until(BOUND, "rollback", || {
-        metric_matching(
-            &d.get("/metrics").1,
-            "certgate_rotations_total",
-            &[("outcome", "rolled_back")],
-        ) == Some(1.0)
-    });
+    wait_until(BOUND, "rollback", || rollbacks(&d) == Some(1.0));
     assert!(
         f.published_cert().starts_with(&a.cert_pem),
         "previous generation restored"
@@ -323,14 +306,30 @@ fn workload_refusing_the_new_cert_is_swapped_back() {
     // The refused candidate is not retried until the source changes: a resync-free wait shows
     // no second rollback.
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        metric_matching(
-            &d.get("/metrics").1,
-            "certgate_rotations_total",
-            &[("outcome", "rolled_back")]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(rollbacks(&d), Some(1.0));
+}
+
+/// A workload refusing leaves whose PEM holds any of `refuse`, and a daemon verifying it,
+/// with `live` published and seen served.
+fn start_verified(f: &Fixture, live: &Leaf, refuse: Vec<String>) -> (Workload, Running) {
+    let w = Workload::start(f.publish(), Behaviour::RefuseWhenPemContains(refuse));
+    let d = Running::start(&f.config(&format!(
+        "verify_addr = \"{}\"\nverify_timeout = \"2s\"\n",
+        w.addr
+    )));
+    wait_live(&d, live);
+    wait_until(BOUND, "workload verified", || {
+        d.metric("certgate_workload_serving_live_cert{set=\"web\"}") == Some(1.0)
+    });
+    (w, d)
+}
+
+fn rollbacks(d: &Running) -> Option<f64> {
+    metric_matching(
+        &d.get("/metrics").1,
+        "certgate_rotations_total",
+        &[("outcome", "rolled_back")],
+    )
 }
 
 /// The last base64 line of a leaf's PEM (its signature) identifies it.
@@ -349,18 +348,7 @@ fn rotations_wait_for_the_verdict_so_swap_back_returns_to_verified_material() {
     let a = f.good();
     f.rotate(&a);
     let (b, c) = (f.good(), f.good());
-    let w = Workload::start(
-        f.publish(),
-        Behaviour::RefuseWhenPemContains(vec![pem_marker(&b), pem_marker(&c)]),
-    );
-    let d = Running::start(&f.config(&format!(
-        "verify_addr = \"{}\"\nverify_timeout = \"2s\"\n",
-        w.addr
-    )));
-    wait_live(&d, &a);
-    wait_until(BOUND, "workload verified", || {
-        d.metric("certgate_workload_serving_live_cert{set=\"web\"}") == Some(1.0)
-    });
+    let (_w, d) = start_verified(&f, &a, vec![pem_marker(&b), pem_marker(&c)]);
     // B and C both arrive inside B's verification window. C must not be published on top of
     // an unverified B: B is refused and rolled back to A first, then C gets its own verdict.
     f.rotate(&b);
@@ -373,13 +361,7 @@ fn rotations_wait_for_the_verdict_so_swap_back_returns_to_verified_material() {
         "a verdict about A says nothing about B"
     );
     f.rotate(&c);
-    wait_until(BOUND, "two rollbacks", || {
-        metric_matching(
-            &d.get("/metrics").1,
-            "certgate_rotations_total",
-            &[("outcome", "rolled_back")],
-        ) == Some(2.0)
-    });
+    wait_until(BOUND, "two rollbacks", || rollbacks(&d) == Some(2.0));
     wait_live(&d, &a);
     assert!(f.published_cert().starts_with(&a.cert_pem));
     assert_eq!(f.published_key(), a.key.pkcs8_pem());
