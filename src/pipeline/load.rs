@@ -537,13 +537,30 @@ fn pem_error(e: &rustls_pki_types::pem::Error) -> String {
     match e {
         Error::MissingSectionEnd { end_marker } => format!(
             "PEM block not terminated (missing -----END {}-----; truncated?)",
-            String::from_utf8_lossy(end_marker)
+            pem_label(end_marker)
         ),
         Error::IllegalSectionStart { .. } => "malformed PEM BEGIN line".into(),
         Error::Base64Decode(_) => "invalid base64 inside a PEM block".into(),
         Error::SectionTooLarge => "PEM block too large".into(),
         other => format!("PEM error: {other}"),
     }
+}
+
+/// A PEM label as it may appear in a message: the label is whatever followed `-----BEGIN ` in
+/// the file, so control characters are escaped (the message goes into log lines) and a long one
+/// is cut short.
+fn pem_label(label: &[u8]) -> String {
+    const MAX_CHARS: usize = 64;
+    let text = String::from_utf8_lossy(label);
+    let mut out: String = text
+        .chars()
+        .take(MAX_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().nth(MAX_CHARS).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// Decodes a certificate or bundle file (PEM, or one DER certificate).
@@ -659,5 +676,52 @@ fn encoding_of(der: &PrivateKeyDer<'_>) -> KeyEncoding {
         PrivateKeyDer::Pkcs1(_) => KeyEncoding::Pkcs1,
         PrivateKeyDer::Sec1(_) => KeyEncoding::Sec1,
         _ => KeyEncoding::Pkcs8,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(role: FileRole, bytes: &[u8]) -> FileSnapshot {
+        FileSnapshot {
+            role,
+            path: PathBuf::from("/src/tls.crt"),
+            generation: None,
+            sha256: String::new(),
+            bytes: bytes.to_vec(),
+        }
+    }
+
+    /// fuzz/artifacts/loaders/crash-f22be22f…: an unterminated PEM block whose BEGIN label holds
+    /// control characters and NULs, which went into the message (and so the logs) verbatim.
+    #[test]
+    fn unterminated_pem_label_is_escaped() {
+        let input: &[u8] = b"-----BEGIN EC-\x01\x00\x00\x00\x00\x00\x00TrIFICATE-----\nMIICETCCAb0\x82\x02\x110\x82\x01\xb6\xa0\x03\x02\x01\x02\x02\x02\x10\x020\n\x06\x08*\x86H\xce=\x04\x03\x02041\x1a0\x18\x06\x03U\x04\x03\x0c\x11fuzzwCg\x14\x06YI\x03";
+        let errors = [
+            decode_certs(&file(FileRole::Cert, input)).unwrap_err(),
+            decode_certs(&file(FileRole::Trust, input)).unwrap_err(),
+            decode_key(&file(FileRole::Key, input)).unwrap_err(),
+        ];
+        for e in errors {
+            let msg = e.to_string();
+            assert_eq!(e.reason(), "bad_encoding", "{msg}");
+            assert!(msg.contains("/src/tls.crt"), "{msg}");
+            assert!(msg.contains(r"EC-\u{1}\0\0"), "{msg}");
+            assert!(!msg.chars().any(char::is_control), "{msg:?}");
+        }
+    }
+
+    #[test]
+    fn long_pem_label_is_cut_short() {
+        let input = format!("-----BEGIN {}-----\nAAAA\n", "X".repeat(10_000));
+        let msg = decode_certs(&file(FileRole::Cert, input.as_bytes()))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.len() < 200, "{} bytes: {msg}", msg.len());
+        assert!(
+            msg.contains(&format!("-----END {}…-----", "X".repeat(64))),
+            "{msg}"
+        );
     }
 }
