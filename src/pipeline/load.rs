@@ -325,10 +325,21 @@ fn parent_dir(path: &Path) -> PathBuf {
 }
 
 /// For `dir/tls.crt -> ..data/tls.crt`, the path of the same file inside the pinned generation.
+/// The rest of the link after `..data` is appended as written, so a link to `..data` itself names
+/// the generation (no `/` added) and a trailing `/` is kept, exactly as the kernel resolves them.
 fn through_generation(path: &Path, dir: &Path, generation: &Path) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
     let target = fs::read_link(path).ok()?;
-    let inside = target.strip_prefix(DATA_LINK).ok()?;
-    Some(dir.join(generation).join(inside))
+    let rest = target
+        .as_os_str()
+        .as_bytes()
+        .strip_prefix(DATA_LINK.as_bytes())?;
+    if !(rest.is_empty() || rest.starts_with(b"/")) {
+        return None;
+    }
+    let mut through = dir.join(generation).into_os_string();
+    through.push(std::ffi::OsStr::from_bytes(rest));
+    Some(PathBuf::from(through))
 }
 
 fn generation_moved(dir: &Path, pinned: Option<&Path>) -> bool {
@@ -710,6 +721,36 @@ mod tests {
             assert!(msg.contains(r"EC-\u{1}\0\0"), "{msg}");
             assert!(!msg.chars().any(char::is_control), "{msg:?}");
         }
+    }
+
+    /// fuzz/artifacts/data_dir/crash-52eefd38…: `ca.crt -> ..data` with `..data -> ..gen1/tls.crt`
+    /// (a file). The pinned read went to `..gen1/tls.crt/` (a `/` appended for the empty rest of
+    /// the link) and failed with "Not a directory" although the configured path reads fine.
+    #[test]
+    fn link_to_data_itself_reads_the_generation() {
+        use std::os::unix::fs::symlink;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let vol = tmp.path();
+        fs::create_dir(vol.join("..gen1")).expect("mkdir");
+        fs::write(vol.join("..gen1/tls.crt"), b"generation one").expect("write");
+        fs::write(vol.join("tls.crt"), b"plain cert").expect("write");
+        symlink("..gen1/tls.crt", vol.join(DATA_LINK)).expect("link");
+        symlink("..data", vol.join("ca.crt")).expect("link");
+        let paths = SourcePaths {
+            cert: vol.join("tls.crt"),
+            key: None,
+            trust: Some(vol.join("ca.crt")),
+        };
+        let raw = read_set(&paths, 4096).expect("the configured paths all read");
+        let trust = raw.trust.expect("trust read");
+        assert_eq!(trust.bytes(), b"generation one");
+        assert_eq!(trust.generation.as_deref(), Some("..gen1/tls.crt"));
+
+        // `..data/` keeps its slash: a file is not a directory, as when opening the path.
+        fs::remove_file(vol.join("ca.crt")).expect("rm");
+        symlink("..data/", vol.join("ca.crt")).expect("link");
+        assert!(fs::read(vol.join("ca.crt")).is_err());
+        assert_eq!(read_set(&paths, 4096).unwrap_err().reason(), "unreadable");
     }
 
     #[test]
