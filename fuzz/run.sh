@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the fuzz targets and runs each for a bounded time, one process each (-workers=1
-# -jobs=1), then prints executions, exec/s and crashes per target.
+# -jobs=1), then prints executions, exec/s, corpus (units/bytes) and crashes per target.
 #
 #   fuzz/run.sh                    # loaders, data_dir, config; 60 s each
 #   FUZZ_SECONDS=120 fuzz/run.sh config
@@ -74,10 +74,13 @@ for t in "${TARGETS[@]}"; do
     execs=$(grep -Eo '^#[0-9]+' "$log" | tail -1 | tr -d '#')
   fi
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
+  # libFuzzer's own corpus (units/size) from its last status line.
+  corp=$(grep -aEo 'corp: [0-9]+/[0-9]+[bKM]b' "$log" | tail -1 | sed 's/^corp: //')
   after=$(find "$artifacts" -maxdepth 1 -type f \( -name 'crash-*' -o -name 'timeout-*' -o -name 'oom-*' -o -name 'leak-*' \) | wc -l)
   crashes=$((after - before))
   [ "$crashes" -gt 0 ] && failed=1
-  line=$(printf '%-9s %5ss  execs %-10s exec/s %-6s crashes %s' "$t" "$((end - start))" "${execs:-?}" "${rate:-?}" "$crashes")
+  line=$(printf '%-9s %5ss  execs %-10s exec/s %-6s corpus %-14s crashes %s' "$t" "$((end - start))" \
+    "${execs:-?}" "${rate:-?}" "${corp:-?}" "$crashes")
   echo "$line"
   if [ "$crashes" -gt 0 ]; then
     grep -E 'panicked at|==ERROR|SUMMARY|Test unit written' "$log" | head -5 | sed 's/^/    /'
