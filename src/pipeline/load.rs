@@ -516,8 +516,8 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// PEM sections of a file, refusing broken framing and anything after the last `-----END` line
-/// (bytes appended to a valid file are a corruption, not a comment).
+/// PEM sections of a file, refusing broken framing, empty blocks and anything after the last
+/// `-----END` line (bytes appended to a valid file are a corruption, not a comment).
 fn pem_sections(file: &FileSnapshot) -> Result<Vec<(SectionKind, Vec<u8>)>, LoadError> {
     let bytes = file.bytes();
     let sections = <(SectionKind, Vec<u8>)>::pem_slice_iter(bytes)
@@ -539,6 +539,14 @@ fn pem_sections(file: &FileSnapshot) -> Result<Vec<(SectionKind, Vec<u8>)>, Load
                 ),
             ));
         }
+    }
+    // An empty block would decode to an empty certificate or key that only fails later, in
+    // validation or the handshake, for a less telling reason.
+    if sections.iter().any(|(_, der)| der.is_empty()) {
+        return Err(malformed(
+            file,
+            "empty PEM block (nothing between BEGIN and END; truncated?)",
+        ));
     }
     Ok(sections)
 }
@@ -751,6 +759,26 @@ mod tests {
         symlink("..data/", vol.join("ca.crt")).expect("link");
         assert!(fs::read(vol.join("ca.crt")).is_err());
         assert_eq!(read_set(&paths, 4096).unwrap_err().reason(), "unreadable");
+    }
+
+    /// fuzz/artifacts/loaders/crash-1a4c8406…: an empty `PRIVATE KEY` block (its END line
+    /// followed by junk, later a second END line and two damaged certificate blocks) decoded to
+    /// an empty key; an empty `CERTIFICATE` block likewise to an empty certificate.
+    #[test]
+    fn empty_pem_blocks_are_malformed() {
+        let crash: &[u8] = b"-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----BQYDK2V9HR2F4MGMcHwBCIEIL/9mJiwnEhPhQtdW5oofer7pSSiHXB95C/7VeKYY21L\n-----END PRIVATE KEY-----\n\n--c-----\rgN\x00/JCwL0wpFzQyzFK2jLRSz7+R\r\n9HR2F83XFQIlnKA+ew==\r\n-----END CERTIFICATE-----\r\nXDTI1MDEwMTAwMDAwMFoXDTxtIU=\r\n-----/7VeKYY21L\n-----END PR---+-BEGIN CERTIFICATE-----\rgN\x00/JCwL0wpFzQyzFK2jLRSz7+R\r\n9HR2F83XFQIlnKA+ew==\r\n-----END CERTIFICATE-----\r\n";
+        let err = decode_key(&file(FileRole::Key, crash)).unwrap_err();
+        assert_eq!(err.reason(), "bad_encoding", "{err}");
+        assert!(err.to_string().contains("empty PEM block"), "{err}");
+
+        let cert = b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n";
+        let err = decode_certs(&file(FileRole::Cert, cert)).unwrap_err();
+        assert_eq!(err.reason(), "bad_encoding", "{err}");
+        let key = b"-----BEGIN EC PRIVATE KEY-----\r\n-----END EC PRIVATE KEY-----\r\n";
+        assert_eq!(
+            decode_key(&file(FileRole::Key, key)).unwrap_err().reason(),
+            "bad_encoding"
+        );
     }
 
     #[test]
