@@ -469,7 +469,8 @@ fn parse_key_mode(m: &str) -> Result<u32, ConfigError> {
             "key_mode: {m:?} is not an octal mode like \"0600\""
         ))
     })?;
-    if mode & 0o177 & !0o040 != 0 || mode & 0o400 == 0 {
+    // Only owner read/write and group read: no setuid/setgid/sticky, nothing for others.
+    if mode & !0o640 != 0 || mode & 0o400 == 0 {
         return Err(ConfigError(format!(
             "key_mode: {m:?} must be owner-readable and at most group-readable (0400, 0440, 0600 or 0640)"
         )));
@@ -633,5 +634,29 @@ mod tests {
         assert_eq!(parse_key_mode("0640").ok(), Some(0o640));
         assert!(parse_key_mode("0644").is_err());
         assert!(parse_key_mode("0200").is_err());
+        for special in ["4640", "2600", "1400", "10600", "77777640"] {
+            assert!(parse_key_mode(special).is_err(), "{special} accepted");
+        }
+    }
+
+    /// fuzz/artifacts/config/crash-36539b0c…: `key_mode = "4640"` (setuid) was accepted, since
+    /// only the permission bits were checked.
+    #[test]
+    fn key_mode_with_special_bits_is_refused() {
+        let text = "[[set]]\nname = \"a\"\ncert = \"/x\"\npublish_dir = \"/p\"\nkey_mode = \"4640\"\n\
+            verify_addr = \"127.0.0.1:8443\"\nverify_name = \"example.com\"\nverify_timeout = \"30s\"\n\
+            [set.reload]\nsignal = \"SIGHUP\"\npid_file = \"/run/app.pid\"\n\
+            url = \"http://127.0.0.1:8080/-/reload\"\ncommand = [\"/bin/true\"]\n\
+            [[set]]\nname = \"b\"\ncert = \"/y\"\npublish_dir = \"/q'\"\n\
+            [set.reload]\nsignal = \"10\"\nprocess_name = \"nginx\"\n";
+        let err = Config::from_toml(text)
+            .expect_err("setuid key_mode")
+            .to_string();
+        assert!(err.contains("key_mode") && err.contains("4640"), "{err}");
+        let fixed = Config::from_toml(&text.replace("4640", "0640")).expect("otherwise valid");
+        assert_eq!(
+            fixed.sets[0].publish.as_ref().map(|p| p.key_mode),
+            Some(0o640)
+        );
     }
 }

@@ -340,14 +340,32 @@ fn is_data_link(path: &Path) -> bool {
 }
 
 /// For `dir/tls.crt -> ..data/tls.crt`, or `dir/..data/tls.crt` itself, the path of the same
-/// file inside the pinned generation.
+/// file inside the pinned generation. The rest of a link after `..data` is appended as written,
+/// so a link to `..data` itself names the generation (no `/` added) and a trailing `/` is kept,
+/// exactly as the kernel resolves them.
 fn through_generation(path: &Path, dir: &Path, generation: &Path) -> Option<PathBuf> {
-    let inside = match fs::read_link(path) {
-        Ok(target) => target.strip_prefix(DATA_LINK).ok()?.to_path_buf(),
-        Err(_) if path.parent().is_some_and(is_data_link) => PathBuf::from(path.file_name()?),
+    use std::os::unix::ffi::OsStrExt;
+    let rest: Vec<u8> = match fs::read_link(path) {
+        Ok(target) => {
+            let rest = target
+                .as_os_str()
+                .as_bytes()
+                .strip_prefix(DATA_LINK.as_bytes())?;
+            if !(rest.is_empty() || rest.starts_with(b"/")) {
+                return None;
+            }
+            rest.to_vec()
+        }
+        Err(_) if path.parent().is_some_and(is_data_link) => {
+            let mut rest = b"/".to_vec();
+            rest.extend_from_slice(path.file_name()?.as_bytes());
+            rest
+        }
         Err(_) => return None,
     };
-    Some(dir.join(generation).join(inside))
+    let mut through = dir.join(generation).into_os_string();
+    through.push(std::ffi::OsStr::from_bytes(&rest));
+    Some(PathBuf::from(through))
 }
 
 fn generation_moved(dir: &Path, pinned: Option<&Path>) -> bool {
@@ -524,8 +542,8 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// PEM sections of a file, refusing broken framing and anything after the last `-----END` line
-/// (bytes appended to a valid file are a corruption, not a comment).
+/// PEM sections of a file, refusing broken framing, empty blocks and anything after the last
+/// `-----END` line (bytes appended to a valid file are a corruption, not a comment).
 fn pem_sections(file: &FileSnapshot) -> Result<Vec<(SectionKind, Vec<u8>)>, LoadError> {
     let bytes = file.bytes();
     let sections = <(SectionKind, Vec<u8>)>::pem_slice_iter(bytes)
@@ -548,6 +566,14 @@ fn pem_sections(file: &FileSnapshot) -> Result<Vec<(SectionKind, Vec<u8>)>, Load
             ));
         }
     }
+    // An empty block would decode to an empty certificate or key that only fails later, in
+    // validation or the handshake, for a less telling reason.
+    if sections.iter().any(|(_, der)| der.is_empty()) {
+        return Err(malformed(
+            file,
+            "empty PEM block (nothing between BEGIN and END; truncated?)",
+        ));
+    }
     Ok(sections)
 }
 
@@ -556,13 +582,30 @@ fn pem_error(e: &rustls_pki_types::pem::Error) -> String {
     match e {
         Error::MissingSectionEnd { end_marker } => format!(
             "PEM block not terminated (missing -----END {}-----; truncated?)",
-            String::from_utf8_lossy(end_marker)
+            pem_label(end_marker)
         ),
         Error::IllegalSectionStart { .. } => "malformed PEM BEGIN line".into(),
         Error::Base64Decode(_) => "invalid base64 inside a PEM block".into(),
         Error::SectionTooLarge => "PEM block too large".into(),
         other => format!("PEM error: {other}"),
     }
+}
+
+/// A PEM label as it may appear in a message: the label is whatever followed `-----BEGIN ` in
+/// the file, so control characters are escaped (the message goes into log lines) and a long one
+/// is cut short.
+fn pem_label(label: &[u8]) -> String {
+    const MAX_CHARS: usize = 64;
+    let text = String::from_utf8_lossy(label);
+    let mut out: String = text
+        .chars()
+        .take(MAX_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().nth(MAX_CHARS).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// Decodes a certificate or bundle file (PEM, or one DER certificate).
@@ -713,5 +756,102 @@ fn encoding_of(der: &PrivateKeyDer<'_>) -> KeyEncoding {
         PrivateKeyDer::Pkcs1(_) => KeyEncoding::Pkcs1,
         PrivateKeyDer::Sec1(_) => KeyEncoding::Sec1,
         _ => KeyEncoding::Pkcs8,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(role: FileRole, bytes: &[u8]) -> FileSnapshot {
+        FileSnapshot {
+            role,
+            path: PathBuf::from("/src/tls.crt"),
+            generation: None,
+            sha256: String::new(),
+            bytes: bytes.to_vec(),
+        }
+    }
+
+    /// fuzz/artifacts/loaders/crash-f22be22f…: an unterminated PEM block whose BEGIN label holds
+    /// control characters and NULs, which went into the message (and so the logs) verbatim.
+    #[test]
+    fn unterminated_pem_label_is_escaped() {
+        let input: &[u8] = b"-----BEGIN EC-\x01\x00\x00\x00\x00\x00\x00TrIFICATE-----\nMIICETCCAb0\x82\x02\x110\x82\x01\xb6\xa0\x03\x02\x01\x02\x02\x02\x10\x020\n\x06\x08*\x86H\xce=\x04\x03\x02041\x1a0\x18\x06\x03U\x04\x03\x0c\x11fuzzwCg\x14\x06YI\x03";
+        let errors = [
+            decode_certs(&file(FileRole::Cert, input)).unwrap_err(),
+            decode_certs(&file(FileRole::Trust, input)).unwrap_err(),
+            decode_key(&file(FileRole::Key, input)).unwrap_err(),
+        ];
+        for e in errors {
+            let msg = e.to_string();
+            assert_eq!(e.reason(), "bad_encoding", "{msg}");
+            assert!(msg.contains("/src/tls.crt"), "{msg}");
+            assert!(msg.contains(r"EC-\u{1}\0\0"), "{msg}");
+            assert!(!msg.chars().any(char::is_control), "{msg:?}");
+        }
+    }
+
+    /// fuzz/artifacts/data_dir/crash-52eefd38…: `ca.crt -> ..data` with `..data -> ..gen1/tls.crt`
+    /// (a file). The pinned read went to `..gen1/tls.crt/` (a `/` appended for the empty rest of
+    /// the link) and failed with "Not a directory" although the configured path reads fine.
+    #[test]
+    fn link_to_data_itself_reads_the_generation() {
+        use std::os::unix::fs::symlink;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let vol = tmp.path();
+        fs::create_dir(vol.join("..gen1")).expect("mkdir");
+        fs::write(vol.join("..gen1/tls.crt"), b"generation one").expect("write");
+        fs::write(vol.join("tls.crt"), b"plain cert").expect("write");
+        symlink("..gen1/tls.crt", vol.join(DATA_LINK)).expect("link");
+        symlink("..data", vol.join("ca.crt")).expect("link");
+        let paths = SourcePaths {
+            cert: vol.join("tls.crt"),
+            key: None,
+            trust: Some(vol.join("ca.crt")),
+        };
+        let raw = read_set(&paths, 4096).expect("the configured paths all read");
+        let trust = raw.trust.expect("trust read");
+        assert_eq!(trust.bytes(), b"generation one");
+        assert_eq!(trust.generation.as_deref(), Some("..gen1/tls.crt"));
+
+        // `..data/` keeps its slash: a file is not a directory, as when opening the path.
+        fs::remove_file(vol.join("ca.crt")).expect("rm");
+        symlink("..data/", vol.join("ca.crt")).expect("link");
+        assert!(fs::read(vol.join("ca.crt")).is_err());
+        assert_eq!(read_set(&paths, 4096).unwrap_err().reason(), "unreadable");
+    }
+
+    /// fuzz/artifacts/loaders/crash-1a4c8406…: an empty `PRIVATE KEY` block (its END line
+    /// followed by junk, later a second END line and two damaged certificate blocks) decoded to
+    /// an empty key; an empty `CERTIFICATE` block likewise to an empty certificate.
+    #[test]
+    fn empty_pem_blocks_are_malformed() {
+        let crash: &[u8] = b"-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----BQYDK2V9HR2F4MGMcHwBCIEIL/9mJiwnEhPhQtdW5oofer7pSSiHXB95C/7VeKYY21L\n-----END PRIVATE KEY-----\n\n--c-----\rgN\x00/JCwL0wpFzQyzFK2jLRSz7+R\r\n9HR2F83XFQIlnKA+ew==\r\n-----END CERTIFICATE-----\r\nXDTI1MDEwMTAwMDAwMFoXDTxtIU=\r\n-----/7VeKYY21L\n-----END PR---+-BEGIN CERTIFICATE-----\rgN\x00/JCwL0wpFzQyzFK2jLRSz7+R\r\n9HR2F83XFQIlnKA+ew==\r\n-----END CERTIFICATE-----\r\n";
+        let err = decode_key(&file(FileRole::Key, crash)).unwrap_err();
+        assert_eq!(err.reason(), "bad_encoding", "{err}");
+        assert!(err.to_string().contains("empty PEM block"), "{err}");
+
+        let cert = b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n";
+        let err = decode_certs(&file(FileRole::Cert, cert)).unwrap_err();
+        assert_eq!(err.reason(), "bad_encoding", "{err}");
+        let key = b"-----BEGIN EC PRIVATE KEY-----\r\n-----END EC PRIVATE KEY-----\r\n";
+        assert_eq!(
+            decode_key(&file(FileRole::Key, key)).unwrap_err().reason(),
+            "bad_encoding"
+        );
+    }
+
+    #[test]
+    fn long_pem_label_is_cut_short() {
+        let input = format!("-----BEGIN {}-----\nAAAA\n", "X".repeat(10_000));
+        let msg = decode_certs(&file(FileRole::Cert, input.as_bytes()))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.len() < 200, "{} bytes: {msg}", msg.len());
+        assert!(
+            msg.contains(&format!("-----END {}…-----", "X".repeat(64))),
+            "{msg}"
+        );
     }
 }
