@@ -6,6 +6,7 @@
 #   fuzz/seeds/loaders/   cert DELIM key DELIM trust inputs (see fuzz_targets/loaders.rs)
 #   fuzz/seeds/data_dir/  layout programs (see fuzz_targets/data_dir.rs; written by python3)
 #   fuzz/seeds/config/    TOML configs
+# Files named regress-* are crash inputs found by fuzzing (see RELIABILITY.md); they are kept.
 # Needs openssl (3.x) and python3.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -109,7 +110,8 @@ seeds = {
 }
 os.makedirs(out, exist_ok=True)
 for f in os.listdir(out):
-    os.remove(os.path.join(out, f))
+    if not f.startswith("regress-"):  # crash inputs found by fuzzing stay
+        os.remove(os.path.join(out, f))
 for name, parts in seeds.items():
     open(os.path.join(out, name), "wb").write(D.join(parts))
 PY
@@ -172,13 +174,14 @@ progs = {
 }
 os.makedirs(out, exist_ok=True)
 for f in os.listdir(out):
-    os.remove(os.path.join(out, f))
+    if not f.startswith("regress-"):  # crash inputs found by fuzzing stay
+        os.remove(os.path.join(out, f))
 for name, prog in progs.items():
     open(os.path.join(out, name), "wb").write(bytes(prog))
 PY
 # config: the shipped example plus small valid and invalid configs
 C=$SEEDS/config
-rm -rf "$C" && mkdir -p "$C"
+mkdir -p "$C" && find "$C" -type f ! -name 'regress-*' -delete
 cp "$SEEDS/../../config/certgate.example.toml" "$C/example.toml"
 printf '[[set]]\nname = "a"\ncert = "/x"\n' > "$C/minimal.toml"
 printf '[daemon]\nlisten = "127.0.0.1:9464"\nresync_interval = "1h30m"\nsettle = "250ms"\nmax_file_size = 4096\nhandshake_timeout = "2s"\nlog_format = "json"\n[[set]]\nname = "a"\ncert = "/x"\nkey = "/k"\ntrust = "/t"\nnames = ["example.com", "127.0.0.1", "spiffe://td/ns/a"]\nusage = "both"\nmin_remaining = "1h"\nwarn_before = "7d"\nfail_ready_before = "0s"\nrequired = false\nhandshake = false\n' > "$C/daemon.toml"
