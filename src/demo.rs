@@ -549,7 +549,7 @@ fn atomic_write(dir: &Path, files: &[(&str, Vec<u8>, u32)]) -> io::Result<String
     let data = dir.join(DATA_LINK);
     let old = fs::read_link(&data).ok();
 
-    let name = generation_name();
+    let name = crate::publish::generation_name();
     let gen = dir.join(&name);
     // Created 0700 and opened up only when complete: nobody reads a half-written generation.
     fs::DirBuilder::new()
@@ -592,25 +592,6 @@ fn atomic_write(dir: &Path, files: &[(&str, Vec<u8>, u32)]) -> io::Result<String
         }
     }
     Ok(name)
-}
-
-/// `..YYYY_MM_DD_HH_MM_SS.<digits>`, kubelet's shape; the digits keep names unique even for
-/// writes within one nanosecond tick.
-fn generation_name() -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static SEQ: AtomicU32 = AtomicU32::new(0);
-    let now = time::OffsetDateTime::now_utc();
-    format!(
-        "..{:04}_{:02}_{:02}_{:02}_{:02}_{:02}.{:09}{:03}",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second(),
-        now.nanosecond(),
-        SEQ.fetch_add(1, Ordering::Relaxed) % 1000
-    )
 }
 
 /// Prefixes an I/O error with the path it concerns.

@@ -224,7 +224,9 @@ fn is_generation_name(name: &str) -> bool {
     name.starts_with("..") && name.as_bytes().get(2).is_some_and(u8::is_ascii_digit)
 }
 
-fn generation_name() -> String {
+/// `..YYYY_MM_DD_HH_MM_SS.<nanos><seq>`, kubelet's shape; the sequence keeps names unique
+/// even for writes within one clock tick.
+pub(crate) fn generation_name() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let now = time::OffsetDateTime::now_utc();
