@@ -325,6 +325,7 @@ impl Daemon {
                         for s in &mut self.sets {
                             s.dirty = true;
                         }
+                        self.recheck_workloads(&verify_tx);
                     }
                 }
             }
@@ -399,6 +400,25 @@ impl Daemon {
                     s.dirty = true;
                 }
             }
+        }
+    }
+
+    /// On each resync, verify again every workload last seen not serving the live generation
+    /// (and with no publish in flight): one that started after the publish — a native
+    /// sidecar's workload starts only once certgate is ready — or restarted is then reported
+    /// serving instead of stale until the next rotation.
+    fn recheck_workloads(&mut self, verify_tx: &mpsc::UnboundedSender<VerifyDone>) {
+        for (i, s) in self.sets.iter().enumerate() {
+            let unconfirmed = s
+                .status
+                .workload
+                .as_ref()
+                .is_some_and(|w| !w.serving_live_cert);
+            if s.cfg.verify.is_none() || s.verifying.is_some() || !unconfirmed {
+                continue;
+            }
+            let generation = s.live.as_ref().and_then(|l| l.view.generation.clone());
+            spawn_follow_up(i, s, generation, FollowUp::Recheck, verify_tx);
         }
     }
 
@@ -755,7 +775,7 @@ impl Daemon {
                         hold_until: Instant::now() + VERIFY_HOLD_SLACK + timeout,
                     });
                 }
-                spawn_follow_up(i, s, Some(generation), true, verify_tx);
+                spawn_follow_up(i, s, Some(generation), FollowUp::Published, verify_tx);
             }
         }
     }
@@ -911,7 +931,13 @@ impl Daemon {
                     format!("{why}; restored generation {}", restored_state.generation),
                 );
                 // Tell the workload again, and check it serves the restored material.
-                spawn_follow_up(i, s, Some(restored_state.generation), false, verify_tx);
+                spawn_follow_up(
+                    i,
+                    s,
+                    Some(restored_state.generation),
+                    FollowUp::Restored,
+                    verify_tx,
+                );
             }
         }
     }
@@ -993,14 +1019,27 @@ impl SetRuntime {
     }
 }
 
+/// What follows a change of the live material, off the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FollowUp {
+    /// A new generation was published: reload, verify, swap back if the workload refuses it.
+    Published,
+    /// The previous generation was restored: reload and verify, nothing further to swap to.
+    Restored,
+    /// The live generation is unchanged but the workload was not seen serving it (it may have
+    /// started after the publish, or restarted): verify again, no reload, no swap.
+    Recheck,
+}
+
 fn spawn_follow_up(
     i: usize,
     s: &SetRuntime,
     generation: Option<String>,
-    swap_on_failure: bool,
+    kind: FollowUp,
     tx: &mpsc::UnboundedSender<VerifyDone>,
 ) {
-    let reload = s.cfg.reload.clone();
+    let swap_on_failure = kind == FollowUp::Published;
+    let reload = s.cfg.reload.clone().filter(|_| kind != FollowUp::Recheck);
     let verify = s.cfg.verify.clone();
     if reload.is_none() && verify.is_none() {
         return;

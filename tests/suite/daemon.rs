@@ -385,6 +385,51 @@ fn rotations_wait_for_the_verdict_so_swap_back_returns_to_verified_material() {
 }
 
 #[test]
+fn workload_starting_after_the_first_publish_is_seen_serving_at_the_next_resync() {
+    // A native sidecar's workload starts only once certgate is ready, possibly after the first
+    // publish's verification gave up: the resync verifies it again.
+    let f = Fixture::new();
+    let a = f.good();
+    f.rotate(&a);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let config = f.config(&format!(
+        "verify_addr = \"{port}\"\nverify_timeout = \"1s\"\n"
+    ));
+    let text = fs::read_to_string(&config).expect("config");
+    fs::write(
+        &config,
+        text.replace("resync_interval = \"60s\"", "resync_interval = \"1s\""),
+    )
+    .expect("rewrite config");
+    let d = Running::start(&config);
+    wait_live(&d, &a);
+    wait_until(BOUND, "verification gave up", || {
+        d.status()["sets"][0]["workload"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("failed"))
+    });
+    assert_eq!(
+        d.metric("certgate_workload_serving_live_cert{set=\"web\"}"),
+        Some(0.0)
+    );
+    let _w = Workload::start_on(&port.to_string(), f.publish(), Behaviour::Reloading);
+    wait_until(BOUND, "workload seen serving", || {
+        d.metric("certgate_workload_serving_live_cert{set=\"web\"}") == Some(1.0)
+    });
+    assert!(
+        f.published_cert().starts_with(&a.cert_pem),
+        "nothing swapped"
+    );
+    assert_eq!(
+        rollbacks(&d),
+        None,
+        "no rollback without a previous generation"
+    );
+}
+
+#[test]
 fn workload_that_never_reloads_is_reported_stale() {
     let f = Fixture::new();
     let a = f.good();

@@ -39,13 +39,18 @@ fn load(dir: &Path) -> Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'stat
 impl Workload {
     /// Starts serving `publish_dir` on 127.0.0.1:0.
     pub fn start(publish_dir: PathBuf, behaviour: Behaviour) -> Self {
+        Self::start_on("127.0.0.1:0", publish_dir, behaviour)
+    }
+
+    /// Starts serving `publish_dir` on `addr`.
+    pub fn start_on(addr: &str, publish_dir: PathBuf, behaviour: Behaviour) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("runtime");
         let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .block_on(tokio::net::TcpListener::bind(addr))
             .expect("bind workload");
         let addr = listener.local_addr().expect("addr");
         // A stale workload loads what is published now and never looks again.
