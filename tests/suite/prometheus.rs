@@ -395,7 +395,8 @@ const ALERT_EXPIRING_WARNING: &str = "CertgateCertExpiringSoon";
 const ALERT_EXPIRING_CRITICAL: &str = "CertgateCertExpiringCritical";
 const ALERT_BUNDLE_SKEW: &str = "CertgateTrustBundleSkew";
 const ALERT_FINGERPRINT_SKEW: &str = "CertgateCertFingerprintSkew";
-const QUIET_ALERTS: [&str; 5] = [
+const QUIET_ALERTS: [&str; 6] = [
+    "CertgateDown",
     "CertgateNotReady",
     "CertgateCertExpired",
     "CertgateRotationRolledBack",
@@ -403,7 +404,8 @@ const QUIET_ALERTS: [&str; 5] = [
     "CertgateTrustAnchorExpiring",
 ];
 /// Every alert the rules file ships (the README's Operations section has one entry each).
-const EXPECTED_ALERTS: [&str; 10] = [
+const EXPECTED_ALERTS: [&str; 11] = [
+    "CertgateDown",
     ALERT_REJECTED,
     ALERT_EXPIRING_WARNING,
     ALERT_EXPIRING_CRITICAL,
