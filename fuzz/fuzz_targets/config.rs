@@ -19,6 +19,9 @@ use std::time::Duration;
 use certgate::config::{Config, ConfigError, ReloadSettings};
 use libfuzzer_sys::fuzz_target;
 
+mod common;
+use common::scratch_dir;
+
 fn scratch_file() -> &'static PathBuf {
     static FILE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     &FILE
@@ -129,18 +132,6 @@ fn check_config(cfg: &Config) {
             );
         }
     }
-}
-
-/// A scratch directory: under `$CERTGATE_FUZZ_TMP` (run.sh sets it and removes it afterwards),
-/// else on tmpfs (`/dev/shm`) when there is one, else in the system temp dir.
-fn scratch_dir(prefix: &str) -> tempfile::TempDir {
-    let mut b = tempfile::Builder::new();
-    b.prefix(prefix);
-    match std::env::var_os("CERTGATE_FUZZ_TMP") {
-        Some(dir) => b.tempdir_in(dir),
-        None => b.tempdir_in("/dev/shm").or_else(|_| b.tempdir()),
-    }
-    .expect("scratch dir")
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -45,6 +45,9 @@ use certgate::pipeline::load::{self, FileRole, SourcePaths};
 use certgate::pipeline::validate::{self, Policy};
 use libfuzzer_sys::fuzz_target;
 
+mod common;
+use common::scratch_dir;
+
 /// The read cap handed to the loader.
 const CAP: u64 = 4096;
 
@@ -373,18 +376,6 @@ fn scratch() -> &'static Scratch {
             root_canon,
         }
     })
-}
-
-/// A scratch directory: under `$CERTGATE_FUZZ_TMP` (run.sh sets it and removes it afterwards),
-/// else on tmpfs (`/dev/shm`) when there is one, else in the system temp dir.
-fn scratch_dir(prefix: &str) -> tempfile::TempDir {
-    let mut b = tempfile::Builder::new();
-    b.prefix(prefix);
-    match std::env::var_os("CERTGATE_FUZZ_TMP") {
-        Some(dir) => b.tempdir_in(dir),
-        None => b.tempdir_in("/dev/shm").or_else(|_| b.tempdir()),
-    }
-    .expect("scratch dir")
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -33,6 +33,9 @@ use certgate::pipeline::inspect::{inspect_cert, inspect_key};
 use certgate::pipeline::load::{self, FileRole, SourcePaths};
 use certgate::pipeline::validate::{self, ExpectedName, Policy, Usage};
 use libfuzzer_sys::fuzz_target;
+
+mod common;
+use common::scratch_dir;
 use rustls_pki_types::CertificateDer;
 
 /// Separates the three parts; must match fuzz/gen_seeds.sh.
@@ -155,18 +158,6 @@ fn check_certs(certs: &[CertificateDer<'static>]) {
             }
         }
     }
-}
-
-/// A scratch directory: under `$CERTGATE_FUZZ_TMP` (run.sh sets it and removes it afterwards),
-/// else on tmpfs (`/dev/shm`) when there is one, else in the system temp dir.
-fn scratch_dir(prefix: &str) -> tempfile::TempDir {
-    let mut b = tempfile::Builder::new();
-    b.prefix(prefix);
-    match std::env::var_os("CERTGATE_FUZZ_TMP") {
-        Some(dir) => b.tempdir_in(dir),
-        None => b.tempdir_in("/dev/shm").or_else(|_| b.tempdir()),
-    }
-    .expect("scratch dir")
 }
 
 fuzz_target!(|data: &[u8]| {
