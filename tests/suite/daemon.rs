@@ -318,10 +318,22 @@ fn start_verified(f: &Fixture, live: &Leaf, refuse: Vec<String>) -> (Workload, R
         w.addr
     )));
     wait_live(&d, live);
-    wait_until(BOUND, "workload verified", || {
-        d.metric("certgate_workload_serving_live_cert{set=\"web\"}") == Some(1.0)
-    });
+    wait_until(BOUND, "workload verified", || serving(&d) == Some(1.0));
     (w, d)
+}
+
+/// `certgate_workload_serving_live_cert` of the set.
+fn serving(d: &Running) -> Option<f64> {
+    d.metric("certgate_workload_serving_live_cert{set=\"web\"}")
+}
+
+/// Waits until the set's workload verification message contains `needle`.
+fn wait_workload_message(d: &Running, needle: &str) {
+    wait_until(BOUND, needle, || {
+        d.status()["sets"][0]["workload"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(needle))
+    });
 }
 
 fn rollbacks(d: &Running) -> Option<f64> {
@@ -356,7 +368,7 @@ fn rotations_wait_for_the_verdict_so_swap_back_returns_to_verified_material() {
         f.published_cert().starts_with(&b.cert_pem)
     });
     assert_eq!(
-        d.metric("certgate_workload_serving_live_cert{set=\"web\"}"),
+        serving(&d),
         Some(0.0),
         "a verdict about A says nothing about B"
     );
@@ -365,9 +377,7 @@ fn rotations_wait_for_the_verdict_so_swap_back_returns_to_verified_material() {
     wait_live(&d, &a);
     assert!(f.published_cert().starts_with(&a.cert_pem));
     assert_eq!(f.published_key(), a.key.pkcs8_pem());
-    wait_until(BOUND, "workload back on A", || {
-        d.metric("certgate_workload_serving_live_cert{set=\"web\"}") == Some(1.0)
-    });
+    wait_until(BOUND, "workload back on A", || serving(&d) == Some(1.0));
     // Each rollback has a real reaction time: source change to restored generation.
     let metrics = d.get("/metrics").1;
     let count = metric_matching(
@@ -405,19 +415,10 @@ fn workload_starting_after_the_first_publish_is_seen_serving_at_the_next_resync(
     .expect("rewrite config");
     let d = Running::start(&config);
     wait_live(&d, &a);
-    wait_until(BOUND, "verification gave up", || {
-        d.status()["sets"][0]["workload"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("failed"))
-    });
-    assert_eq!(
-        d.metric("certgate_workload_serving_live_cert{set=\"web\"}"),
-        Some(0.0)
-    );
+    wait_workload_message(&d, "failed");
+    assert_eq!(serving(&d), Some(0.0));
     let _w = Workload::start_on(&port.to_string(), f.publish(), Behaviour::Reloading);
-    wait_until(BOUND, "workload seen serving", || {
-        d.metric("certgate_workload_serving_live_cert{set=\"web\"}") == Some(1.0)
-    });
+    wait_until(BOUND, "workload seen serving", || serving(&d) == Some(1.0));
     assert!(
         f.published_cert().starts_with(&a.cert_pem),
         "nothing swapped"
@@ -447,15 +448,8 @@ fn workload_that_never_reloads_is_reported_stale() {
     let b = f.good();
     f.rotate(&b);
     wait_live(&d, &b);
-    wait_until(BOUND, "stale report", || {
-        d.status()["sets"][0]["workload"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("stale"))
-    });
-    assert_eq!(
-        d.metric("certgate_workload_serving_live_cert{set=\"web\"}"),
-        Some(0.0)
-    );
+    wait_workload_message(&d, "stale");
+    assert_eq!(serving(&d), Some(0.0));
     assert!(
         f.published_cert().starts_with(&b.cert_pem),
         "a valid cert is not swapped back for a lazy workload"
