@@ -403,7 +403,7 @@ const QUIET_ALERTS: [&str; 6] = [
     "CertgateWorkloadServingStaleCert",
     "CertgateTrustAnchorExpiring",
 ];
-/// Every alert the rules file ships (the README's Operations section has one entry each).
+/// Every alert the rules file ships (docs/runbooks.md has one section each).
 const EXPECTED_ALERTS: [&str; 11] = [
     "CertgateDown",
     ALERT_REJECTED,
