@@ -57,7 +57,7 @@ pub fn check(args: &CheckArgs) -> Outcome {
         Err(o) => return o,
     };
     let results = rt.block_on(check_sets(&config, args, now));
-    let passed = results.iter().all(|(_, e)| e.passed);
+    let passed = results.iter().all(|(_, e)| e.passed());
     let mut stdout = std::io::stdout().lock();
     if args.json {
         let doc = report::check_document(now, &results);
@@ -71,7 +71,7 @@ pub fn check(args: &CheckArgs) -> Outcome {
         for (set, eval) in &results {
             let _ = write!(stdout, "{}", report::human_set(set, eval, now));
         }
-        let failed = results.iter().filter(|(_, e)| !e.passed).count();
+        let failed = results.iter().filter(|(_, e)| !e.passed()).count();
         let _ = match failed {
             0 => writeln!(stdout, "PASS: {} set(s) valid", results.len()),
             n => writeln!(stdout, "FAIL: {n} of {} set(s) failed", results.len()),

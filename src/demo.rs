@@ -34,6 +34,7 @@ use tokio::time::Instant;
 use crate::cli::DemoArgs;
 use crate::commands::{wait_for_signal, Outcome, Server};
 use crate::config::{Config, ConfigError, RawConfig, RawDaemon, RawSet, MAX_FILE_SIZE};
+use crate::labels::Outcome as Rotation;
 use crate::pipeline::inspect::{inspect_cert, San};
 use crate::pipeline::load::{load_set, SourcePaths, DATA_LINK};
 use crate::state::{CandidateStatus, SetStatus, Snapshot};
@@ -346,7 +347,7 @@ impl Scenario<'_> {
                 let c = self
                     .wait(OUTCOME_BOUND, "a verdict", |s| candidate(s, fp).cloned())
                     .await?;
-                if c.outcome != "rejected" {
+                if c.outcome != Rotation::Rejected {
                     return Err(format!("expected a rejection, got {}", describe(&c)));
                 }
                 print!("{}", clip(&describe(&c), MESSAGE_WIDTH));
@@ -367,20 +368,20 @@ impl Scenario<'_> {
                     })
                     .await?;
                 match (c.outcome, generation) {
-                    ("published", Some(g)) => print!("published generation {g}, "),
+                    (Rotation::Published, Some(g)) => print!("published generation {g}, "),
                     // Swapped back before we looked: it was published, under a name now gone.
-                    ("rolled_back", _) => print!("published, "),
+                    (Rotation::RolledBack, _) => print!("published, "),
                     _ => return Err(format!("expected a publish, got {}", describe(&c))),
                 }
                 flush();
                 let c = self
                     .wait(VERIFY_TIMEOUT + OUTCOME_BOUND, "the swap-back", |s| {
                         candidate(s, fp)
-                            .filter(|c| c.outcome != "published")
+                            .filter(|c| c.outcome != Rotation::Published)
                             .cloned()
                     })
                     .await?;
-                if c.outcome != "rolled_back" {
+                if c.outcome != Rotation::RolledBack {
                     return Err(format!("expected a swap-back, got {}", describe(&c)));
                 }
                 let why = c.reasons.first().map(|p| p.message.as_str()).unwrap_or("");
@@ -407,7 +408,7 @@ impl Scenario<'_> {
             })
             .await?;
         match (c.outcome, generation) {
-            ("published", Some(g)) => Ok(g),
+            (Rotation::Published, Some(g)) => Ok(g),
             _ => Err(format!("expected a publish, got {}", describe(&c))),
         }
     }
@@ -415,7 +416,7 @@ impl Scenario<'_> {
     /// Waits for the daemon's post-publish check to find the workload serving `fp`.
     async fn served(&mut self, fp: &str) -> Result<(), String> {
         self.wait(OUTCOME_BOUND, "the workload check", |s| {
-            if let Some(c) = candidate(s, fp).filter(|c| c.outcome != "published") {
+            if let Some(c) = candidate(s, fp).filter(|c| c.outcome != Rotation::Published) {
                 return Some(Err(format!(
                     "instead of being served it was {}",
                     describe(c)
@@ -480,7 +481,9 @@ fn candidate<'a>(set: &'a SetStatus, fp: &str) -> Option<&'a CandidateStatus> {
 }
 
 fn live_generation_of(set: &SetStatus) -> Option<String> {
-    set.live.as_ref().and_then(|l| l.generation.clone())
+    set.live
+        .as_ref()
+        .and_then(|l| l.generation.as_ref().map(|g| g.to_string()))
 }
 
 fn live_generation(snapshot: &Snapshot) -> Option<String> {
@@ -492,11 +495,11 @@ fn describe(c: &CandidateStatus) -> String {
     match c.reasons.first() {
         Some(p) => format!(
             "{}: {}: {}",
-            c.outcome.replace('_', " "),
+            c.outcome.as_str().replace('_', " "),
             p.reason,
             p.message
         ),
-        None => c.outcome.replace('_', " "),
+        None => c.outcome.as_str().replace('_', " "),
     }
 }
 
@@ -549,7 +552,7 @@ fn atomic_write(dir: &Path, files: &[(&str, Vec<u8>, u32)]) -> io::Result<String
     let data = dir.join(DATA_LINK);
     let old = fs::read_link(&data).ok();
 
-    let name = crate::publish::generation_name();
+    let name = crate::publish::generation_name().to_string();
     let gen = dir.join(&name);
     // Created 0700 and opened up only when complete: nobody reads a half-written generation.
     fs::DirBuilder::new()
@@ -787,7 +790,7 @@ async fn serve_connection(tcp: TcpStream, paths: Arc<SourcePaths>) {
         // certificate can do.
         _ => return,
     };
-    let (Some(leaf), Some(key)) = (material.chain.first(), material.key.as_ref()) else {
+    let (Some(leaf), Some(key)) = (Some(material.chain.leaf()), material.key.as_ref()) else {
         return;
     };
     let refused = inspect_cert(leaf, 0).is_ok_and(|info| {
@@ -807,7 +810,7 @@ async fn serve_connection(tcp: TcpStream, paths: Arc<SourcePaths>) {
     };
     let Ok(config) = builder
         .with_no_client_auth()
-        .with_single_cert(material.chain.clone(), key.der().clone_key())
+        .with_single_cert(material.chain.to_vec(), key.der().clone_key())
     else {
         return;
     };

@@ -18,6 +18,8 @@ pub mod daemon;
 pub mod demo;
 pub mod duration;
 pub mod http;
+pub mod ids;
+pub mod labels;
 pub mod metrics;
 pub mod pipeline;
 pub mod publish;

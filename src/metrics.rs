@@ -12,6 +12,7 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::labels::{Outcome, Reason};
 use crate::pipeline::inspect::{CertInfo, Role};
 use crate::state::{LiveMaterial, Snapshot};
 
@@ -306,7 +307,7 @@ impl Metrics {
                 vec![
                     set.into(),
                     c.role.as_str().into(),
-                    c.fingerprint_sha256.clone(),
+                    c.fingerprint_sha256.to_string(),
                     c.serial.clone(),
                     c.subject.clone(),
                     c.issuer.clone(),
@@ -367,24 +368,23 @@ impl Metrics {
     pub fn rotation(
         &self,
         set: &str,
-        outcome: &str,
-        reason: &str,
+        outcome: Outcome,
+        reason: Option<Reason>,
         reaction: Option<Duration>,
         now: i64,
     ) {
         self.rotations
-            .with_label_values(&[set, outcome, reason])
+            .with_label_values(&[set, outcome.as_str(), Reason::label(reason)])
             .inc();
-        let refused = matches!(outcome, "rejected" | "rolled_back");
         self.source_rejected
             .with_label_values(&[set])
-            .set(if refused { 1.0 } else { 0.0 });
+            .set(if outcome.refused() { 1.0 } else { 0.0 });
         self.last_rotation
-            .with_label_values(&[set, outcome])
+            .with_label_values(&[set, outcome.as_str()])
             .set(now as f64);
         if let Some(reaction) = reaction {
             self.reaction
-                .with_label_values(&[outcome])
+                .with_label_values(&[outcome.as_str()])
                 .observe(reaction.as_secs_f64());
         }
     }

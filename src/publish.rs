@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{Fingerprint, GenerationName};
 use crate::pipeline::load::{FileRole, SourcePaths, DATA_LINK};
 use crate::pipeline::Approved;
 
@@ -22,13 +23,13 @@ const DATA_TMP: &str = "..data_tmp";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishState {
     /// The live generation directory name.
-    pub generation: String,
-    /// Its leaf fingerprint.
-    pub fingerprint_sha256: String,
+    pub generation: GenerationName,
+    /// Its leaf fingerprint (unknown for a generation certgate did not record).
+    pub fingerprint_sha256: Option<Fingerprint>,
     /// The generation before it, kept for swap-back.
-    pub previous: Option<String>,
+    pub previous: Option<GenerationName>,
     /// The previous generation's leaf fingerprint.
-    pub previous_fingerprint_sha256: Option<String>,
+    pub previous_fingerprint_sha256: Option<Fingerprint>,
 }
 
 /// Why publishing failed. Names the path.
@@ -38,6 +39,52 @@ pub struct PublishError {
     path: PathBuf,
     what: &'static str,
     source: io::Error,
+}
+
+impl PublishError {
+    /// An error about `path`: `what` was being done when `source` happened. For
+    /// [`Publish`] implementations outside this module.
+    pub fn new(path: impl Into<PathBuf>, what: &'static str, source: io::Error) -> Self {
+        Self {
+            path: path.into(),
+            what,
+            source,
+        }
+    }
+}
+
+/// What the daemon needs of a publish directory. [`Publisher`] is the real one; the daemon's
+/// tests use a fake, so its state machine runs without a filesystem to fail on cue.
+/// Every method may block (fsync): the daemon calls them from blocking threads.
+pub trait Publish: Clone + Send + Sync + 'static {
+    /// Writes an approved candidate as a new generation and commits it; returns the new state.
+    fn publish(&self, approved: &Approved) -> Result<PublishState, PublishError>;
+    /// Points `..data` back at `state.previous`; returns the restored state.
+    fn swap_back(&self, state: &PublishState) -> Result<PublishState, PublishError>;
+    /// The generation `..data` points at now.
+    fn current(&self) -> Option<GenerationName>;
+    /// The persisted state, if readable.
+    fn read_state(&self) -> Option<PublishState>;
+    /// Paths the workload reads.
+    fn published_paths(&self) -> SourcePaths;
+}
+
+impl Publish for Publisher {
+    fn publish(&self, approved: &Approved) -> Result<PublishState, PublishError> {
+        Publisher::publish(self, approved)
+    }
+    fn swap_back(&self, state: &PublishState) -> Result<PublishState, PublishError> {
+        Publisher::swap_back(self, state)
+    }
+    fn current(&self) -> Option<GenerationName> {
+        Publisher::current(self)
+    }
+    fn read_state(&self) -> Option<PublishState> {
+        Publisher::read_state(self)
+    }
+    fn published_paths(&self) -> SourcePaths {
+        Publisher::published_paths(self)
+    }
 }
 
 fn err(path: &Path, what: &'static str) -> impl FnOnce(io::Error) -> PublishError {
@@ -88,10 +135,10 @@ impl Publisher {
     }
 
     /// The generation `..data` points at now.
-    pub fn current(&self) -> Option<String> {
+    pub fn current(&self) -> Option<GenerationName> {
         fs::read_link(self.dir.join(DATA_LINK))
             .ok()
-            .map(|p| p.to_string_lossy().into_owned())
+            .map(|p| GenerationName::new(p.to_string_lossy()))
     }
 
     /// The persisted state, if readable.
@@ -126,10 +173,7 @@ impl Publisher {
             }
         }
         sync_dir(&gen)?;
-        let fingerprint = approved
-            .leaf()
-            .map(|l| l.fingerprint_sha256.clone())
-            .unwrap_or_default();
+        let fingerprint = approved.fingerprint().clone();
         let old = self.read_state();
         let previous = self.current();
         self.commit(&name)?;
@@ -145,11 +189,11 @@ impl Publisher {
         }
         let state = PublishState {
             generation: name.clone(),
-            fingerprint_sha256: fingerprint,
+            fingerprint_sha256: Some(fingerprint),
             previous_fingerprint_sha256: old
                 .as_ref()
                 .filter(|s| Some(&s.generation) == previous.as_ref())
-                .map(|s| s.fingerprint_sha256.clone()),
+                .and_then(|s| s.fingerprint_sha256.clone()),
             previous,
         };
         self.write_state(&state)?;
@@ -167,10 +211,7 @@ impl Publisher {
         self.commit(&previous)?;
         let swapped = PublishState {
             generation: previous,
-            fingerprint_sha256: state
-                .previous_fingerprint_sha256
-                .clone()
-                .unwrap_or_default(),
+            fingerprint_sha256: state.previous_fingerprint_sha256.clone(),
             previous: None,
             previous_fingerprint_sha256: None,
         };
@@ -181,7 +222,7 @@ impl Publisher {
     }
 
     /// `..data_tmp -> name`, renamed onto `..data`, directory fsynced.
-    fn commit(&self, name: &str) -> Result<(), PublishError> {
+    fn commit(&self, name: &GenerationName) -> Result<(), PublishError> {
         let tmp = self.dir.join(DATA_TMP);
         match fs::remove_file(&tmp) {
             Ok(()) => {}
@@ -212,7 +253,8 @@ impl Publisher {
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let keep = name == state.generation || Some(&name) == state.previous.as_ref();
+            let keep = name == state.generation.as_str()
+                || state.previous.as_ref().is_some_and(|p| p.as_str() == name);
             if is_generation_name(&name) && !keep {
                 let _ = fs::remove_dir_all(e.path());
             }
@@ -226,11 +268,11 @@ fn is_generation_name(name: &str) -> bool {
 
 /// `..YYYY_MM_DD_HH_MM_SS.<nanos><seq>`, kubelet's shape; the sequence keeps names unique
 /// even for writes within one clock tick.
-pub(crate) fn generation_name() -> String {
+pub(crate) fn generation_name() -> GenerationName {
     use std::sync::atomic::{AtomicU32, Ordering};
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let now = time::OffsetDateTime::now_utc();
-    format!(
+    GenerationName::new(format!(
         "..{:04}_{:02}_{:02}_{:02}_{:02}_{:02}.{:09}{:04}",
         now.year(),
         u8::from(now.month()),
@@ -240,7 +282,7 @@ pub(crate) fn generation_name() -> String {
         now.second(),
         now.nanosecond(),
         SEQ.fetch_add(1, Ordering::Relaxed) % 10_000
-    )
+    ))
 }
 
 fn write_synced(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PublishError> {

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::config::SetConfig;
 use crate::duration::format_duration;
+use crate::labels::Reason;
 use crate::pipeline::inspect::{self, CertInfo, KeyInfo};
 use crate::pipeline::load::{self, FileRole, LoadError};
 use crate::pipeline::validate::Status;
@@ -40,7 +41,7 @@ pub struct CheckDocument<'a> {
 /// Builds the JSON document for `check`.
 pub fn check_document<'a>(now: i64, results: &'a [(SetConfig, Evaluation)]) -> CheckDocument<'a> {
     CheckDocument {
-        passed: results.iter().all(|(_, e)| e.passed),
+        passed: results.iter().all(|(_, e)| e.passed()),
         at: rfc3339(now),
         sets: results
             .iter()
@@ -48,9 +49,8 @@ pub fn check_document<'a>(now: i64, results: &'a [(SetConfig, Evaluation)]) -> C
                 name: &set.name,
                 evaluation,
                 effective_expiry: evaluation
-                    .verdict
-                    .as_ref()
-                    .and_then(|v| v.effective_expiry)
+                    .verdict()
+                    .and_then(|v| v.effective_expiry())
                     .map(rfc3339),
             })
             .collect(),
@@ -61,11 +61,11 @@ pub fn check_document<'a>(now: i64, results: &'a [(SetConfig, Evaluation)]) -> C
 pub fn human_set(set: &SetConfig, eval: &Evaluation, now: i64) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "set {} ({})", set.name, set.paths.cert.display());
-    if let Some(p) = &eval.load_error {
+    if let Some(p) = eval.load_error() {
         let _ = writeln!(out, "  ✗ {:<12} {}", "load", p.message);
     }
-    if let Some(v) = &eval.verdict {
-        for c in &v.checks {
+    if let Some(v) = eval.verdict() {
+        for c in v.checks() {
             let mark = match c.status {
                 Status::Pass => "✓",
                 Status::Warn => "!",
@@ -87,7 +87,7 @@ pub fn human_set(set: &SetConfig, eval: &Evaluation, now: i64) -> String {
                 leaf.subject, leaf.serial, sans
             );
         }
-        if let Some(expiry) = v.effective_expiry {
+        if let Some(expiry) = v.effective_expiry() {
             let remaining = expiry - now;
             let when = if remaining >= 0 {
                 format!(
@@ -109,11 +109,11 @@ pub fn human_set(set: &SetConfig, eval: &Evaluation, now: i64) -> String {
 /// One stderr line per failure, naming the file.
 pub fn failure_lines(set: &SetConfig, eval: &Evaluation) -> Vec<String> {
     let mut lines: Vec<String> = eval
-        .load_error
-        .iter()
+        .load_error()
+        .into_iter()
         .map(|p| format!("{}: {}", p.reason, p.message))
         .collect();
-    if let Some(v) = &eval.verdict {
+    if let Some(v) = eval.verdict() {
         for c in v.failures() {
             let file = match c.check {
                 "key" => set.paths.key.as_deref(),
@@ -123,7 +123,7 @@ pub fn failure_lines(set: &SetConfig, eval: &Evaluation) -> Vec<String> {
             .unwrap_or(&set.paths.cert);
             lines.push(format!(
                 "{}: {} {}: {}",
-                c.reason.unwrap_or("failed"),
+                c.reason.map_or("failed", Reason::as_str),
                 role_of(c.check),
                 file.display(),
                 c.message

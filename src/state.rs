@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::ids::{Fingerprint, GenerationName};
+use crate::labels::{EventKind, Outcome};
 use crate::pipeline::inspect::CertInfo;
 use crate::pipeline::{FileSummary, Problem};
 use crate::time_fmt::rfc3339;
@@ -28,7 +30,7 @@ pub enum Mode {
 #[derive(Debug, Clone, Serialize)]
 pub struct LiveMaterial {
     /// The published `..data` generation, in publish mode.
-    pub generation: Option<String>,
+    pub generation: Option<GenerationName>,
     /// Where the workload reads the certificate.
     pub cert_path: String,
     /// Where the workload reads the trust bundle, if any.
@@ -68,10 +70,10 @@ impl LiveMaterial {
 pub struct CandidateStatus {
     /// When it was evaluated, RFC 3339.
     pub at: String,
-    /// published, rejected, rolled_back, or unchanged.
-    pub outcome: &'static str,
+    /// What became of it.
+    pub outcome: Outcome,
     /// Leaf fingerprint, if it parsed.
-    pub fingerprint_sha256: Option<String>,
+    pub fingerprint_sha256: Option<Fingerprint>,
     /// Why it was refused.
     pub reasons: Vec<Problem>,
     /// Source → outcome, milliseconds.
@@ -101,7 +103,7 @@ pub struct WorkloadStatus {
     /// Whether the workload serves the live leaf.
     pub serving_live_cert: bool,
     /// Fingerprint of what it served, if anything.
-    pub served_fingerprint_sha256: Option<String>,
+    pub served_fingerprint_sha256: Option<Fingerprint>,
     /// Human summary.
     pub message: String,
     /// When, RFC 3339.
@@ -113,8 +115,8 @@ pub struct WorkloadStatus {
 pub struct Event {
     /// RFC 3339.
     pub at: String,
-    /// published, rejected, rolled_back, stale, reload, expired, …
-    pub kind: &'static str,
+    /// What happened.
+    pub kind: EventKind,
     /// Human text.
     pub message: String,
 }
@@ -180,7 +182,7 @@ impl SetStatus {
     }
 
     /// Appends to the bounded history.
-    pub fn push_event(&mut self, now: i64, kind: &'static str, message: impl Into<String>) {
+    pub fn push_event(&mut self, now: i64, kind: EventKind, message: impl Into<String>) {
         if self.events.len() == EVENT_HISTORY {
             self.events.pop_front();
         }

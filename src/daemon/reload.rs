@@ -1,16 +1,68 @@
 //! Telling the workload that new material is published: a signal to a process found by pid
 //! file or by name (needs `shareProcessNamespace`), a POST to a local URL, or a command.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::{ReloadSettings, SignalTarget};
+
+/// Why a reload action failed. Each message names the pid file, process, URL or command.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The pid file could not be read in time, or holds no usable pid.
+    #[error("pid file {}: {detail}", path.display())]
+    PidFile {
+        /// The configured pid file.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// No process has the configured name.
+    #[error("no process named {name:?} (is shareProcessNamespace on?)")]
+    NoProcess {
+        /// The configured process name.
+        name: String,
+    },
+    /// kill(2) failed.
+    #[error("kill({pid}, {signal}): {source}")]
+    Signal {
+        /// The target.
+        pid: i32,
+        /// The signal number.
+        signal: i32,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The reload URL could not be reached.
+    #[error("{detail}")]
+    Request {
+        /// The client's message (it names the URL).
+        detail: String,
+    },
+    /// The reload URL answered with a non-2xx status.
+    #[error("POST {url}: HTTP {status}")]
+    Status {
+        /// The configured URL.
+        url: String,
+        /// The status it answered with.
+        status: u16,
+    },
+    /// The reload command could not run, failed or timed out.
+    #[error("{program}: {detail}")]
+    Command {
+        /// The program (argv[0]), or empty when argv is empty.
+        program: String,
+        /// What happened.
+        detail: String,
+    },
+}
 
 /// How long to wait for a pid file that is not there yet.
 const PID_FILE_WAIT: Duration = Duration::from_secs(5);
 
 /// Runs every configured action; returns one line per action (Ok or the error).
-pub async fn reload(settings: &ReloadSettings) -> Vec<Result<String, String>> {
+pub async fn reload(settings: &ReloadSettings) -> Vec<Result<String, ReloadError>> {
     let mut out = Vec::new();
     if let Some((signal, target)) = &settings.signal {
         out.push(send_signal(*signal, target).await);
@@ -24,15 +76,13 @@ pub async fn reload(settings: &ReloadSettings) -> Vec<Result<String, String>> {
     out
 }
 
-async fn send_signal(signal: i32, target: &SignalTarget) -> Result<String, String> {
+async fn send_signal(signal: i32, target: &SignalTarget) -> Result<String, ReloadError> {
     let pids = match target {
         SignalTarget::PidFile(path) => vec![read_pid_file(path).await?],
         SignalTarget::ProcessName(name) => {
             let pids = pids_named(name);
             if pids.is_empty() {
-                return Err(format!(
-                    "no process named {name:?} (is shareProcessNamespace on?)"
-                ));
+                return Err(ReloadError::NoProcess { name: name.clone() });
             }
             pids
         }
@@ -41,16 +91,21 @@ async fn send_signal(signal: i32, target: &SignalTarget) -> Result<String, Strin
         // SAFETY: kill(2) has no memory-safety preconditions; pid and signal are plain ints.
         let rc = unsafe { libc::kill(*pid, signal) };
         if rc != 0 {
-            return Err(format!(
-                "kill({pid}, {signal}): {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(ReloadError::Signal {
+                pid: *pid,
+                signal,
+                source: std::io::Error::last_os_error(),
+            });
         }
     }
     Ok(format!("sent signal {signal} to pid(s) {pids:?}"))
 }
 
-async fn read_pid_file(path: &Path) -> Result<i32, String> {
+async fn read_pid_file(path: &Path) -> Result<i32, ReloadError> {
+    let fail = |detail: String| ReloadError::PidFile {
+        path: path.to_path_buf(),
+        detail,
+    };
     let deadline = tokio::time::Instant::now() + PID_FILE_WAIT;
     loop {
         match tokio::fs::read_to_string(path).await {
@@ -60,11 +115,9 @@ async fn read_pid_file(path: &Path) -> Result<i32, String> {
                     .parse::<i32>()
                     .ok()
                     .filter(|p| *p > 1)
-                    .ok_or_else(|| format!("pid file {}: no valid pid", path.display()))
+                    .ok_or_else(|| fail("no valid pid".into()))
             }
-            Err(e) if tokio::time::Instant::now() >= deadline => {
-                return Err(format!("pid file {}: {e}", path.display()))
-            }
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(fail(e.to_string())),
             Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     }
@@ -86,18 +139,32 @@ fn pids_named(name: &str) -> Vec<i32> {
         .collect()
 }
 
-async fn post(url: &str) -> Result<String, String> {
-    let status = crate::http::client_request("POST", url, Duration::from_secs(5)).await?;
+async fn post(url: &str) -> Result<String, ReloadError> {
+    let status = crate::http::client_request("POST", url, Duration::from_secs(5))
+        .await
+        .map_err(|detail| ReloadError::Request {
+            detail: detail.to_string(),
+        })?;
     if (200..300).contains(&status) {
         Ok(format!("POST {url}: {status}"))
     } else {
-        Err(format!("POST {url}: HTTP {status}"))
+        Err(ReloadError::Status {
+            url: url.to_string(),
+            status,
+        })
     }
 }
 
-async fn run_command(argv: &[String]) -> Result<String, String> {
+async fn run_command(argv: &[String]) -> Result<String, ReloadError> {
     let Some((prog, args)) = argv.split_first() else {
-        return Err("empty command".into());
+        return Err(ReloadError::Command {
+            program: String::new(),
+            detail: "empty command".into(),
+        });
+    };
+    let fail = |detail: String| ReloadError::Command {
+        program: prog.clone(),
+        detail,
     };
     let child = tokio::process::Command::new(prog)
         .args(args)
@@ -105,8 +172,8 @@ async fn run_command(argv: &[String]) -> Result<String, String> {
         .status();
     match tokio::time::timeout(Duration::from_secs(30), child).await {
         Ok(Ok(s)) if s.success() => Ok(format!("{prog}: exited 0")),
-        Ok(Ok(s)) => Err(format!("{prog}: {s}")),
-        Ok(Err(e)) => Err(format!("{prog}: {e}")),
-        Err(_) => Err(format!("{prog}: timed out after 30s")),
+        Ok(Ok(s)) => Err(fail(s.to_string())),
+        Ok(Err(e)) => Err(fail(e.to_string())),
+        Err(_) => Err(fail("timed out after 30s".into())),
     }
 }

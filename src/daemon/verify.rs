@@ -9,7 +9,7 @@ use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use tokio::net::TcpStream;
 
-use crate::hex;
+use crate::ids::Fingerprint;
 use crate::pipeline::handshake::LoopbackVerifier;
 use crate::pipeline::load::Material;
 
@@ -17,7 +17,7 @@ use crate::pipeline::load::Material;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Served {
     /// It completed a handshake presenting a leaf with this fingerprint.
-    Leaf(String),
+    Leaf(Fingerprint),
     /// The connection or handshake failed.
     Failed(String),
 }
@@ -44,7 +44,7 @@ pub async fn probe(
     };
     let config = match &material.key {
         Some(key) => {
-            match builder.with_client_auth_cert(material.chain.clone(), key.der().clone_key()) {
+            match builder.with_client_auth_cert(material.chain.to_vec(), key.der().clone_key()) {
                 Ok(c) => c,
                 Err(e) => return Served::Failed(format!("client config: {e}")),
             }
@@ -63,7 +63,7 @@ pub async fn probe(
         let (_, conn) = tls.get_ref();
         conn.peer_certificates()
             .and_then(|c| c.first())
-            .map(|leaf| hex(ring::digest::digest(&ring::digest::SHA256, leaf.as_ref()).as_ref()))
+            .map(|leaf| Fingerprint::of(leaf.as_ref()))
             .ok_or_else(|| format!("{addr} presented no certificate"))
     };
     match tokio::time::timeout(timeout, attempt).await {

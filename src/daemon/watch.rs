@@ -62,6 +62,64 @@ pub fn classify(event: &notify::Event, wanted: &BTreeSet<PathBuf>) -> Vec<Trigge
     out
 }
 
+/// Where the daemon's file triggers come from. [`WatchTriggers`] is inotify; the daemon's
+/// tests feed triggers by hand.
+pub trait Triggers: Send {
+    /// The next batch of triggers (everything already queued), or `None` once the source is
+    /// gone for good.
+    fn next(&mut self) -> impl std::future::Future<Output = Option<Vec<Trigger>>> + Send;
+    /// Moves each watch to the deepest existing directory on its wanted path; returns the
+    /// wanted directories whose watch changed (they need a rescan).
+    fn refresh(&mut self) -> Vec<PathBuf>;
+}
+
+/// Triggers from inotify: a [`DirWatcher`] and the queue its callback fills.
+#[derive(Debug)]
+pub struct WatchTriggers {
+    watcher: DirWatcher,
+    events: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
+}
+
+impl WatchTriggers {
+    /// Starts watching the directories in `wanted`.
+    pub fn start(wanted: BTreeSet<PathBuf>) -> notify::Result<Self> {
+        let (tx, events) = mpsc::unbounded_channel();
+        let watcher = DirWatcher::new(wanted, tx)?;
+        Ok(Self { watcher, events })
+    }
+}
+
+impl Triggers for WatchTriggers {
+    async fn next(&mut self) -> Option<Vec<Trigger>> {
+        let first = self.events.recv().await?;
+        let mut out = Vec::new();
+        let mut push = |raw: notify::Result<notify::Event>| match raw {
+            Ok(event) => {
+                for t in classify(&event, self.watcher.wanted()) {
+                    if !out.contains(&t) {
+                        out.push(t);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "watch error; rescanning every set");
+                if !out.contains(&Trigger::Rescan) {
+                    out.push(Trigger::Rescan);
+                }
+            }
+        };
+        push(first);
+        while let Ok(more) = self.events.try_recv() {
+            push(more);
+        }
+        Some(out)
+    }
+
+    fn refresh(&mut self) -> Vec<PathBuf> {
+        self.watcher.refresh()
+    }
+}
+
 /// Directory watches, each on the wanted directory or its nearest existing ancestor.
 pub struct DirWatcher {
     watcher: RecommendedWatcher,

@@ -61,7 +61,7 @@ pub async fn self_handshake(
     let mut roots = RootCertStore::empty();
     roots.add_parsable_certificates(material.trust.iter().cloned());
     let roots = Arc::new(roots);
-    let chain = material.chain.clone();
+    let chain = material.chain.to_vec();
 
     let server_builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -139,7 +139,7 @@ fn pick_server_name(material: &Material, policy: &Policy) -> Option<ServerName<'
     if let Some(name) = policy.names.iter().find_map(|n| n.server_name()) {
         return Some(name);
     }
-    let leaf = material.chain.first()?;
+    let leaf = material.chain.leaf();
     let info = super::inspect::inspect_cert(leaf, 0).ok()?;
     info.sans.iter().find_map(|san| match san {
         San::Dns(d) => ServerName::try_from(d.replace("*.", "wildcard.")).ok(),

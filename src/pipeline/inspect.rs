@@ -12,6 +12,7 @@ use x509_parser::public_key::PublicKey;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
 use crate::hex;
+use crate::ids::Fingerprint;
 
 /// Where a certificate stands in a chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -99,7 +100,7 @@ pub struct CertInfo {
     /// Signature algorithm name.
     pub signature_algorithm: String,
     /// SHA-256 of the DER, lowercase hex.
-    pub fingerprint_sha256: String,
+    pub fingerprint_sha256: Fingerprint,
     /// basicConstraints CA flag.
     pub is_ca: bool,
     /// Issuer equals subject.
@@ -196,7 +197,7 @@ pub fn inspect_cert(der: &CertificateDer<'_>, index: usize) -> Result<CertInfo, 
         key_algorithm,
         key_bits,
         signature_algorithm: oid_name(&cert.signature_algorithm.algorithm),
-        fingerprint_sha256: hex(ring::digest::digest(&ring::digest::SHA256, der.as_ref()).as_ref()),
+        fingerprint_sha256: Fingerprint::of(der.as_ref()),
         is_ca,
         self_issued,
         key_usage,

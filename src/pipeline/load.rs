@@ -16,6 +16,7 @@ use rustls_pki_types::pem::{PemObject, SectionKind};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::hex;
+use crate::labels::Reason;
 
 /// Name of the symlink kubelet's AtomicWriter swaps to commit a generation.
 pub const DATA_LINK: &str = "..data";
@@ -131,24 +132,24 @@ pub enum LoadError {
 
 impl LoadError {
     /// Stable label for metrics and `/status`.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::Missing { .. } => "missing",
-            Self::Io { .. } | Self::NotRegularFile { .. } => "unreadable",
-            Self::TooLarge { .. } => "too_large",
-            Self::Empty { .. } => "empty",
-            Self::Malformed { .. } => "bad_encoding",
+            Self::Missing { .. } => Reason::Missing,
+            Self::Io { .. } | Self::NotRegularFile { .. } => Reason::Unreadable,
+            Self::TooLarge { .. } => Reason::TooLarge,
+            Self::Empty { .. } => Reason::Empty,
+            Self::Malformed { .. } => Reason::BadEncoding,
             Self::NoCertificate {
                 found_key: true, ..
             }
             | Self::NoKey {
                 found_cert: true, ..
-            } => "swapped",
-            Self::NoCertificate { .. } => "no_certificate",
-            Self::NoKey { .. } => "no_key",
-            Self::SeveralKeys { .. } => "several_keys",
-            Self::EncryptedKey { .. } => "encrypted_key",
-            Self::GenerationUnstable { .. } => "generation_unstable",
+            } => Reason::Swapped,
+            Self::NoCertificate { .. } => Reason::NoCertificate,
+            Self::NoKey { .. } => Reason::NoKey,
+            Self::SeveralKeys { .. } => Reason::SeveralKeys,
+            Self::EncryptedKey { .. } => Reason::EncryptedKey,
+            Self::GenerationUnstable { .. } => Reason::GenerationUnstable,
         }
     }
 
@@ -488,13 +489,60 @@ impl fmt::Debug for PrivateKey {
     }
 }
 
+/// A certificate chain as given: leaf first, then intermediates. Never empty: only the decoder
+/// builds one, from a file that held at least one certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain(Vec<CertificateDer<'static>>);
+
+impl Chain {
+    /// `None` for an empty list: a chain has a leaf.
+    fn new(certs: Vec<CertificateDer<'static>>) -> Option<Self> {
+        (!certs.is_empty()).then_some(Self(certs))
+    }
+
+    /// The leaf.
+    pub fn leaf(&self) -> &CertificateDer<'static> {
+        &self.0[0]
+    }
+
+    /// The intermediates as given, after the leaf (possibly none).
+    pub fn intermediates(&self) -> &[CertificateDer<'static>] {
+        &self.0[1..]
+    }
+
+    /// Every certificate, leaf first.
+    pub fn as_slice(&self) -> &[CertificateDer<'static>] {
+        &self.0
+    }
+
+    /// Every certificate, leaf first.
+    pub fn iter(&self) -> std::slice::Iter<'_, CertificateDer<'static>> {
+        self.0.iter()
+    }
+
+    /// How many certificates (at least 1).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Always false; here for the `len` convention.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// An owned copy, for TLS configurations.
+    pub fn to_vec(&self) -> Vec<CertificateDer<'static>> {
+        self.0.clone()
+    }
+}
+
 /// Decoded material of one set.
 #[derive(Debug, Clone)]
 pub struct Material {
     /// The files it came from.
     pub raw: RawSet,
     /// Leaf first, then intermediates, as given.
-    pub chain: Vec<CertificateDer<'static>>,
+    pub chain: Chain,
     /// The leaf's key, when configured.
     pub key: Option<PrivateKey>,
     /// The trust bundle's certificates (empty when no bundle is configured).
@@ -508,7 +556,12 @@ pub fn load_set(paths: &SourcePaths, max_file_size: u64) -> Result<Material, Loa
 
 /// Decodes files already read.
 pub fn decode_set(raw: RawSet) -> Result<Material, LoadError> {
-    let chain = decode_certs(&raw.cert)?;
+    // decode_certs refuses a file without a certificate, so the chain is never empty.
+    let chain = Chain::new(decode_certs(&raw.cert)?).ok_or_else(|| LoadError::NoCertificate {
+        role: raw.cert.role,
+        path: raw.cert.path.clone(),
+        found_key: false,
+    })?;
     let key = raw.key.as_ref().map(decode_key).transpose()?;
     let trust = match &raw.trust {
         Some(t) => decode_certs(t)?,
@@ -785,7 +838,7 @@ mod tests {
         ];
         for e in errors {
             let msg = e.to_string();
-            assert_eq!(e.reason(), "bad_encoding", "{msg}");
+            assert_eq!(e.reason().as_str(), "bad_encoding", "{msg}");
             assert!(msg.contains("/src/tls.crt"), "{msg}");
             assert!(msg.contains(r"EC-\u{1}\0\0"), "{msg}");
             assert!(!msg.chars().any(char::is_control), "{msg:?}");
@@ -819,7 +872,10 @@ mod tests {
         fs::remove_file(vol.join("ca.crt")).expect("rm");
         symlink("..data/", vol.join("ca.crt")).expect("link");
         assert!(fs::read(vol.join("ca.crt")).is_err());
-        assert_eq!(read_set(&paths, 4096).unwrap_err().reason(), "unreadable");
+        assert_eq!(
+            read_set(&paths, 4096).unwrap_err().reason().as_str(),
+            "unreadable"
+        );
     }
 
     /// fuzz/artifacts/loaders/crash-1a4c8406…: an empty `PRIVATE KEY` block (its END line
@@ -829,16 +885,16 @@ mod tests {
     fn empty_pem_blocks_are_malformed() {
         let crash: &[u8] = b"-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----BQYDK2V9HR2F4MGMcHwBCIEIL/9mJiwnEhPhQtdW5oofer7pSSiHXB95C/7VeKYY21L\n-----END PRIVATE KEY-----\n\n--c-----\rgN\x00/JCwL0wpFzQyzFK2jLRSz7+R\r\n9HR2F83XFQIlnKA+ew==\r\n-----END CERTIFICATE-----\r\nXDTI1MDEwMTAwMDAwMFoXDTxtIU=\r\n-----/7VeKYY21L\n-----END PR---+-BEGIN CERTIFICATE-----\rgN\x00/JCwL0wpFzQyzFK2jLRSz7+R\r\n9HR2F83XFQIlnKA+ew==\r\n-----END CERTIFICATE-----\r\n";
         let err = decode_key(&file(FileRole::Key, crash)).unwrap_err();
-        assert_eq!(err.reason(), "bad_encoding", "{err}");
+        assert_eq!(err.reason().as_str(), "bad_encoding", "{err}");
         assert!(err.to_string().contains("empty PEM block"), "{err}");
 
         let cert = b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n";
         let err = decode_certs(&file(FileRole::Cert, cert)).unwrap_err();
-        assert_eq!(err.reason(), "bad_encoding", "{err}");
+        assert_eq!(err.reason().as_str(), "bad_encoding", "{err}");
         let key = b"-----BEGIN EC PRIVATE KEY-----\r\n-----END EC PRIVATE KEY-----\r\n";
         assert_eq!(
             decode_key(&file(FileRole::Key, key)).unwrap_err().reason(),
-            "bad_encoding"
+            Reason::BadEncoding
         );
     }
 

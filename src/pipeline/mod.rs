@@ -15,6 +15,8 @@ use self::handshake::HandshakeReport;
 use self::inspect::KeyInfo;
 use self::load::{FileRole, LoadError, Material, SourcePaths};
 use self::validate::{Check, Policy, Verdict};
+use crate::ids::Fingerprint;
+use crate::labels::Reason;
 
 /// How to run the pipeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +56,7 @@ pub struct FileSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
     /// Stable label.
-    pub reason: &'static str,
+    pub reason: Reason,
     /// One line for operators, naming the file or certificate.
     pub message: String,
 }
@@ -70,103 +72,271 @@ pub struct StageTimings {
     pub handshake_ms: f64,
 }
 
-/// Everything the pipeline found about one candidate.
-#[derive(Debug, Clone, Serialize)]
-pub struct Evaluation {
-    /// Whether every stage passed.
-    pub passed: bool,
-    /// Files read (empty when loading failed).
-    pub files: Vec<FileSummary>,
-    /// Why loading failed, if it did.
-    pub load_error: Option<Problem>,
-    /// Validation results (absent when loading failed).
-    pub verdict: Option<Verdict>,
+/// Everything the pipeline found about one candidate: either its files could not be loaded,
+/// or it was judged. Only the pipeline builds either, so a verdict cannot be assigned from
+/// outside; [`Evaluation::into_approved`] is the one way to a publishable [`Approved`].
+#[derive(Debug, Clone)]
+pub enum Evaluation {
+    /// The files could not be read or decoded.
+    LoadFailed(LoadFailed),
+    /// The material decoded and was validated (and, if asked, proved).
+    Evaluated(Box<Evaluated>),
+}
+
+/// Material that could not be loaded.
+#[derive(Debug, Clone)]
+pub struct LoadFailed {
+    files: Vec<FileSummary>,
+    problem: Problem,
+    timings: StageTimings,
+}
+
+/// Material that was loaded and judged.
+#[derive(Debug, Clone)]
+pub struct Evaluated {
+    files: Vec<FileSummary>,
+    verdict: Verdict,
+    key: Option<KeyInfo>,
+    handshake: Option<HandshakeReport>,
+    timings: StageTimings,
+    material: Material,
+}
+
+impl Evaluated {
+    /// Files read.
+    pub fn files(&self) -> &[FileSummary] {
+        &self.files
+    }
+    /// Validation results, the handshake's check last.
+    pub fn verdict(&self) -> &Verdict {
+        &self.verdict
+    }
     /// The private key's description (never its bytes).
-    pub key: Option<KeyInfo>,
+    pub fn key(&self) -> Option<&KeyInfo> {
+        self.key.as_ref()
+    }
     /// Self-handshake details, when it ran and succeeded.
-    pub handshake: Option<HandshakeReport>,
+    pub fn handshake(&self) -> Option<&HandshakeReport> {
+        self.handshake.as_ref()
+    }
     /// Where the time went.
-    pub timings: StageTimings,
-    #[serde(skip)]
-    material: Option<Material>,
+    pub fn timings(&self) -> StageTimings {
+        self.timings
+    }
+    /// The decoded material.
+    pub fn material(&self) -> &Material {
+        &self.material
+    }
 }
 
 impl Evaluation {
-    /// The evaluation of material that could not be loaded.
+    /// The evaluation of material that could not be loaded (`files`: what was read of it).
     pub fn load_failed(e: &LoadError) -> Self {
-        Self {
-            passed: false,
+        Self::LoadFailed(LoadFailed {
             files: Vec::new(),
-            load_error: Some(Problem {
+            problem: Problem {
                 reason: e.reason(),
                 message: e.to_string(),
-            }),
-            verdict: None,
-            key: None,
-            handshake: None,
+            },
             timings: StageTimings::default(),
-            material: None,
+        })
+    }
+
+    /// Whether every stage passed.
+    pub fn passed(&self) -> bool {
+        match self {
+            Self::LoadFailed(_) => false,
+            Self::Evaluated(e) => e.verdict.passed(),
         }
+    }
+
+    /// Files read (empty when they could not be read at all).
+    pub fn files(&self) -> &[FileSummary] {
+        match self {
+            Self::LoadFailed(l) => &l.files,
+            Self::Evaluated(e) => &e.files,
+        }
+    }
+
+    /// Why loading failed, if it did.
+    pub fn load_error(&self) -> Option<&Problem> {
+        match self {
+            Self::LoadFailed(l) => Some(&l.problem),
+            Self::Evaluated(_) => None,
+        }
+    }
+
+    /// Validation results (absent when loading failed).
+    pub fn verdict(&self) -> Option<&Verdict> {
+        match self {
+            Self::LoadFailed(_) => None,
+            Self::Evaluated(e) => Some(&e.verdict),
+        }
+    }
+
+    /// The private key's description, when it decoded.
+    pub fn key(&self) -> Option<&KeyInfo> {
+        match self {
+            Self::LoadFailed(_) => None,
+            Self::Evaluated(e) => e.key.as_ref(),
+        }
+    }
+
+    /// Self-handshake details, when it ran and succeeded.
+    pub fn handshake(&self) -> Option<&HandshakeReport> {
+        match self {
+            Self::LoadFailed(_) => None,
+            Self::Evaluated(e) => e.handshake.as_ref(),
+        }
+    }
+
+    /// Where the time went.
+    pub fn timings(&self) -> StageTimings {
+        match self {
+            Self::LoadFailed(l) => l.timings,
+            Self::Evaluated(e) => e.timings,
+        }
+    }
+
+    fn timings_mut(&mut self) -> &mut StageTimings {
+        match self {
+            Self::LoadFailed(l) => &mut l.timings,
+            Self::Evaluated(e) => &mut e.timings,
+        }
+    }
+
+    /// The same evaluation with the read-and-decode time set (the daemon reads before it
+    /// evaluates).
+    pub fn with_load_ms(mut self, load_ms: f64) -> Self {
+        self.timings_mut().load_ms = load_ms;
+        self
     }
 
     /// Every failure in order, loading first.
     pub fn problems(&self) -> Vec<Problem> {
-        let mut out: Vec<Problem> = self.load_error.iter().cloned().collect();
-        if let Some(v) = &self.verdict {
-            out.extend(v.failures().map(|c| Problem {
-                reason: c.reason.unwrap_or("failed"),
-                // Failure messages name what failed ("chain does not lead…", "leaf …
-                // expired…"); the check's name in front would only repeat it.
-                message: c.message.clone(),
-            }));
+        match self {
+            Self::LoadFailed(l) => vec![l.problem.clone()],
+            Self::Evaluated(e) => e
+                .verdict
+                .failures()
+                .filter_map(|c| {
+                    Some(Problem {
+                        reason: c.reason?,
+                        // Failure messages name what failed ("chain does not lead…", "leaf …
+                        // expired…"); the check's name in front would only repeat it.
+                        message: c.message.clone(),
+                    })
+                })
+                .collect(),
         }
-        out
     }
 
     /// The first failure's label, if any.
-    pub fn first_reason(&self) -> Option<&'static str> {
-        self.problems().first().map(|p| p.reason)
+    pub fn first_reason(&self) -> Option<Reason> {
+        match self {
+            Self::LoadFailed(l) => Some(l.problem.reason),
+            Self::Evaluated(e) => e.verdict.first_reason(),
+        }
     }
 
     /// Content hashes of the files, for dedupe.
     pub fn content_key(&self) -> Vec<String> {
-        self.files.iter().map(|f| f.sha256.clone()).collect()
+        self.files().iter().map(|f| f.sha256.clone()).collect()
     }
 
     /// The approved candidate, if everything passed; otherwise the evaluation back.
-    pub fn into_approved(mut self) -> Result<Approved, Box<Self>> {
-        if !self.passed {
+    pub fn into_approved(self) -> Result<Approved, Box<Self>> {
+        let Self::Evaluated(e) = self else {
             return Err(Box::new(self));
+        };
+        let approvable = e.verdict.passed()
+            && e.verdict.leaf().is_some()
+            && e.verdict.effective_expiry().is_some();
+        if !approvable {
+            return Err(Box::new(Self::Evaluated(e)));
         }
-        match self.material.take() {
-            Some(material) => Ok(Approved {
-                evaluation: self,
-                material,
-            }),
-            None => Err(Box::new(self)),
-        }
+        Ok(Approved { evaluation: e })
     }
 }
 
-/// A candidate that passed every stage. Only [`Evaluation::into_approved`] builds one.
+// The `check --json` shape: one object with every field, absent parts as null.
+impl Serialize for Evaluation {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            passed: bool,
+            files: &'a [FileSummary],
+            load_error: Option<&'a Problem>,
+            verdict: Option<&'a Verdict>,
+            key: Option<&'a KeyInfo>,
+            handshake: Option<&'a HandshakeReport>,
+            timings: StageTimings,
+        }
+        Doc {
+            passed: self.passed(),
+            files: self.files(),
+            load_error: self.load_error(),
+            verdict: self.verdict(),
+            key: self.key(),
+            handshake: self.handshake(),
+            timings: self.timings(),
+        }
+        .serialize(serializer)
+    }
+}
+
+/// A candidate that passed every stage, with what was approved: the leaf, the built chain, the
+/// bundle's anchors and the effective expiry. Only [`Evaluation::into_approved`] builds one.
 #[derive(Debug, Clone)]
 pub struct Approved {
-    evaluation: Evaluation,
-    material: Material,
+    evaluation: Box<Evaluated>,
 }
 
 impl Approved {
     /// The evaluation that approved it.
-    pub fn evaluation(&self) -> &Evaluation {
+    pub fn evaluation(&self) -> &Evaluated {
         &self.evaluation
     }
     /// The approved material.
     pub fn material(&self) -> &Material {
-        &self.material
+        &self.evaluation.material
+    }
+    /// The files it was read from.
+    pub fn files(&self) -> &[FileSummary] {
+        &self.evaluation.files
     }
     /// The approved leaf.
-    pub fn leaf(&self) -> Option<&inspect::CertInfo> {
-        self.evaluation.verdict.as_ref().and_then(Verdict::leaf)
+    pub fn leaf(&self) -> &inspect::CertInfo {
+        // into_approved checked it is there; the chain is never empty.
+        &self.evaluation.verdict.chain()[0]
+    }
+    /// The approved leaf's fingerprint.
+    pub fn fingerprint(&self) -> &Fingerprint {
+        &self.leaf().fingerprint_sha256
+    }
+    /// The chain as built: leaf, intermediates used, anchor.
+    pub fn chain(&self) -> &[inspect::CertInfo] {
+        self.evaluation.verdict.chain()
+    }
+    /// The bundle's anchors.
+    pub fn anchors(&self) -> &[inspect::CertInfo] {
+        self.evaluation.verdict.anchors()
+    }
+    /// Earliest not-after along the built chain, Unix seconds.
+    pub fn effective_expiry(&self) -> i64 {
+        // into_approved checked it is there.
+        self.evaluation
+            .verdict
+            .effective_expiry()
+            .unwrap_or(i64::MIN)
+    }
+    /// Content hashes of the files, for dedupe.
+    pub fn content_key(&self) -> Vec<String> {
+        self.evaluation
+            .files
+            .iter()
+            .map(|f| f.sha256.clone())
+            .collect()
     }
 }
 
@@ -184,9 +354,7 @@ pub async fn evaluate(
             evaluate_raw(raw, read_ms, policy, opts, now).await
         }
         Err(e) => {
-            let mut eval = Evaluation::load_failed(&e);
-            eval.timings.load_ms = started.elapsed().as_secs_f64() * 1000.0;
-            eval
+            Evaluation::load_failed(&e).with_load_ms(started.elapsed().as_secs_f64() * 1000.0)
         }
     }
 }
@@ -205,16 +373,19 @@ pub async fn evaluate_raw(
     let files = summarize(&raw);
     let decoded = load::decode_set(raw);
     let load_ms = read_ms + started.elapsed().as_secs_f64() * 1000.0;
-    let mut eval = match decoded {
+    let eval = match decoded {
         Ok(material) => evaluate_material(material, policy, opts, now).await,
-        Err(e) => Evaluation {
+        Err(e) => Evaluation::LoadFailed(LoadFailed {
             // The files were read: their hashes identify the refused content.
             files,
-            ..Evaluation::load_failed(&e)
-        },
+            problem: Problem {
+                reason: e.reason(),
+                message: e.to_string(),
+            },
+            timings: StageTimings::default(),
+        }),
     };
-    eval.timings.load_ms = load_ms;
-    eval
+    eval.with_load_ms(load_ms)
 }
 
 fn summarize(raw: &load::RawSet) -> Vec<FileSummary> {
@@ -264,12 +435,10 @@ pub async fn evaluate_material(
             Err(f) => Check::fail("handshake", f),
         }
     };
-    verdict.checks.push(check);
-    Evaluation {
-        passed: verdict.passed(),
+    verdict.push(check);
+    Evaluation::Evaluated(Box::new(Evaluated {
         files,
-        load_error: None,
-        verdict: Some(verdict),
+        verdict,
         key,
         timings: StageTimings {
             load_ms: 0.0,
@@ -277,6 +446,6 @@ pub async fn evaluate_material(
             handshake_ms: report.as_ref().map_or(0.0, |r| r.duration_ms),
         },
         handshake: report,
-        material: Some(material),
-    }
+        material,
+    }))
 }

@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::inspect::{inspect_cert, CertInfo, Role, San};
 use super::load::Material;
 use crate::duration::format_duration;
+use crate::labels::Reason;
 use crate::time_fmt::rfc3339;
 
 /// Which side of TLS the certificate must serve.
@@ -192,24 +193,24 @@ pub enum Failure {
 
 impl Failure {
     /// Stable label for metrics and `/status`.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::BadEncoding { .. } => "bad_encoding",
-            Self::NoTrustBundle => "no_trust_bundle",
-            Self::NoUsableAnchor { .. } => "no_usable_anchor",
-            Self::UnknownIssuer { .. } => "unknown_issuer",
-            Self::Expired { .. } => "expired",
-            Self::NotYetValid { .. } => "not_yet_valid",
-            Self::ExpiringSoon { .. } => "expiring_soon",
-            Self::WrongUsage { .. } => "wrong_usage",
-            Self::CaAsLeaf { .. } => "ca_as_leaf",
-            Self::BadSignature { .. } => "bad_signature",
-            Self::WeakKey { .. } => "weak_key",
-            Self::NameMismatch { .. } => "name_mismatch",
-            Self::KeyMismatch => "key_mismatch",
-            Self::UnsupportedKey { .. } => "unsupported_key",
-            Self::Chain { .. } => "chain_invalid",
-            Self::Handshake { .. } => "handshake_failed",
+            Self::BadEncoding { .. } => Reason::BadEncoding,
+            Self::NoTrustBundle => Reason::NoTrustBundle,
+            Self::NoUsableAnchor { .. } => Reason::NoUsableAnchor,
+            Self::UnknownIssuer { .. } => Reason::UnknownIssuer,
+            Self::Expired { .. } => Reason::Expired,
+            Self::NotYetValid { .. } => Reason::NotYetValid,
+            Self::ExpiringSoon { .. } => Reason::ExpiringSoon,
+            Self::WrongUsage { .. } => Reason::WrongUsage,
+            Self::CaAsLeaf { .. } => Reason::CaAsLeaf,
+            Self::BadSignature { .. } => Reason::BadSignature,
+            Self::WeakKey { .. } => Reason::WeakKey,
+            Self::NameMismatch { .. } => Reason::NameMismatch,
+            Self::KeyMismatch => Reason::KeyMismatch,
+            Self::UnsupportedKey { .. } => Reason::UnsupportedKey,
+            Self::Chain { .. } => Reason::ChainInvalid,
+            Self::Handshake { .. } => Reason::HandshakeFailed,
         }
     }
 }
@@ -236,7 +237,7 @@ pub struct Check {
     /// Result.
     pub status: Status,
     /// Stable failure label, when failed.
-    pub reason: Option<&'static str>,
+    pub reason: Option<Reason>,
     /// What was found, for humans.
     pub message: String,
     #[serde(skip)]
@@ -281,21 +282,17 @@ impl Check {
     }
 }
 
-/// Every check's result for one candidate, plus what it learned about the chain.
+/// Every check's result for one candidate, plus what it learned about the chain. Only
+/// [`validate`] builds one (the pipeline then adds the handshake's check), so a verdict cannot
+/// be turned into a pass from outside.
 #[derive(Debug, Clone, Serialize)]
 pub struct Verdict {
-    /// The evaluation time, Unix seconds.
-    pub now: i64,
-    /// Results in order.
-    pub checks: Vec<Check>,
-    /// The chain as built (leaf, intermediates used, anchor), or as given when it did not build.
-    pub chain: Vec<CertInfo>,
-    /// The anchors of the bundle.
-    pub anchors: Vec<CertInfo>,
-    /// Earliest not-after along the built chain.
-    pub effective_expiry: Option<i64>,
-    /// Seconds from `now` to `effective_expiry` (negative once expired).
-    pub remaining_seconds: Option<i64>,
+    now: i64,
+    checks: Vec<Check>,
+    chain: Vec<CertInfo>,
+    anchors: Vec<CertInfo>,
+    effective_expiry: Option<i64>,
+    remaining_seconds: Option<i64>,
 }
 
 impl Verdict {
@@ -303,17 +300,45 @@ impl Verdict {
     pub fn passed(&self) -> bool {
         self.checks.iter().all(|c| c.status != Status::Fail)
     }
+    /// The evaluation time, Unix seconds.
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+    /// Results in order.
+    pub fn checks(&self) -> &[Check] {
+        &self.checks
+    }
     /// The failed checks, in order.
     pub fn failures(&self) -> impl Iterator<Item = &Check> {
         self.checks.iter().filter(|c| c.status == Status::Fail)
     }
     /// The first failure's reason label, if any.
-    pub fn first_reason(&self) -> Option<&'static str> {
+    pub fn first_reason(&self) -> Option<Reason> {
         self.failures().next().and_then(|c| c.reason)
+    }
+    /// The chain as built (leaf, intermediates used, anchor), or as given when it did not build.
+    pub fn chain(&self) -> &[CertInfo] {
+        &self.chain
+    }
+    /// The anchors of the bundle.
+    pub fn anchors(&self) -> &[CertInfo] {
+        &self.anchors
+    }
+    /// Earliest not-after along the built chain.
+    pub fn effective_expiry(&self) -> Option<i64> {
+        self.effective_expiry
+    }
+    /// Seconds from `now` to `effective_expiry` (negative once expired).
+    pub fn remaining_seconds(&self) -> Option<i64> {
+        self.remaining_seconds
     }
     /// The leaf, if it parsed.
     pub fn leaf(&self) -> Option<&CertInfo> {
         self.chain.first().filter(|c| c.role == Role::Leaf)
+    }
+    /// Adds a later stage's check (the self-handshake).
+    pub(crate) fn push(&mut self, check: Check) {
+        self.checks.push(check);
     }
 }
 
@@ -364,7 +389,7 @@ pub fn validate(material: &Material, policy: &Policy, now: i64) -> Verdict {
 
     // Chain.
     let mut built: Option<Vec<CertInfo>> = None;
-    let ee = webpki::EndEntityCert::try_from(&material.chain[0]);
+    let ee = webpki::EndEntityCert::try_from(material.chain.leaf());
     match (&ee, anchors.is_empty()) {
         (Err(e), _) => checks.push(Check::fail(
             "chain",
@@ -545,7 +570,7 @@ fn verify_chain(
     let algs = rustls::crypto::ring::default_provider()
         .signature_verification_algorithms
         .all;
-    let intermediates: &[CertificateDer<'_>] = &material.chain[1..];
+    let intermediates: &[CertificateDer<'_>] = material.chain.intermediates();
     let mut usages = Vec::new();
     if usage.server() {
         usages.push(webpki::KeyUsage::server_auth());
@@ -716,7 +741,7 @@ fn key_check(material: &Material) -> Check {
             )
         }
     };
-    let certified = rustls::sign::CertifiedKey::new(material.chain.clone(), signer);
+    let certified = rustls::sign::CertifiedKey::new(material.chain.to_vec(), signer);
     match certified.keys_match() {
         Ok(()) => Check::pass("key", "private key matches the leaf"),
         Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use certgate::labels::Reason;
 use certgate::pipeline::inspect::{inspect_cert, Role};
 use certgate::pipeline::load::{
     self, FileRole, KeyEncoding, LoadError, RawSet, SourcePaths, DEFAULT_MAX_FILE_SIZE,
@@ -90,12 +91,12 @@ fn evaluate(paths: &SourcePaths, policy: &Policy) -> Evaluation {
 }
 
 fn describe(eval: &Evaluation) -> String {
-    let mut out = format!("passed={} ", eval.passed);
+    let mut out = format!("passed={} ", eval.passed());
     for p in eval.problems() {
         out.push_str(&format!("\n  {}: {}", p.reason, p.message));
     }
-    if let Some(v) = &eval.verdict {
-        for c in &v.checks {
+    if let Some(v) = eval.verdict() {
+        for c in v.checks() {
             out.push_str(&format!("\n  [{:?}] {}: {}", c.status, c.check, c.message));
         }
     }
@@ -103,53 +104,57 @@ fn describe(eval: &Evaluation) -> String {
 }
 
 fn check<'a>(eval: &'a Evaluation, name: &str) -> &'a Check {
-    eval.verdict
-        .as_ref()
-        .and_then(|v| v.checks.iter().find(|c| c.check == name))
+    eval.verdict()
+        .and_then(|v| v.checks().iter().find(|c| c.check == name))
         .unwrap_or_else(|| panic!("no {name} check: {}", describe(eval)))
 }
 
 /// Passed every stage, including a self-handshake that really ran.
 fn assert_passes_with_handshake(eval: &Evaluation) {
-    assert!(eval.passed, "{}", describe(eval));
+    assert!(eval.passed(), "{}", describe(eval));
     assert_eq!(eval.first_reason(), None, "{}", describe(eval));
     assert_eq!(check(eval, "handshake").status, Status::Pass);
-    let hs = eval.handshake.as_ref().expect("handshake report");
+    let hs = eval.handshake().expect("handshake report");
     assert!(hs.protocol.starts_with("TLSv1_"), "{hs:?}");
     assert!(!hs.cipher_suite.is_empty(), "{hs:?}");
 }
 
 /// Failed, and check `name` failed with the stable label `reason` (its [`Failure`] agrees).
 fn assert_check_fails<'a>(eval: &'a Evaluation, name: &str, reason: &str) -> &'a Failure {
-    assert!(!eval.passed, "{}", describe(eval));
+    assert!(!eval.passed(), "{}", describe(eval));
     let c = check(eval, name);
     assert_eq!(c.status, Status::Fail, "{}", describe(eval));
-    assert_eq!(c.reason, Some(reason), "{}", describe(eval));
+    assert_eq!(
+        c.reason.map(Reason::as_str),
+        Some(reason),
+        "{}",
+        describe(eval)
+    );
     let failure = c.failure().expect("a failed check carries its failure");
-    assert_eq!(failure.reason(), reason);
+    assert_eq!(failure.reason().as_str(), reason);
     assert_eq!(failure.to_string(), c.message);
     assert!(
-        eval.problems().iter().any(|p| p.reason == reason),
+        eval.problems().iter().any(|p| p.reason.as_str() == reason),
         "{}",
         describe(eval)
     );
     // Validation failed, so nothing was proven or may be published.
-    assert!(eval.handshake.is_none(), "{}", describe(eval));
+    assert!(eval.handshake().is_none(), "{}", describe(eval));
     failure
 }
 
 /// Loading failed with the stable label `reason`; the message names `path`.
 fn assert_load_fails(eval: &Evaluation, reason: &str, path: &Path) -> String {
-    assert!(!eval.passed, "{}", describe(eval));
-    let p = eval.load_error.as_ref().expect("a load error");
-    assert_eq!(p.reason, reason, "{}", describe(eval));
-    assert_eq!(eval.first_reason(), Some(reason));
+    assert!(!eval.passed(), "{}", describe(eval));
+    let p = eval.load_error().expect("a load error");
+    assert_eq!(p.reason.as_str(), reason, "{}", describe(eval));
+    assert_eq!(eval.first_reason().map(Reason::as_str), Some(reason));
     assert!(
         p.message.contains(&path.display().to_string()),
         "message names the file: {}",
         p.message
     );
-    assert!(eval.verdict.is_none());
+    assert!(eval.verdict().is_none());
     p.message.clone()
 }
 
@@ -179,18 +184,17 @@ fn assert_key_type_passes(alg: Alg, algorithm: &str, bits: usize) {
     let h = Hierarchy::shared(alg);
     let eval = evaluate(&Set::of(h, &h.leaf).paths, &policy(&[NAME]));
     assert_passes_with_handshake(&eval);
-    let key = eval.key.as_ref().expect("key described");
+    let key = eval.key().expect("key described");
     assert_eq!(key.algorithm, algorithm);
     assert_eq!(key.bits, bits);
     assert_eq!(key.encoding, KeyEncoding::Pkcs8);
-    let leaf = eval.verdict.as_ref().and_then(|v| v.leaf()).expect("leaf");
+    let leaf = eval.verdict().and_then(|v| v.leaf()).expect("leaf");
     assert_eq!(leaf.key_algorithm, algorithm);
     // The chain was built all the way to the anchor.
     let roles: Vec<Role> = eval
-        .verdict
-        .as_ref()
+        .verdict()
         .unwrap()
-        .chain
+        .chain()
         .iter()
         .map(|c| c.role)
         .collect();
@@ -280,10 +284,10 @@ fn every_key_encoding_passes_with_the_self_handshake() {
         let h = Hierarchy::shared(alg);
         let set = Set::new(h.chain_pem(), Some(&key), Some(h.root.cert_pem.as_bytes()));
         let eval = evaluate(&set.paths, &policy(&[NAME]));
-        assert!(eval.passed, "{alg:?} {what}: {}", describe(&eval));
+        assert!(eval.passed(), "{alg:?} {what}: {}", describe(&eval));
         assert_passes_with_handshake(&eval);
         assert_eq!(
-            eval.key.as_ref().map(|k| k.encoding),
+            eval.key().map(|k| k.encoding),
             Some(encoding),
             "{alg:?} {what}"
         );
@@ -305,7 +309,7 @@ fn crlf_pem_files_pass() {
         .any(|w| w == b"\r\n"));
     let eval = evaluate(&set.paths, &policy(&[NAME]));
     assert_passes_with_handshake(&eval);
-    assert_eq!(eval.verdict.as_ref().unwrap().chain.len(), 3);
+    assert_eq!(eval.verdict().unwrap().chain().len(), 3);
 }
 
 #[test]
@@ -320,7 +324,7 @@ fn der_certificate_and_bundle_files_pass() {
     );
     let eval = evaluate(&set.paths, &policy(&[NAME]));
     assert_passes_with_handshake(&eval);
-    let chain = &eval.verdict.as_ref().unwrap().chain;
+    let chain = eval.verdict().as_ref().unwrap().chain();
     assert_eq!(chain.len(), 2, "leaf → anchor");
     assert_eq!(chain[0].fingerprint_sha256, sha256_hex(&leaf.cert_der));
 }
@@ -348,13 +352,12 @@ fn chain_file_may_carry_the_root_and_intermediates_in_any_order() {
             Some(h.root.cert_pem.as_bytes()),
         );
         let eval = evaluate(&set.paths, &policy(&[NAME]));
-        assert!(eval.passed, "{what}: {}", describe(&eval));
+        assert!(eval.passed(), "{what}: {}", describe(&eval));
         assert_passes_with_handshake(&eval);
         let roles: Vec<Role> = eval
-            .verdict
-            .as_ref()
+            .verdict()
             .unwrap()
-            .chain
+            .chain()
             .iter()
             .map(|c| c.role)
             .collect();
@@ -374,7 +377,7 @@ fn one_file_holding_chain_and_key_serves_as_both() {
     set.paths.key = Some(set.paths.cert.clone());
     let eval = evaluate(&set.paths, &policy(&[NAME]));
     assert_passes_with_handshake(&eval);
-    assert_eq!(eval.verdict.as_ref().unwrap().chain.len(), 3);
+    assert_eq!(eval.verdict().unwrap().chain().len(), 3);
 }
 
 #[test]
@@ -399,7 +402,7 @@ fn bundle_with_old_and_new_roots_passes_leaves_of_either() {
         let eval = evaluate(&set.paths, &policy(&[NAME]));
         assert_passes_with_handshake(&eval);
         assert_eq!(check(&eval, "trust_bundle").status, Status::Pass, "{what}");
-        assert_eq!(eval.verdict.as_ref().unwrap().anchors.len(), 2, "{what}");
+        assert_eq!(eval.verdict().unwrap().anchors().len(), 2, "{what}");
     }
     // An expired root left in the bundle is a warning, not a failure, while another is usable.
     let t = OffsetDateTime::now_utc();
@@ -445,15 +448,12 @@ fn expected_name_may_be_the_second_san() {
     let set = Set::of(h, &leaf);
     let eval = evaluate(&set.paths, &policy(&["second.example.com"]));
     assert_passes_with_handshake(&eval);
-    assert_eq!(
-        eval.handshake.as_ref().unwrap().server_name,
-        "second.example.com"
-    );
+    assert_eq!(eval.handshake().unwrap().server_name, "second.example.com");
     let both = evaluate(
         &set.paths,
         &policy(&["first.example.com", "second.example.com"]),
     );
-    assert!(both.passed, "{}", describe(&both));
+    assert!(both.passed(), "{}", describe(&both));
     let third = evaluate(
         &set.paths,
         &policy(&["second.example.com", "third.example.com"]),
@@ -469,10 +469,7 @@ fn wildcard_san_covers_exactly_one_label() {
     let set = Set::of(h, &leaf);
     let eval = evaluate(&set.paths, &policy(&["a.example.com"]));
     assert_passes_with_handshake(&eval);
-    assert_eq!(
-        eval.handshake.as_ref().unwrap().server_name,
-        "a.example.com"
-    );
+    assert_eq!(eval.handshake().unwrap().server_name, "a.example.com");
     for name in ["a.b.example.com", "example.com", "a.example.org"] {
         let eval = evaluate(&set.paths, &policy(&[name]));
         let f = assert_check_fails(&eval, "names", "name_mismatch");
@@ -494,7 +491,7 @@ fn ip_san_matches_an_ip_name() {
     for name in ["10.1.2.3", "fd00::17"] {
         let eval = evaluate(&set.paths, &policy(&[name]));
         assert_passes_with_handshake(&eval);
-        assert_eq!(eval.handshake.as_ref().unwrap().server_name, name);
+        assert_eq!(eval.handshake().unwrap().server_name, name);
     }
     for name in ["10.1.2.4", "fd00::18"] {
         let eval = evaluate(&set.paths, &policy(&[name]));
@@ -519,7 +516,7 @@ fn spiffe_uri_san_matches_exactly() {
     p.usage = Usage::Both;
     let eval = evaluate(&set.paths, &p);
     assert_passes_with_handshake(&eval);
-    assert!(eval.handshake.as_ref().unwrap().client_auth);
+    assert!(eval.handshake().unwrap().client_auth);
     for other in [
         "spiffe://cluster.local/ns/default/sa/api",
         "spiffe://cluster.local/ns/default/sa/we",
@@ -549,8 +546,7 @@ fn wrong_name_fails_as_name_mismatch() {
     );
     // The rest of the material is fine: only the names check failed.
     let failed: Vec<&str> = eval
-        .verdict
-        .as_ref()
+        .verdict()
         .unwrap()
         .failures()
         .map(|c| c.check)
@@ -580,10 +576,10 @@ fn expired_leaf_fails_as_expired() {
         "{f:?}"
     );
     assert_check_fails(&eval, "validity", "expired");
-    assert_eq!(eval.first_reason(), Some("expired"));
-    let v = eval.verdict.as_ref().unwrap();
-    assert_eq!(v.effective_expiry, Some(not_after(&leaf.cert_der)));
-    assert!(v.remaining_seconds.unwrap() < 0);
+    assert_eq!(eval.first_reason(), Some(Reason::Expired));
+    let v = eval.verdict().unwrap();
+    assert_eq!(v.effective_expiry(), Some(not_after(&leaf.cert_der)));
+    assert!(v.remaining_seconds().unwrap() < 0);
 }
 
 #[test]
@@ -639,9 +635,9 @@ fn expired_intermediate_sets_the_effective_expiry() {
         }
         other => panic!("{other:?}"),
     }
-    let v = eval.verdict.as_ref().unwrap();
-    assert_eq!(v.effective_expiry, Some(not_after(&inter.cert_der)));
-    assert!(v.effective_expiry < Some(not_after(&leaf.cert_der)));
+    let v = eval.verdict().unwrap();
+    assert_eq!(v.effective_expiry(), Some(not_after(&inter.cert_der)));
+    assert!(v.effective_expiry() < Some(not_after(&leaf.cert_der)));
 }
 
 #[test]
@@ -663,9 +659,12 @@ fn intermediate_expiring_before_the_leaf_bounds_the_effective_expiry() {
     let now = now();
     let eval = evaluate_at(&set.paths, &policy(&[NAME]), now);
     assert_passes_with_handshake(&eval);
-    let v = eval.verdict.as_ref().unwrap();
-    assert_eq!(v.effective_expiry, Some(not_after(&inter.cert_der)));
-    assert_eq!(v.remaining_seconds, Some(not_after(&inter.cert_der) - now));
+    let v = eval.verdict().unwrap();
+    assert_eq!(v.effective_expiry(), Some(not_after(&inter.cert_der)));
+    assert_eq!(
+        v.remaining_seconds(),
+        Some(not_after(&inter.cert_der) - now)
+    );
     // Three days of margin is more than the intermediate has left, though the leaf has 30.
     let mut p = policy(&[NAME]);
     p.min_remaining = Duration::from_secs(3 * 86_400);
@@ -709,13 +708,13 @@ fn evaluation_time_is_a_parameter() {
         matches!(f, Failure::Expired { now, .. } if *now == na + 1),
         "{f:?}"
     );
-    assert_eq!(eval.verdict.as_ref().unwrap().now, na + 1);
+    assert_eq!(eval.verdict().unwrap().now(), na + 1);
     // … and before its not-before: not yet valid.
     let eval = evaluate_at(&set.paths, &p, nb - 1);
     assert_check_fails(&eval, "chain", "not_yet_valid");
     // … and just inside both ends: fine.
-    assert!(evaluate_at(&set.paths, &p, na - 1).passed);
-    assert!(evaluate_at(&set.paths, &p, nb + 1).passed);
+    assert!(evaluate_at(&set.paths, &p, na - 1).passed());
+    assert!(evaluate_at(&set.paths, &p, nb + 1).passed());
 }
 
 // === chain, usage, strength ===
@@ -781,7 +780,7 @@ fn client_only_leaf_fails_as_server_and_passes_as_client() {
     p.usage = Usage::Client;
     let eval = evaluate(&set.paths, &p);
     assert_passes_with_handshake(&eval);
-    assert!(eval.handshake.as_ref().unwrap().client_auth);
+    assert!(eval.handshake().unwrap().client_auth);
     // And the reverse: a server-only leaf is no client certificate.
     let server_only = h.intermediate.leaf(&LeafSpec::new(NAME).eku(Eku::Server));
     let eval = evaluate(&Set::of(h, &server_only).paths, &p);
@@ -828,7 +827,7 @@ fn rsa_1024_leaf_is_refused_as_weak() {
         ),
         "{f:?}"
     );
-    assert_eq!(eval.first_reason(), Some("weak_key"));
+    assert_eq!(eval.first_reason(), Some(Reason::WeakKey));
     // With its key, which rustls refuses to sign with, the key check fails as well.
     let eval = evaluate(&Set::of(h, &weak).paths, &policy(&[NAME]));
     assert_check_fails(&eval, "strength", "weak_key");
@@ -938,7 +937,7 @@ fn empty_files_are_refused_naming_the_file() {
         let msg = assert_load_fails(&eval, "empty", &path);
         assert!(msg.contains("empty"), "{role}: {msg}");
         // The file was read: its hash is reported even though it was refused.
-        assert_eq!(eval.files.len(), 3, "{role}");
+        assert_eq!(eval.files().len(), 3, "{role}");
     }
 }
 
@@ -1011,7 +1010,7 @@ fn garbage_files_are_refused() {
             .to_path_buf();
         let eval = evaluate(&set.paths, &policy(&[NAME]));
         assert_eq!(
-            eval.first_reason(),
+            eval.first_reason().map(Reason::as_str),
             Some(reason),
             "{what}: {}",
             describe(&eval)
@@ -1165,7 +1164,7 @@ fn oversized_file_is_refused_after_reading_at_most_cap_plus_one_bytes() {
     let before = thread_rchar();
     let err = load::read_set(&paths, cap).expect_err("refused");
     let after = thread_rchar();
-    assert_eq!(err.reason(), "too_large");
+    assert_eq!(err.reason().as_str(), "too_large");
     assert_eq!(err.path(), huge.as_path());
     assert!(
         err.to_string().contains(&format!("{cap}-byte limit")),
@@ -1189,7 +1188,7 @@ fn oversized_file_is_refused_after_reading_at_most_cap_plus_one_bytes() {
     assert_eq!(read(&at_cap).expect("cap bytes are fine"), cap as usize);
     assert_eq!(
         read(&one_more).expect_err("cap + 1 is too large").reason(),
-        "too_large"
+        Reason::TooLarge
     );
 
     // Through the whole pipeline: the cap in EvalOptions applies to every role.
@@ -1231,7 +1230,7 @@ fn fifo_and_directory_are_refused_without_blocking() {
             .recv_timeout(Duration::from_secs(20))
             .unwrap_or_else(|_| panic!("reading a {kind} blocked"));
         let err = result.expect_err("refused");
-        assert_eq!(err.reason(), "unreadable", "{kind}");
+        assert_eq!(err.reason().as_str(), "unreadable", "{kind}");
         assert!(
             matches!(err, LoadError::NotRegularFile { .. }),
             "{kind}: {err:?}"
@@ -1430,7 +1429,7 @@ fn data_that_never_settles_is_an_error_not_a_mix() {
         vol.rotate();
     })
     .expect_err("never consistent");
-    assert_eq!(err.reason(), "generation_unstable");
+    assert_eq!(err.reason().as_str(), "generation_unstable");
     assert_eq!(err.path(), dir.as_path());
     assert!(
         err.to_string().contains("rotation still in progress"),
@@ -1465,7 +1464,11 @@ fn data_swaps_at_random_points_never_yield_a_mixed_set() {
                 consistent += 1;
             }
             Err(e) => {
-                assert_eq!(e.reason(), "generation_unstable", "round {round}: {e}");
+                assert_eq!(
+                    e.reason().as_str(),
+                    "generation_unstable",
+                    "round {round}: {e}"
+                );
                 unstable += 1;
             }
         }
@@ -1517,9 +1520,9 @@ fn data_swap_mid_read_still_validates_the_new_pair() {
         now(),
     ));
     assert_passes_with_handshake(&eval);
-    let leaf = eval.verdict.as_ref().unwrap().leaf().unwrap();
+    let leaf = eval.verdict().unwrap().leaf().unwrap();
     assert_eq!(leaf.fingerprint_sha256, sha256_hex(&b.cert_der));
-    assert!(eval.files.iter().all(|f| f.generation.is_some()));
+    assert!(eval.files().iter().all(|f| f.generation.is_some()));
 }
 
 // === robustness: random input never panics ===

@@ -1,0 +1,404 @@
+//! Rotation outcomes: a judged candidate is rejected (the live material stays), accepted
+//! (monitor mode) or published; a published one the workload cannot serve is swapped back; on
+//! start the generation already published is adopted when still valid.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::evaluate::{read_off_loop, Done};
+use super::event_loop::Core;
+use super::follow_up::{FollowUp, Workload};
+use super::set::{InFlight, Live};
+use crate::ids::{Fingerprint, SetId};
+use crate::labels::{EventKind, Outcome, Reason};
+use crate::pipeline::load::FileRole;
+use crate::pipeline::{self, Approved, EvalOptions, Evaluation, FileSummary, Problem};
+use crate::publish::{Publish, PublishError, PublishState};
+use crate::state::{CandidateStatus, Stages, WorkloadStatus};
+use crate::time_fmt::rfc3339;
+
+/// How long past `verify_timeout` an in-flight publish may hold its set's next rotation: covers
+/// the reload (pid-file wait, POST or command) and the last probe, so a lost verdict cannot
+/// stall the set.
+const VERIFY_HOLD_SLACK: Duration = Duration::from_secs(40);
+
+/// Runs a blocking publisher call on a blocking thread.
+async fn blocking<P: Publish, T: Send + 'static>(
+    publisher: P,
+    dir: PathBuf,
+    f: impl FnOnce(&P) -> Result<T, PublishError> + Send + 'static,
+) -> Result<T, PublishError> {
+    tokio::task::spawn_blocking(move || f(&publisher))
+        .await
+        .unwrap_or_else(|e| {
+            Err(PublishError::new(
+                dir,
+                "publish task",
+                std::io::Error::other(e.to_string()),
+            ))
+        })
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The status line of a candidate.
+fn candidate(
+    now: i64,
+    outcome: Outcome,
+    fingerprint: Option<&Fingerprint>,
+    reasons: Vec<Problem>,
+    reaction: Duration,
+    stages: Stages,
+) -> CandidateStatus {
+    CandidateStatus {
+        at: rfc3339(now),
+        outcome,
+        fingerprint_sha256: fingerprint.cloned(),
+        reasons,
+        reaction_ms: millis(reaction),
+        stages,
+    }
+}
+
+impl<P: Publish, W: Workload> Core<P, W> {
+    /// On start, in publish mode, take what the publish dir already holds as live when it is
+    /// still valid: a restart must never serve anything worse than what was live.
+    pub(super) async fn adopt_published(&mut self) {
+        let now = self.now();
+        let opts = EvalOptions {
+            handshake: false,
+            ..self.settings.eval.clone()
+        };
+        for i in 0..self.sets.len() {
+            let s = &mut self.sets[i];
+            let Some(publisher) = s.publisher.clone() else {
+                continue;
+            };
+            let found = blocking(publisher.clone(), s.publish_dir(), |p| {
+                Ok(p.current().map(|g| (g, p.read_state())))
+            })
+            .await;
+            let Ok(Some((generation, recorded))) = found else {
+                continue;
+            };
+            let paths = publisher.published_paths();
+            let (raw, read_ms) = read_off_loop(&paths, opts.max_file_size).await;
+            let eval = match raw {
+                Ok(raw) => pipeline::evaluate_raw(raw, read_ms, &s.cfg.policy, &opts, now).await,
+                Err(e) => Evaluation::load_failed(&e),
+            };
+            match eval.into_approved() {
+                Ok(approved) => {
+                    let state = recorded
+                        .filter(|st| st.generation == generation)
+                        .unwrap_or_else(|| PublishState {
+                            generation: generation.clone(),
+                            fingerprint_sha256: Some(approved.fingerprint().clone()),
+                            previous: None,
+                            previous_fingerprint_sha256: None,
+                        });
+                    let live = Live::new(&approved, Some(state), &paths, now);
+                    tracing::info!(set = %s.name(), generation = %generation, "serving the previously published generation");
+                    // Its source content key is unknown; the first evaluation compares by hash.
+                    s.status_mut().push_event(
+                        now,
+                        EventKind::Adopted,
+                        format!("kept published generation {generation}"),
+                    );
+                    self.metrics.set_live(s.name(), Some(&live.view), now);
+                    s.set_live(Some(live), now);
+                }
+                Err(eval) => {
+                    let why = eval
+                        .problems()
+                        .first()
+                        .map(|p| p.message.clone())
+                        .unwrap_or_default();
+                    tracing::warn!(set = %s.name(), generation = %generation, reason = %why, "published generation is not valid; waiting for valid source material");
+                }
+            }
+        }
+    }
+
+    /// Applies a judged candidate.
+    pub(super) async fn apply(&mut self, done: Done) {
+        let Done {
+            set,
+            started,
+            stages,
+            eval,
+        } = done;
+        if let Some(h) = eval.handshake() {
+            self.metrics
+                .handshake(Duration::from_secs_f64(h.duration_ms / 1000.0));
+        }
+        let s = self.set(set);
+        // Files that could not even be read (missing, unreadable) have no content to dedupe
+        // on: the same problem as last time changes nothing.
+        let unread = eval.files().is_empty();
+        if let Some(p) = eval.load_error().filter(|_| unread) {
+            if s.last_problem.as_deref() == Some(p.message.as_str()) {
+                return;
+            }
+        }
+        s.last_seen = (!unread).then(|| eval.content_key());
+        s.last_problem = eval.load_error().map(|p| p.message.clone());
+        s.status_mut().source = eval.files().to_vec();
+        match eval.into_approved() {
+            Ok(approved) => self.accept(set, approved, started, stages).await,
+            Err(eval) => self.reject(set, &eval, started, stages),
+        }
+    }
+
+    fn reject(&mut self, set: SetId, eval: &Evaluation, started: Instant, stages: Stages) {
+        let now = self.now();
+        let metrics = self.metrics.clone();
+        let s = self.set(set);
+        let mut problems = eval.problems();
+        let mut reason = eval.first_reason().unwrap_or(Reason::ChainInvalid);
+        // A bundle change that would strand the live leaf is named as such.
+        if let Some(live) = &s.live {
+            let hash = |files: &[FileSummary], role| {
+                files
+                    .iter()
+                    .find(|f| f.role == role)
+                    .map(|f| f.sha256.clone())
+            };
+            let same_cert = hash(&live.files, FileRole::Cert) == hash(eval.files(), FileRole::Cert);
+            let new_trust =
+                hash(&live.files, FileRole::Trust) != hash(eval.files(), FileRole::Trust);
+            if same_cert && new_trust && reason == Reason::UnknownIssuer {
+                reason = Reason::OrphansLiveLeaf;
+                problems.insert(
+                    0,
+                    Problem {
+                        reason,
+                        message: "new trust bundle no longer trusts the live leaf; refusing it"
+                            .into(),
+                    },
+                );
+            }
+        }
+        let reaction = started.elapsed();
+        let first = problems
+            .first()
+            .map(|p| p.message.clone())
+            .unwrap_or_default();
+        tracing::warn!(set = %s.name(), outcome = Outcome::Rejected.as_str(), reason = reason.as_str(), reaction_ms = millis(reaction), "{first}");
+        metrics.rotation(
+            s.name(),
+            Outcome::Rejected,
+            Some(reason),
+            Some(reaction),
+            now,
+        );
+        let fingerprint = eval
+            .verdict()
+            .and_then(|v| v.leaf())
+            .map(|l| &l.fingerprint_sha256);
+        let monitor = s.publisher.is_none();
+        let st = s.status_mut();
+        st.last_rejection = Some(rfc3339(now));
+        st.last_candidate = Some(candidate(
+            now,
+            Outcome::Rejected,
+            fingerprint,
+            problems,
+            reaction,
+            stages,
+        ));
+        st.push_event(now, EventKind::Rejected, format!("{reason}: {first}"));
+        if monitor {
+            // The workload reads the source itself: bad source material is what it has.
+            metrics.set_live(s.name(), None, now);
+            s.set_live(None, now);
+            s.status_mut().live_problem = Some(format!("{reason}: {first}"));
+        } else if s.live.is_none() {
+            s.status_mut().live_problem = Some(format!(
+                "nothing published yet; source rejected: {reason}: {first}"
+            ));
+        }
+    }
+
+    async fn accept(
+        &mut self,
+        set: SetId,
+        approved: Approved,
+        started: Instant,
+        mut stages: Stages,
+    ) {
+        let now = self.now();
+        let metrics = self.metrics.clone();
+        let s = self.set(set);
+        let fingerprint = approved.fingerprint().clone();
+        let Some(publisher) = s.publisher.clone() else {
+            let live = Live::new(&approved, None, &s.cfg.paths, now);
+            let reaction = started.elapsed();
+            tracing::info!(set = %s.name(), fingerprint = %fingerprint, outcome = Outcome::Accepted.as_str(), reaction_ms = millis(reaction), "source material valid");
+            metrics.rotation(s.name(), Outcome::Accepted, None, Some(reaction), now);
+            metrics.set_live(s.name(), Some(&live.view), now);
+            s.set_live(Some(live), now);
+            let st = s.status_mut();
+            st.last_candidate = Some(candidate(
+                now,
+                Outcome::Accepted,
+                Some(&fingerprint),
+                Vec::new(),
+                reaction,
+                stages,
+            ));
+            st.push_event(
+                now,
+                EventKind::Accepted,
+                format!("valid source material {}", fingerprint.short()),
+            );
+            return;
+        };
+        let publish_started = Instant::now();
+        let to_publish = approved.clone();
+        let result = blocking(publisher.clone(), s.publish_dir(), move |p| {
+            p.publish(&to_publish)
+        })
+        .await;
+        let reaction = started.elapsed();
+        stages.publish_ms = millis(publish_started.elapsed());
+        let state = match result {
+            Ok(state) => state,
+            Err(e) => {
+                let e = e.to_string();
+                let reason = Reason::PublishFailed;
+                tracing::error!(set = %s.name(), outcome = Outcome::Rejected.as_str(), reason = reason.as_str(), "{e}");
+                metrics.rotation(
+                    s.name(),
+                    Outcome::Rejected,
+                    Some(reason),
+                    Some(reaction),
+                    now,
+                );
+                // Not a verdict on the material: try again on the next change or resync.
+                s.last_seen = None;
+                let st = s.status_mut();
+                st.last_rejection = Some(rfc3339(now));
+                st.last_candidate = Some(candidate(
+                    now,
+                    Outcome::Rejected,
+                    Some(&fingerprint),
+                    vec![Problem {
+                        reason,
+                        message: e.clone(),
+                    }],
+                    reaction,
+                    stages,
+                ));
+                st.push_event(now, EventKind::Rejected, format!("{reason}: {e}"));
+                return;
+            }
+        };
+        let generation = state.generation.clone();
+        tracing::info!(set = %s.name(), fingerprint = %fingerprint, generation = %generation, outcome = Outcome::Published.as_str(), reaction_ms = millis(reaction), "published");
+        metrics.rotation(s.name(), Outcome::Published, None, Some(reaction), now);
+        let live = Live::new(&approved, Some(state), &publisher.published_paths(), now);
+        metrics.set_live(s.name(), Some(&live.view), now);
+        s.previous = s.live.take();
+        s.set_live(Some(live), now);
+        let st = s.status_mut();
+        st.last_publish = Some(rfc3339(now));
+        st.last_candidate = Some(candidate(
+            now,
+            Outcome::Published,
+            Some(&fingerprint),
+            Vec::new(),
+            reaction,
+            stages,
+        ));
+        st.push_event(
+            now,
+            EventKind::Published,
+            format!("generation {generation} leaf {}", fingerprint.short()),
+        );
+        if let Some(timeout) = s.cfg.verify.as_ref().map(|v| v.timeout) {
+            // The last verdict was about the previous generation: until the workload is seen
+            // serving this one, it is not known to.
+            s.status_mut().workload = Some(WorkloadStatus {
+                serving_live_cert: false,
+                served_fingerprint_sha256: None,
+                message: format!("verifying the workload serves generation {generation}"),
+                checked_at: rfc3339(now),
+            });
+            metrics.workload_serving(s.name(), false);
+            s.verifying = Some(InFlight {
+                generation: generation.clone(),
+                started,
+                hold_until: Instant::now() + VERIFY_HOLD_SLACK + timeout,
+            });
+        }
+        self.spawn_follow_up(set, FollowUp::Published);
+    }
+
+    /// Points the publish directory back at the previous generation after the workload could
+    /// not serve the live one (`started`: when the change that brought it was seen).
+    pub(super) async fn swap_back(&mut self, set: SetId, why: &str, started: Option<Instant>) {
+        let now = self.now();
+        let metrics = self.metrics.clone();
+        let s = self.set(set);
+        let (Some(publisher), Some(live)) = (s.publisher.clone(), s.live.clone()) else {
+            return;
+        };
+        let Some(state) = live.publish.clone() else {
+            return;
+        };
+        if s.previous.is_none() || state.previous.is_none() {
+            let msg = format!("{why}; no previous generation to swap back to");
+            tracing::error!(set = %s.name(), "{msg}");
+            s.status_mut().push_event(now, EventKind::Stale, msg);
+            return;
+        }
+        let result = blocking(publisher, s.publish_dir(), move |p| p.swap_back(&state)).await;
+        let restored_state = match result {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(set = %s.name(), "swap back failed: {e}");
+                s.status_mut()
+                    .push_event(now, EventKind::RollbackFailed, e.to_string());
+                return;
+            }
+        };
+        let mut restored = s.previous.take();
+        if let Some(r) = restored.as_mut() {
+            r.publish = Some(restored_state.clone());
+            r.view.generation = Some(restored_state.generation.clone());
+        }
+        let reason = Reason::WorkloadRefused;
+        tracing::warn!(set = %s.name(), fingerprint = %live.fingerprint, outcome = Outcome::RolledBack.as_str(), reason = reason.as_str(), generation = %restored_state.generation, "{why}; swapped back");
+        // Reaction: from the source change that brought the refused material to the restored
+        // generation being back in place.
+        let reaction = started.map(|t| t.elapsed());
+        metrics.rotation(s.name(), Outcome::RolledBack, Some(reason), reaction, now);
+        metrics.set_live(s.name(), restored.as_ref().map(|r| &r.view), now);
+        s.set_live(restored, now);
+        let st = s.status_mut();
+        st.last_rollback = Some(rfc3339(now));
+        st.last_candidate = Some(candidate(
+            now,
+            Outcome::RolledBack,
+            Some(&live.fingerprint),
+            vec![Problem {
+                reason,
+                message: why.to_string(),
+            }],
+            reaction.unwrap_or_default(),
+            Stages::default(),
+        ));
+        st.push_event(
+            now,
+            EventKind::RolledBack,
+            format!("{why}; restored generation {}", restored_state.generation),
+        );
+        // Tell the workload again, and check it serves the restored material.
+        self.spawn_follow_up(set, FollowUp::Restored);
+    }
+}

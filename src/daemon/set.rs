@@ -1,0 +1,205 @@
+//! Per-set runtime state: what is live, what was live before it (for swap-back), what the source
+//! looked like last time, and the timers and flags the loop schedules the set by.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::schedule::{next_wakeup, Thresholds};
+use crate::config::SetConfig;
+use crate::ids::{Fingerprint, GenerationName};
+use crate::pipeline::load::{self, Material};
+use crate::pipeline::{Approved, FileSummary};
+use crate::publish::PublishState;
+use crate::state::{LiveMaterial, Mode, SetStatus};
+use crate::time_fmt::rfc3339;
+
+/// Live material with what is needed to verify and swap back.
+#[derive(Debug, Clone)]
+pub(super) struct Live {
+    pub(super) view: LiveMaterial,
+    pub(super) fingerprint: Fingerprint,
+    pub(super) material: Material,
+    pub(super) files: Vec<FileSummary>,
+    pub(super) publish: Option<PublishState>,
+}
+
+impl Live {
+    /// Live material built from an approved candidate: published as `state` (in the publish
+    /// directory whose user-visible paths are `paths`), or read from the source in monitor mode.
+    pub(super) fn new(
+        approved: &Approved,
+        state: Option<PublishState>,
+        paths: &load::SourcePaths,
+        now: i64,
+    ) -> Self {
+        let view = LiveMaterial {
+            generation: state.as_ref().map(|s| s.generation.clone()),
+            cert_path: paths.cert.display().to_string(),
+            trust_path: paths.trust.as_ref().map(|p| p.display().to_string()),
+            anchors: approved.anchors().to_vec(),
+            chain: approved.chain().to_vec(),
+            trust_fingerprint: trust_fingerprint(approved.material()),
+            effective_expiry: approved.effective_expiry(),
+            since: rfc3339(now),
+            content_key: approved.content_key(),
+        };
+        Self {
+            view,
+            fingerprint: approved.fingerprint().clone(),
+            material: approved.material().clone(),
+            files: approved.files().to_vec(),
+            publish: state,
+        }
+    }
+
+    /// The generation it is published as, in publish mode.
+    pub(super) fn generation(&self) -> Option<&GenerationName> {
+        self.view.generation.as_ref()
+    }
+}
+
+/// SHA-256 over the bundle's anchors' DER, in order; `None` without a bundle.
+fn trust_fingerprint(m: &Material) -> Option<String> {
+    m.raw.trust.as_ref()?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for a in &m.trust {
+        ctx.update(a.as_ref());
+    }
+    Some(crate::hex(ctx.finish().as_ref()))
+}
+
+/// A published generation awaiting the workload's verdict.
+#[derive(Debug, Clone)]
+pub(super) struct InFlight {
+    pub(super) generation: GenerationName,
+    /// When the change that brought it was seen: the rollback's reaction time starts here.
+    pub(super) started: Instant,
+    /// After this the set stops waiting for the verdict, so a lost one cannot stall it.
+    pub(super) hold_until: Instant,
+}
+
+/// One set, as the loop sees it.
+pub(super) struct SetRuntime<P> {
+    pub(super) cfg: SetConfig,
+    /// The directories its source files live in (what to watch).
+    pub(super) dirs: Vec<PathBuf>,
+    pub(super) publisher: Option<P>,
+    pub(super) status: Arc<SetStatus>,
+    pub(super) live: Option<Live>,
+    pub(super) previous: Option<Live>,
+    /// Content hashes of the source last evaluated: unchanged content is not evaluated again.
+    pub(super) last_seen: Option<Vec<String>>,
+    /// The last load failure of unreadable files: the same failure again changes nothing.
+    pub(super) last_problem: Option<String>,
+    /// When the first change not yet evaluated was seen.
+    pub(super) change_seen: Option<Instant>,
+    /// A plain writer's change is evaluated once this passes without further events.
+    pub(super) settle_deadline: Option<Instant>,
+    /// Evaluate at the next turn.
+    pub(super) dirty: bool,
+    /// The next threshold crossing of the live material, Unix seconds.
+    pub(super) wake_at: Option<i64>,
+    /// One rotation is in flight per set, so a swap back always returns to material the
+    /// workload was seen serving (or that was live before certgate started).
+    pub(super) verifying: Option<InFlight>,
+}
+
+impl<P> SetRuntime<P> {
+    pub(super) fn new(cfg: SetConfig, publisher: Option<P>) -> Self {
+        let mode = if publisher.is_some() {
+            Mode::Publish
+        } else {
+            Mode::Monitor
+        };
+        let status = SetStatus::new(
+            &cfg.name,
+            mode,
+            cfg.required,
+            cfg.fail_ready_before.as_secs(),
+            cfg.policy.warn_before.as_secs(),
+        );
+        let mut dirs: Vec<PathBuf> = cfg.paths.iter().map(|(_, p)| watched_dir(p)).collect();
+        dirs.sort();
+        dirs.dedup();
+        Self {
+            cfg,
+            dirs,
+            publisher,
+            status: Arc::new(status),
+            live: None,
+            previous: None,
+            last_seen: None,
+            last_problem: None,
+            change_seen: None,
+            settle_deadline: None,
+            dirty: true,
+            wake_at: None,
+            verifying: None,
+        }
+    }
+
+    /// The set's name.
+    pub(super) fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// The publish directory (empty in monitor mode), for messages.
+    pub(super) fn publish_dir(&self) -> PathBuf {
+        self.cfg
+            .publish
+            .as_ref()
+            .map(|p| p.dir.clone())
+            .unwrap_or_default()
+    }
+
+    /// Copy-on-write access: readers holding the old snapshot keep theirs.
+    pub(super) fn status_mut(&mut self) -> &mut SetStatus {
+        Arc::make_mut(&mut self.status)
+    }
+
+    /// Marks the set for evaluation at the next turn (`seen`: when the change was noticed).
+    pub(super) fn mark_dirty(&mut self, seen: Instant) {
+        self.change_seen.get_or_insert(seen);
+        self.dirty = true;
+    }
+
+    pub(super) fn set_live(&mut self, live: Option<Live>, now: i64) {
+        let st = self.status_mut();
+        st.live = live.as_ref().map(|l| l.view.clone());
+        st.live_problem = None;
+        self.live = live;
+        self.schedule(now);
+    }
+
+    /// Sets the next threshold wake-up from the live material.
+    pub(super) fn schedule(&mut self, now: i64) {
+        self.wake_at = self.live.as_ref().and_then(|l| {
+            next_wakeup(
+                &Thresholds {
+                    not_before: l.view.effective_start(),
+                    not_after: l.view.effective_expiry,
+                    warn_before: secs(self.cfg.policy.warn_before),
+                    fail_ready_before: secs(self.cfg.fail_ready_before),
+                },
+                now,
+            )
+        });
+    }
+}
+
+fn secs(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// The directory to watch for `p`: its parent, except that a path through the volume's
+/// `..data` link itself (`/vol/..data/tls.crt`) is watched on the volume (`/vol`), where the
+/// link is swapped; a watch on `..data` would follow it into one generation and go stale.
+pub(super) fn watched_dir(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if d.file_name().is_some_and(|n| n == load::DATA_LINK) => watched_dir(d),
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
