@@ -1,1 +1,706 @@
+//! The daemon's state machine driven with fakes, in milliseconds: triggers sent by hand, a
+//! publisher that keeps generations in memory (and fails on cue), a workload whose verdicts are
+//! scripted (and can be held back), and a clock on tokio's (pausable) time. Validation is real:
+//! the material is minted at run time and read from real files.
 
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::event_loop::Core;
+use super::follow_up::{FollowUpReport, FollowUpRequest, Workload};
+use super::verify::Served;
+use super::watch::{Trigger, Triggers};
+use super::{Clock, Shared};
+use crate::config::Config;
+use crate::ids::{Fingerprint, GenerationName};
+use crate::labels::{EventKind, Outcome, Reason};
+use crate::metrics::Metrics;
+use crate::pipeline::load::SourcePaths;
+use crate::pipeline::Approved;
+use crate::publish::{Publish, PublishError, PublishState};
+use crate::state::{SetStatus, Snapshot};
+
+// === fakes ===
+
+/// Unix time that moves with tokio's clock, so `tokio::time::pause` drives thresholds too.
+struct TestClock {
+    base_millis: i64,
+    start: Instant,
+}
+
+impl Clock for TestClock {
+    fn unix_millis(&self) -> i64 {
+        self.base_millis + self.start.elapsed().as_millis() as i64
+    }
+}
+
+/// Triggers sent by the test.
+struct FakeTriggers(mpsc::UnboundedReceiver<Vec<Trigger>>);
+
+impl Triggers for FakeTriggers {
+    async fn next(&mut self) -> Option<Vec<Trigger>> {
+        self.0.recv().await
+    }
+    fn refresh(&mut self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+}
+
+/// A publish directory in memory.
+#[derive(Default)]
+struct Dir {
+    current: Option<PublishState>,
+    published: Vec<Fingerprint>,
+    swap_backs: usize,
+    fail_next: bool,
+}
+
+#[derive(Clone)]
+struct FakePublisher {
+    dir: Arc<Mutex<Dir>>,
+    /// What `published_paths` answers (adoption reads them).
+    paths: SourcePaths,
+}
+
+impl FakePublisher {
+    fn dir(&self) -> std::sync::MutexGuard<'_, Dir> {
+        self.dir.lock().unwrap()
+    }
+}
+
+impl Publish for FakePublisher {
+    fn publish(&self, approved: &Approved) -> Result<PublishState, PublishError> {
+        let mut dir = self.dir();
+        if std::mem::take(&mut dir.fail_next) {
+            return Err(PublishError::new(
+                "/fake",
+                "write file",
+                std::io::Error::from_raw_os_error(28),
+            ));
+        }
+        dir.published.push(approved.fingerprint().clone());
+        let old = dir.current.take();
+        let state = PublishState {
+            generation: GenerationName::new(format!("..gen-{}", dir.published.len())),
+            fingerprint_sha256: Some(approved.fingerprint().clone()),
+            previous: old.as_ref().map(|o| o.generation.clone()),
+            previous_fingerprint_sha256: old.and_then(|o| o.fingerprint_sha256),
+        };
+        dir.current = Some(state.clone());
+        Ok(state)
+    }
+
+    fn swap_back(&self, state: &PublishState) -> Result<PublishState, PublishError> {
+        let mut dir = self.dir();
+        let previous = state.previous.clone().ok_or_else(|| {
+            PublishError::new("/fake", "swap back", std::io::ErrorKind::NotFound.into())
+        })?;
+        dir.swap_backs += 1;
+        let restored = PublishState {
+            generation: previous,
+            fingerprint_sha256: state.previous_fingerprint_sha256.clone(),
+            previous: None,
+            previous_fingerprint_sha256: None,
+        };
+        dir.current = Some(restored.clone());
+        Ok(restored)
+    }
+
+    fn current(&self) -> Option<GenerationName> {
+        self.dir().current.as_ref().map(|s| s.generation.clone())
+    }
+
+    fn read_state(&self) -> Option<PublishState> {
+        self.dir().current.clone()
+    }
+
+    fn published_paths(&self) -> SourcePaths {
+        self.paths.clone()
+    }
+}
+
+/// How the fake workload answers a follow-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// It serves what was published.
+    Serve,
+    /// Every handshake fails.
+    Fail,
+}
+
+/// A workload whose verdicts are scripted; with `hold`, each verdict waits for a permit.
+struct FakeWorkload {
+    answer: Mutex<Answer>,
+    hold: bool,
+    permits: Semaphore,
+    asked: Mutex<Vec<Fingerprint>>,
+}
+
+impl FakeWorkload {
+    fn new(hold: bool) -> Self {
+        Self {
+            answer: Mutex::new(Answer::Serve),
+            hold,
+            permits: Semaphore::new(0),
+            asked: Mutex::new(Vec::new()),
+        }
+    }
+    fn answer(&self, a: Answer) {
+        *self.answer.lock().unwrap() = a;
+    }
+}
+
+impl Workload for FakeWorkload {
+    async fn follow_up(&self, request: FollowUpRequest) -> FollowUpReport {
+        self.asked.lock().unwrap().push(request.expected.clone());
+        if self.hold {
+            if let Ok(p) = self.permits.acquire().await {
+                p.forget();
+            }
+        }
+        let answer = *self.answer.lock().unwrap();
+        let served = request.verify.as_ref().map(|_| match answer {
+            Answer::Serve => Served::Leaf(request.expected.clone()),
+            Answer::Fail => Served::Failed("handshake: alert handshake_failure".into()),
+        });
+        FollowUpReport {
+            reload: Vec::new(),
+            served,
+        }
+    }
+}
+
+// === material ===
+
+/// A CA and the leaves it issues, with the real clock's idea of now.
+struct Pki {
+    params: CertificateParams,
+    key: KeyPair,
+    pem: String,
+}
+
+/// A leaf: certificate PEM, key PEM, fingerprint.
+struct Leaf {
+    cert: String,
+    key: String,
+    fingerprint: Fingerprint,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "daemon test root");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + time::Duration::days(365);
+        let key = KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        Self { params, key, pem }
+    }
+
+    /// A server leaf for `localhost` valid until `not_after`.
+    fn leaf_until(&self, not_after: time::OffsetDateTime) -> Leaf {
+        let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, "localhost");
+        p.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+        p.not_after = not_after;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().unwrap();
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        Leaf {
+            fingerprint: Fingerprint::of(cert.der()),
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+
+    fn leaf(&self) -> Leaf {
+        self.leaf_until(time::OffsetDateTime::now_utc() + time::Duration::days(30))
+    }
+}
+
+// === harness ===
+
+struct Harness {
+    _tmp: tempfile::TempDir,
+    src: PathBuf,
+    pki: Pki,
+    shared: Shared,
+    triggers: mpsc::UnboundedSender<Vec<Trigger>>,
+    publisher: FakePublisher,
+    workload: Arc<FakeWorkload>,
+    clock: Arc<TestClock>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// How to build the harness.
+struct Setup {
+    verify: bool,
+    hold: bool,
+    /// The publish directory already holds the source material as generation `..gen-0`.
+    adopted: bool,
+    extra: &'static str,
+    /// How long the first leaf is valid for (30 days by default).
+    lifetime: Option<time::Duration>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            verify: true,
+            hold: false,
+            adopted: false,
+            extra: "",
+            lifetime: None,
+        }
+    }
+}
+
+impl Harness {
+    async fn start(setup: Setup) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        let pki = Pki::new();
+        std::fs::write(src.join("ca.crt"), &pki.pem).unwrap();
+        let first = match setup.lifetime {
+            Some(d) => pki.leaf_until(time::OffsetDateTime::now_utc() + d),
+            None => pki.leaf(),
+        };
+        write_leaf(&src, &first);
+        let verify = if setup.verify {
+            "verify_addr = \"127.0.0.1:1\"\nverify_timeout = \"1s\"\n"
+        } else {
+            ""
+        };
+        let toml = format!(
+            "[daemon]\nresync_interval = \"1h\"\nsettle = \"10ms\"\n\n[[set]]\nname = \"web\"\n\
+             cert = \"{src}/tls.crt\"\nkey = \"{src}/tls.key\"\ntrust = \"{src}/ca.crt\"\n\
+             publish_dir = \"{out}\"\nhandshake = false\n{verify}{extra}",
+            src = src.display(),
+            out = tmp.path().join("out").display(),
+            extra = setup.extra,
+        );
+        let config = Config::from_toml(&toml).unwrap();
+        let paths = config.sets[0].paths.clone();
+        let publisher = FakePublisher {
+            dir: Arc::default(),
+            paths,
+        };
+        if setup.adopted {
+            publisher.dir().current = Some(PublishState {
+                generation: GenerationName::new("..gen-0"),
+                fingerprint_sha256: Some(first.fingerprint.clone()),
+                previous: None,
+                previous_fingerprint_sha256: None,
+            });
+        }
+        let workload = Arc::new(FakeWorkload::new(setup.hold));
+        let clock = Arc::new(TestClock {
+            base_millis: time::OffsetDateTime::now_utc().unix_timestamp() * 1000,
+            start: Instant::now(),
+        });
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let p = publisher.clone();
+        let (core, shared) = Core::new(config, metrics, clock.clone(), workload.clone(), |_| {
+            Some(p.clone())
+        });
+        let (triggers, rx) = mpsc::unbounded_channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(core.run(FakeTriggers(rx), async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            _tmp: tmp,
+            src,
+            pki,
+            shared,
+            triggers,
+            publisher,
+            workload,
+            clock,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Writes `leaf` as the source and tells the daemon, as a kubelet commit would.
+    fn rotate(&self, leaf: &Leaf) {
+        write_leaf(&self.src, leaf);
+        self.triggers
+            .send(vec![Trigger::Commit(self.src.clone())])
+            .unwrap();
+    }
+
+    /// Waits (bounded) until the set's status satisfies `pred`; returns that snapshot.
+    async fn until(&mut self, what: &str, pred: impl Fn(&SetStatus) -> bool) -> Arc<Snapshot> {
+        let found = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.shared
+                .snapshot
+                .wait_for(|s| s.initialized && pred(&s.sets[0])),
+        )
+        .await
+        .ok()
+        .and_then(|r| r.ok().map(|snap| snap.clone()));
+        found.unwrap_or_else(|| panic!("timed out waiting for {what}: {:#?}", self.status()))
+    }
+
+    fn status(&self) -> SetStatus {
+        self.shared.snapshot.borrow().sets[0].as_ref().clone()
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.unix_millis() / 1000
+    }
+
+    fn rotations(&self, outcome: Outcome, reason: Option<Reason>) -> u64 {
+        let body = self.shared.metrics.encode();
+        let needle = format!(
+            "certgate_rotations_total{{outcome=\"{}\",reason=\"{}\",set=\"web\"}} ",
+            outcome.as_str(),
+            Reason::label(reason)
+        );
+        body.lines()
+            .find_map(|l| l.strip_prefix(&needle))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("the loop stops on shutdown")
+                .unwrap();
+        }
+    }
+}
+
+fn write_leaf(dir: &Path, leaf: &Leaf) {
+    // Key first: a reader never pairs the new cert with the old key for long, and the commit
+    // trigger comes after both anyway.
+    std::fs::write(dir.join("tls.key"), &leaf.key).unwrap();
+    std::fs::write(dir.join("tls.crt"), &leaf.cert).unwrap();
+}
+
+fn live_fp(s: &SetStatus) -> Option<&str> {
+    s.live
+        .as_ref()?
+        .leaf()
+        .map(|l| l.fingerprint_sha256.as_str())
+}
+
+fn live_generation(s: &SetStatus) -> Option<&str> {
+    s.live
+        .as_ref()?
+        .generation
+        .as_ref()
+        .map(GenerationName::as_str)
+}
+
+fn outcome(s: &SetStatus) -> Option<Outcome> {
+    s.last_candidate.as_ref().map(|c| c.outcome)
+}
+
+fn serving(s: &SetStatus) -> bool {
+    s.workload.as_ref().is_some_and(|w| w.serving_live_cert)
+}
+
+// === the state machine ===
+
+#[tokio::test]
+async fn first_source_is_published_and_verified() {
+    let mut h = Harness::start(Setup::default()).await;
+    let snap = h.until("verified", serving).await;
+    let st = &snap.sets[0];
+    assert_eq!(live_generation(st), Some("..gen-1"));
+    assert_eq!(outcome(st), Some(Outcome::Published));
+    assert!(snap.readiness(h.now()).is_ok());
+    assert_eq!(h.publisher.dir().published.len(), 1);
+    assert_eq!(h.rotations(Outcome::Published, None), 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejected_candidate_keeps_the_live_material() {
+    let mut h = Harness::start(Setup::default()).await;
+    h.until("verified", serving).await;
+    let live = h
+        .status()
+        .live
+        .unwrap()
+        .leaf()
+        .unwrap()
+        .fingerprint_sha256
+        .clone();
+
+    // The new certificate with the old key: refused before anything is written.
+    let good = h.pki.leaf();
+    let old_key = std::fs::read_to_string(h.src.join("tls.key")).unwrap();
+    let mismatched = Leaf {
+        key: old_key,
+        ..good
+    };
+    h.rotate(&mismatched);
+    let snap = h
+        .until("rejection", |s| outcome(s) == Some(Outcome::Rejected))
+        .await;
+    let st = &snap.sets[0];
+    assert_eq!(
+        st.last_candidate.as_ref().unwrap().reasons[0].reason,
+        Reason::KeyMismatch
+    );
+    assert_eq!(live_fp(st), Some(live.as_str()), "live material unchanged");
+    assert_eq!(live_generation(st), Some("..gen-1"));
+    assert!(
+        snap.readiness(h.now()).is_ok(),
+        "still ready on the old material"
+    );
+    assert_eq!(h.publisher.dir().published.len(), 1, "nothing else written");
+    assert_eq!(h.rotations(Outcome::Rejected, Some(Reason::KeyMismatch)), 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_workload_that_cannot_serve_the_new_material_is_swapped_back() {
+    let mut h = Harness::start(Setup::default()).await;
+    h.until("verified", serving).await;
+    let first = h
+        .status()
+        .live
+        .unwrap()
+        .leaf()
+        .unwrap()
+        .fingerprint_sha256
+        .clone();
+
+    h.workload.answer(Answer::Fail);
+    let next = h.pki.leaf();
+    h.rotate(&next);
+    let snap = h
+        .until("swap back", |s| outcome(s) == Some(Outcome::RolledBack))
+        .await;
+    let st = &snap.sets[0];
+    assert_eq!(
+        h.publisher.dir().published.len(),
+        2,
+        "the new leaf was published"
+    );
+    assert_eq!(h.publisher.dir().swap_backs, 1);
+    assert_eq!(
+        live_fp(st),
+        Some(first.as_str()),
+        "the old leaf is live again"
+    );
+    assert_eq!(live_generation(st), Some("..gen-1"));
+    let c = st.last_candidate.as_ref().unwrap();
+    assert_eq!(c.fingerprint_sha256.as_ref(), Some(&next.fingerprint));
+    assert_eq!(c.reasons[0].reason, Reason::WorkloadRefused);
+    assert!(st.last_rollback.is_some());
+    assert!(st.events.iter().any(|e| e.kind == EventKind::RolledBack));
+    assert_eq!(
+        h.rotations(Outcome::RolledBack, Some(Reason::WorkloadRefused)),
+        1
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_workload_serving_the_new_material_is_not_swapped_back() {
+    // Negative control of the swap-back test: the same rotation, a workload that serves it.
+    let mut h = Harness::start(Setup::default()).await;
+    h.until("verified", serving).await;
+    let next = h.pki.leaf();
+    h.rotate(&next);
+    h.until("second leaf verified", |s| {
+        serving(s) && live_fp(s) == Some(next.fingerprint.as_str())
+    })
+    .await;
+    assert_eq!(h.publisher.dir().swap_backs, 0);
+    assert_eq!(
+        h.rotations(Outcome::RolledBack, Some(Reason::WorkloadRefused)),
+        0
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_candidate_waits_for_the_pending_verdict() {
+    let mut h = Harness::start(Setup {
+        hold: true,
+        ..Setup::default()
+    })
+    .await;
+    h.workload.permits.add_permits(1);
+    h.until("first verified", serving).await;
+
+    // Second leaf published; its verdict is held back.
+    let second = h.pki.leaf();
+    h.rotate(&second);
+    h.until("second published", |s| {
+        live_fp(s) == Some(second.fingerprint.as_str())
+    })
+    .await;
+    // A third arrives while the verdict is out: it must wait.
+    let third = h.pki.leaf();
+    h.rotate(&third);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        h.publisher.dir().published.len(),
+        2,
+        "no publish while a verdict is pending"
+    );
+    assert_eq!(live_fp(&h.status()), Some(second.fingerprint.as_str()));
+
+    // The verdict comes: then the third goes out (and is verified in turn).
+    h.workload.permits.add_permits(2);
+    h.until("third verified", |s| {
+        serving(s) && live_fp(s) == Some(third.fingerprint.as_str())
+    })
+    .await;
+    assert_eq!(h.publisher.dir().published.len(), 3);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn without_verification_a_candidate_does_not_wait() {
+    // Negative control of the pending-verdict test: nothing is in flight without `verify`, so
+    // the same third candidate goes out at once.
+    let mut h = Harness::start(Setup {
+        verify: false,
+        hold: true,
+        ..Setup::default()
+    })
+    .await;
+    h.until("first published", |s| live_fp(s).is_some()).await;
+    let second = h.pki.leaf();
+    h.rotate(&second);
+    h.until("second published", |s| {
+        live_fp(s) == Some(second.fingerprint.as_str())
+    })
+    .await;
+    let third = h.pki.leaf();
+    h.rotate(&third);
+    h.until("third published", |s| {
+        live_fp(s) == Some(third.fingerprint.as_str())
+    })
+    .await;
+    assert_eq!(h.publisher.dir().published.len(), 3);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_adopts_the_published_generation() {
+    let mut h = Harness::start(Setup {
+        adopted: true,
+        ..Setup::default()
+    })
+    .await;
+    let snap = h.until("adopted", |s| live_fp(s).is_some()).await;
+    let st = &snap.sets[0];
+    assert_eq!(live_generation(st), Some("..gen-0"));
+    assert!(st.events.iter().any(|e| e.kind == EventKind::Adopted));
+    assert!(snap.readiness(h.now()).is_ok());
+    // The source holds the same material: nothing to publish.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(h.publisher.dir().published.is_empty());
+    assert_eq!(h.rotations(Outcome::Published, None), 0);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_publish_is_retried_at_the_next_change() {
+    let mut h = Harness::start(Setup::default()).await;
+    h.until("verified", serving).await;
+    h.publisher.dir().fail_next = true;
+    let next = h.pki.leaf();
+    h.rotate(&next);
+    let snap = h
+        .until("publish failure", |s| outcome(s) == Some(Outcome::Rejected))
+        .await;
+    let st = &snap.sets[0];
+    assert_eq!(
+        st.last_candidate.as_ref().unwrap().reasons[0].reason,
+        Reason::PublishFailed
+    );
+    assert_eq!(live_generation(st), Some("..gen-1"));
+    // Not a verdict on the material: the same content is tried again.
+    h.triggers
+        .send(vec![Trigger::Commit(h.src.clone())])
+        .unwrap();
+    h.until("published on retry", |s| {
+        live_fp(s) == Some(next.fingerprint.as_str())
+    })
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn timers_fire_at_the_thresholds() {
+    // The leaf expires in 2 h; readiness fails 1 h before, a warning 90 min before.
+    let mut h = Harness::start(Setup {
+        verify: false,
+        extra: "fail_ready_before = \"1h\"\nwarn_before = \"90m\"\n",
+        lifetime: Some(time::Duration::hours(2)),
+        ..Setup::default()
+    })
+    .await;
+    let snap = h.until("published", |s| live_fp(s).is_some()).await;
+    assert!(snap.readiness(h.now()).is_ok());
+    let thresholds = |s: &SetStatus| {
+        s.events
+            .iter()
+            .filter(|e| e.kind == EventKind::Threshold)
+            .count()
+    };
+    assert_eq!(thresholds(&h.status()), 0);
+
+    // Past the warning point: one event, still ready.
+    tokio::time::sleep(Duration::from_secs(31 * 60)).await;
+    let snap = h.until("warning", |s| thresholds(s) == 1).await;
+    assert!(snap.readiness(h.now()).is_ok());
+    assert!(h
+        .status()
+        .events
+        .back()
+        .unwrap()
+        .message
+        .contains("warn_before"));
+
+    // Past the readiness point: not ready, and said so.
+    tokio::time::sleep(Duration::from_secs(30 * 60)).await;
+    let snap = h.until("not ready", |s| thresholds(s) == 2).await;
+    let why = snap.readiness(h.now()).unwrap_err();
+    assert!(why[0].contains("fail_ready_before"), "{why:?}");
+
+    // Past expiry.
+    tokio::time::sleep(Duration::from_secs(60 * 60)).await;
+    h.until("expired", |s| thresholds(s) == 3).await;
+    assert!(h
+        .status()
+        .events
+        .back()
+        .unwrap()
+        .message
+        .contains("expired"));
+    h.stop().await;
+}
