@@ -3,6 +3,9 @@
 //!
 //! `cargo bench --bench pipeline`
 
+// Test and bench code may panic on a broken fixture; the lint is for production code.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};

@@ -10,6 +10,9 @@
 //! cargo bench --bench rotation -- --sets 1 --rotations 200 --alg rsa2048
 //! ```
 
+// Test and bench code may panic on a broken fixture; the lint is for production code.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

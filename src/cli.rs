@@ -90,6 +90,7 @@ impl SetArgs {
 /// `certgate check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
+    /// The set to check, from flags.
     #[command(flatten)]
     pub set: SetArgs,
     /// Check every set of this TOML config instead of flags.
@@ -138,6 +139,7 @@ pub struct InspectArgs {
 /// `certgate run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// The set to watch, from flags.
     #[command(flatten)]
     pub set: SetArgs,
     /// Watch every set of this TOML config instead of flags.

@@ -185,6 +185,26 @@ mod tests {
         }
     }
 
+    /// The reference's reason table (docs/metrics.md, `## Reasons`) lists exactly
+    /// `Reason::ALL`, in order: a label added in code without docs, or documented but gone,
+    /// fails here.
+    #[test]
+    fn the_documented_reasons_are_reason_all() {
+        let doc = include_str!("../docs/metrics.md");
+        let section = doc
+            .split("\n## Reasons")
+            .nth(1)
+            .expect("docs/metrics.md has a ## Reasons section");
+        let section = section.split("\n## ").next().unwrap_or(section);
+        let documented: Vec<&str> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        let code: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(documented, code);
+    }
+
     #[test]
     fn labels_are_unique() {
         let mut seen: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();

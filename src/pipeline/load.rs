@@ -75,59 +75,100 @@ impl SourcePaths {
 pub enum LoadError {
     /// The file does not exist (yet).
     #[error("{role} {}: file not found", path.display())]
-    Missing { role: FileRole, path: PathBuf },
+    Missing {
+        /// Which input the file is.
+        role: FileRole,
+        /// The file, as configured.
+        path: PathBuf,
+    },
     /// The file could not be opened or read.
     #[error("{role} {}: cannot read: {source}", path.display())]
     Io {
+        /// Which input the file is.
         role: FileRole,
+        /// The file, as configured.
         path: PathBuf,
+        /// The underlying error.
         source: io::Error,
     },
     /// The path is a directory, FIFO, socket or device.
     #[error("{role} {}: not a regular file ({kind})", path.display())]
     NotRegularFile {
+        /// Which input the file is.
         role: FileRole,
+        /// The file, as configured.
         path: PathBuf,
+        /// What the path is instead of a regular file.
         kind: &'static str,
     },
     /// The file is bigger than the configured cap.
     #[error("{role} {}: larger than the {cap}-byte limit", path.display())]
     TooLarge {
+        /// Which input the file is.
         role: FileRole,
+        /// The file, as configured.
         path: PathBuf,
+        /// The limit, bytes.
         cap: u64,
     },
     /// The file is empty (or only whitespace).
     #[error("{role} {}: file is empty", path.display())]
-    Empty { role: FileRole, path: PathBuf },
+    Empty {
+        /// Which input the file is.
+        role: FileRole,
+        /// The file, as configured.
+        path: PathBuf,
+    },
     /// PEM framing or base64 is broken, or a DER blob does not parse.
     #[error("{role} {}: malformed: {detail}", path.display())]
     Malformed {
+        /// Which input the file is.
         role: FileRole,
+        /// The file, as configured.
         path: PathBuf,
+        /// What was wrong.
         detail: String,
     },
     /// A cert or bundle file holds no certificate.
     #[error("{role} {}: no certificate found{}", path.display(),
         if *found_key { " (it holds a private key: cert and key swapped?)" } else { "" })]
     NoCertificate {
+        /// Which input the file is.
         role: FileRole,
+        /// The file, as configured.
         path: PathBuf,
+        /// Whether the file holds a private key instead.
         found_key: bool,
     },
     /// The key file holds no private key.
     #[error("key {}: no private key found{}", path.display(),
         if *found_cert { " (it holds a certificate: cert and key swapped?)" } else { "" })]
-    NoKey { path: PathBuf, found_cert: bool },
+    NoKey {
+        /// The file, as configured.
+        path: PathBuf,
+        /// Whether the file holds a certificate instead.
+        found_cert: bool,
+    },
     /// The key file holds more than one key.
     #[error("key {}: {count} private keys found, expected exactly one", path.display())]
-    SeveralKeys { path: PathBuf, count: usize },
+    SeveralKeys {
+        /// The file, as configured.
+        path: PathBuf,
+        /// How many keys it holds.
+        count: usize,
+    },
     /// The key is encrypted with a passphrase.
     #[error("key {}: encrypted private keys are not supported", path.display())]
-    EncryptedKey { path: PathBuf },
+    EncryptedKey {
+        /// The file, as configured.
+        path: PathBuf,
+    },
     /// `..data` kept moving while we read.
     #[error("{}: ..data changed during {GENERATION_RETRIES} consecutive reads; rotation still in progress", dir.display())]
-    GenerationUnstable { dir: PathBuf },
+    GenerationUnstable {
+        /// The volume directory.
+        dir: PathBuf,
+    },
 }
 
 impl LoadError {

@@ -122,73 +122,124 @@ impl Default for Policy {
 pub enum Failure {
     /// A certificate could not be parsed.
     #[error("{file}: {detail}")]
-    BadEncoding { file: String, detail: String },
+    BadEncoding {
+        /// The file, as configured.
+        file: String,
+        /// What was wrong.
+        detail: String,
+    },
     /// No trust bundle was configured.
     #[error("no trust bundle configured (--trust): the chain cannot be verified")]
     NoTrustBundle,
     /// The bundle holds no certificate usable as an anchor.
     #[error("trust bundle {file}: no usable trust anchor ({detail})")]
-    NoUsableAnchor { file: String, detail: String },
+    NoUsableAnchor {
+        /// The file, as configured.
+        file: String,
+        /// What was wrong.
+        detail: String,
+    },
     /// The chain does not lead to an anchor of the bundle.
     #[error("chain does not lead to the trust bundle: issuer {issuer:?} of {subject:?} is unknown (missing intermediate or wrong CA)")]
-    UnknownIssuer { subject: String, issuer: String },
+    UnknownIssuer {
+        /// The certificate's subject.
+        subject: String,
+        /// The issuer the certificate names.
+        issuer: String,
+    },
     /// A certificate of the chain has expired.
     #[error("{role} {subject:?} expired at {} (now {})", rfc3339(*not_after), rfc3339(*now))]
     Expired {
+        /// Which input the file is.
         role: Role,
+        /// The certificate's subject.
         subject: String,
+        /// End of validity, Unix seconds.
         not_after: i64,
+        /// The evaluation time, Unix seconds.
         now: i64,
     },
     /// A certificate of the chain is not valid yet.
     #[error("{role} {subject:?} is not valid before {} (now {})", rfc3339(*not_before), rfc3339(*now))]
     NotYetValid {
+        /// Which input the file is.
         role: Role,
+        /// The certificate's subject.
         subject: String,
+        /// Start of validity, Unix seconds.
         not_before: i64,
+        /// The evaluation time, Unix seconds.
         now: i64,
     },
     /// The chain is valid now but expires within the configured minimum.
     #[error("expires at {} — in {}, within min_remaining {}", rfc3339(*expiry), format_duration(*remaining), format_duration(*min_remaining))]
     ExpiringSoon {
+        /// The effective expiry, Unix seconds.
         expiry: i64,
+        /// Time left until the expiry.
         remaining: Duration,
+        /// The configured minimum.
         min_remaining: Duration,
     },
     /// The leaf lacks the extended key usage the set needs.
     #[error("leaf is not valid for {needed} use (its extended key usages: {present})")]
     WrongUsage {
+        /// The usage the set needs.
         needed: &'static str,
+        /// The leaf's extended key usages.
         present: String,
     },
     /// A CA certificate was given as the leaf.
     #[error("leaf {subject:?} is a CA certificate, not an end-entity certificate")]
-    CaAsLeaf { subject: String },
+    CaAsLeaf {
+        /// The certificate's subject.
+        subject: String,
+    },
     /// A signature in the chain does not verify.
     #[error("signature on {subject:?} does not verify with its issuer's key")]
-    BadSignature { subject: String },
+    BadSignature {
+        /// The certificate's subject.
+        subject: String,
+    },
     /// A key too weak for policy (RSA under 2048 bits).
     #[error("{role} {subject:?} has a {bits}-bit RSA key; at least 2048 bits are required")]
     WeakKey {
+        /// Which input the file is.
         role: Role,
+        /// The certificate's subject.
         subject: String,
+        /// The key size, bits.
         bits: usize,
     },
     /// The leaf does not cover an expected name.
     #[error("leaf does not cover {expected} (its SANs: {presented})")]
-    NameMismatch { expected: String, presented: String },
+    NameMismatch {
+        /// The expected name.
+        expected: String,
+        /// The leaf's SANs.
+        presented: String,
+    },
     /// The private key is not the leaf's.
     #[error("private key does not match the leaf certificate's public key")]
     KeyMismatch,
     /// The private key cannot be used.
     #[error("private key unusable: {detail}")]
-    UnsupportedKey { detail: String },
+    UnsupportedKey {
+        /// What was wrong.
+        detail: String,
+    },
     /// Anything else webpki refused.
     #[error("chain rejected: {detail}")]
-    Chain { detail: String },
+    Chain {
+        /// What was wrong.
+        detail: String,
+    },
     /// The loopback self-handshake failed.
     #[error("self-handshake failed: {detail}")]
-    Handshake { detail: String },
+    Handshake {
+        /// What was wrong.
+        detail: String,
+    },
 }
 
 impl Failure {
