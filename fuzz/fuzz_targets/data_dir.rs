@@ -41,6 +41,7 @@ use std::os::unix::fs::{symlink, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use certgate::labels::Reason;
 use certgate::pipeline::load::{self, FileRole, SourcePaths};
 use certgate::pipeline::validate::{self, Policy};
 use libfuzzer_sys::fuzz_target;
@@ -531,13 +532,13 @@ fuzz_target!(|data: &[u8]| {
 /// would not settle, the directory of one), and its message is one line of printable text.
 fn check_error(e: &load::LoadError, paths: &SourcePaths) {
     let msg = e.to_string();
-    assert!(!e.reason().is_empty(), "empty reason for {msg:?}");
+    assert!(!e.reason().as_str().is_empty(), "empty reason for {msg:?}");
     let named = e.path();
     assert!(
         paths
             .iter()
             .any(|(_, p)| p == named
-                || (e.reason() == "generation_unstable" && parent_dir(p) == named)),
+                || (e.reason() == Reason::GenerationUnstable && parent_dir(p) == named)),
         "error names {}, not a configured file: {msg:?}",
         named.display()
     );

@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use certgate::labels::Reason;
 use certgate::pipeline::inspect::{inspect_cert, inspect_key};
 use certgate::pipeline::load::{self, FileRole, SourcePaths};
 use certgate::pipeline::validate::{self, ExpectedName, Policy, Usage};
@@ -120,7 +121,7 @@ fn check_error(e: &load::LoadError, expected: &[&Path]) {
     if debug() {
         eprintln!("load error: {msg}");
     }
-    assert!(!e.reason().is_empty(), "empty reason for {msg:?}");
+    assert!(!e.reason().as_str().is_empty(), "empty reason for {msg:?}");
     assert!(
         expected.contains(&e.path()),
         "error names {} instead of one of {expected:?}: {msg:?}",
@@ -171,9 +172,9 @@ fuzz_target!(|data: &[u8]| {
     // Each part through the decoders, in every role. Outcomes are kept to cross-check
     // `load_set` below: the cert part as a chain, the key part as a key, the trust part as a
     // bundle.
-    let mut as_certs: Vec<Option<Result<Vec<CertificateDer<'static>>, &'static str>>> =
+    let mut as_certs: Vec<Option<Result<Vec<CertificateDer<'static>>, Reason>>> =
         vec![None; 3];
-    let mut as_key: Option<Result<(), &'static str>> = None;
+    let mut as_key: Option<Result<(), Reason>> = None;
     for (slot, (path, _)) in slots.iter().zip(&parts).enumerate() {
         let snap = match load::snapshot(FileRole::Cert, path, CAP) {
             Ok(s) => s,
@@ -234,7 +235,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(material) => {
             // Nothing moves here, so the set agrees with the per-file decoders.
             assert_eq!(
-                Some(Ok(material.chain.clone())),
+                Some(Ok(material.chain.to_vec())),
                 as_certs[0],
                 "chain differs"
             );
@@ -260,22 +261,22 @@ fuzz_target!(|data: &[u8]| {
             for policy in policies() {
                 let verdict = validate::validate(&material, policy, NOW);
                 if debug() {
-                    for c in &verdict.checks {
+                    for c in verdict.checks() {
                         eprintln!("{:?} {}: {}", c.status, c.check, c.message);
                     }
                 }
-                assert!(!verdict.checks.is_empty(), "a verdict without checks");
+                assert!(!verdict.checks().is_empty(), "a verdict without checks");
                 assert_eq!(
                     verdict.passed(),
                     verdict.first_reason().is_none(),
                     "passed vs reasons"
                 );
-                for check in &verdict.checks {
+                for check in verdict.checks() {
                     assert!(!check.check.is_empty(), "{check:?}");
                     if let Some(failure) = check.failure() {
                         assert!(!check.message.is_empty(), "{check:?}");
                         assert_eq!(Some(failure.reason()), check.reason, "{check:?}");
-                        assert!(!failure.reason().is_empty());
+                        assert!(!failure.reason().as_str().is_empty());
                     }
                 }
                 std::hint::black_box(verdict.leaf());
