@@ -106,6 +106,22 @@ labels! {
 }
 
 impl Reason {
+    /// Whether the same bytes could pass later: the verdict depends on the clock (a
+    /// certificate not valid *yet*) or on the environment (a handshake that timed out on a
+    /// starved CPU, a read that hit EMFILE), not only on the content. Such a refusal is never
+    /// remembered as final: the content is evaluated again at each resync (and, for
+    /// `not_yet_valid`, at the not-before time).
+    pub fn may_pass_later(self) -> bool {
+        matches!(
+            self,
+            Self::NotYetValid
+                | Self::HandshakeFailed
+                | Self::Unreadable
+                | Self::GenerationUnstable
+                | Self::PublishFailed
+        )
+    }
+
     /// The `reason` label of a rotation counter: the refusal's reason, or `ok`.
     pub fn label(reason: Option<Self>) -> &'static str {
         reason.map_or("ok", Self::as_str)
@@ -203,6 +219,26 @@ mod tests {
             .collect();
         let code: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(documented, code);
+    }
+
+    #[test]
+    fn only_time_and_environment_verdicts_may_pass_later() {
+        for r in [
+            Reason::NotYetValid,
+            Reason::HandshakeFailed,
+            Reason::Unreadable,
+        ] {
+            assert!(r.may_pass_later(), "{r}");
+        }
+        // The same bytes fail these forever (or only get worse).
+        for r in [
+            Reason::KeyMismatch,
+            Reason::Expired,
+            Reason::UnknownIssuer,
+            Reason::BadEncoding,
+        ] {
+            assert!(!r.may_pass_later(), "{r}");
+        }
     }
 
     #[test]

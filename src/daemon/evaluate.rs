@@ -168,9 +168,14 @@ impl<P: Publish, W: Workload> Core<P, W> {
     /// the wait).
     fn due_jobs(&mut self) -> Vec<Job> {
         let now = Instant::now();
+        let now_unix = self.now();
         let mut jobs = Vec::new();
         let base = self.settings.eval.clone();
         for (i, s) in self.sets.iter_mut().enumerate() {
+            if s.retry_at.is_some_and(|at| at <= now_unix) {
+                s.retry_at = None;
+                s.mark_dirty(now);
+            }
             let settled = s.settle_deadline.is_some_and(|d| d <= now);
             if !(s.dirty || settled) {
                 continue;

@@ -190,7 +190,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
             if let Some(d) = s.settle_deadline {
                 deadline = deadline.min(d);
             }
-            if let Some(at) = s.wake_at {
+            for at in [s.wake_at, s.retry_at].into_iter().flatten() {
                 let secs = u64::try_from(at.saturating_sub(now_unix)).unwrap_or(0);
                 deadline = deadline.min(
                     now.checked_add(Duration::from_secs(secs))

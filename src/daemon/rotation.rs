@@ -64,6 +64,15 @@ fn candidate(
     }
 }
 
+/// For a candidate refused as not yet valid: the moment all of its chain becomes valid.
+fn not_valid_until(eval: &Evaluation) -> Option<i64> {
+    let v = eval.verdict()?;
+    v.failures()
+        .any(|c| c.reason == Some(Reason::NotYetValid))
+        .then(|| v.chain().iter().map(|c| c.not_before).max())
+        .flatten()
+}
+
 impl<P: Publish, W: Workload> Core<P, W> {
     /// On start, in publish mode, take what the publish dir already holds as live when it is
     /// still valid: a restart must never serve anything worse than what was live.
@@ -145,9 +154,26 @@ impl<P: Publish, W: Workload> Core<P, W> {
                 return;
             }
         }
-        s.last_seen = (!unread).then(|| eval.content_key());
+        let problems = eval.problems();
+        // A verdict that depends on time or the environment is not final for this content.
+        let lasting = !problems.iter().any(|p| p.reason.may_pass_later());
+        s.last_seen = (!unread && lasting).then(|| eval.content_key());
         s.last_problem = eval.load_error().map(|p| p.message.clone());
+        s.retry_at = not_valid_until(&eval);
         s.status_mut().source = eval.files().to_vec();
+        if eval.passed() {
+            s.last_refusal = None;
+        } else {
+            let refusal = (
+                eval.content_key(),
+                problems.iter().map(|p| p.reason).collect::<Vec<_>>(),
+            );
+            if s.last_refusal.as_ref() == Some(&refusal) {
+                // The same content refused again for the same reasons: already reported.
+                return;
+            }
+            s.last_refusal = Some(refusal);
+        }
         match eval.into_approved() {
             Ok(approved) => self.accept(set, approved, started, stages).await,
             Err(eval) => self.reject(set, &eval, started, stages),

@@ -93,6 +93,11 @@ pub(super) struct SetRuntime<P> {
     pub(super) last_seen: Option<Vec<String>>,
     /// The last load failure of unreadable files: the same failure again changes nothing.
     pub(super) last_problem: Option<String>,
+    /// The content and reasons of the last refusal: evaluated again (its verdict may depend on
+    /// time or the environment) with the same result, it is not counted or logged again.
+    pub(super) last_refusal: Option<(Vec<String>, Vec<crate::labels::Reason>)>,
+    /// Evaluate again at this Unix second: a candidate refused as not yet valid.
+    pub(super) retry_at: Option<i64>,
     /// When the first change not yet evaluated was seen.
     pub(super) change_seen: Option<Instant>,
     /// A plain writer's change is evaluated once this passes without further events.
@@ -132,6 +137,8 @@ impl<P> SetRuntime<P> {
             previous: None,
             last_seen: None,
             last_problem: None,
+            last_refusal: None,
+            retry_at: None,
             change_seen: None,
             settle_deadline: None,
             dirty: true,

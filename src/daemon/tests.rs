@@ -213,9 +213,19 @@ impl Pki {
 
     /// A server leaf for `localhost` valid until `not_after`.
     fn leaf_until(&self, not_after: time::OffsetDateTime) -> Leaf {
+        let not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+        self.leaf_between(not_before, not_after)
+    }
+
+    /// A server leaf for `localhost` valid from `not_before` to `not_after`.
+    fn leaf_between(
+        &self,
+        not_before: time::OffsetDateTime,
+        not_after: time::OffsetDateTime,
+    ) -> Leaf {
         let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
         p.distinguished_name.push(DnType::CommonName, "localhost");
-        p.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+        p.not_before = not_before;
         p.not_after = not_after;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -702,5 +712,38 @@ async fn timers_fire_at_the_thresholds() {
         .unwrap()
         .message
         .contains("expired"));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leaf_not_yet_valid_is_published_once_it_becomes_valid() {
+    // Issuer clock ahead of the node's: the renewal's notBefore is 3 s in the future.
+    let mut h = Harness::start(Setup::default()).await;
+    h.until("verified", serving).await;
+    let now = time::OffsetDateTime::now_utc();
+    let early = h.pki.leaf_between(
+        now + time::Duration::seconds(3),
+        now + time::Duration::days(30),
+    );
+    h.rotate(&early);
+    h.until("refused as not yet valid", |s| {
+        outcome(s) == Some(Outcome::Rejected)
+    })
+    .await;
+    assert_eq!(h.rotations(Outcome::Rejected, Some(Reason::NotYetValid)), 1);
+
+    // Looked at again (its verdict depends on time): the same refusal is not counted twice.
+    h.triggers
+        .send(vec![Trigger::Commit(h.src.clone())])
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(h.rotations(Outcome::Rejected, Some(Reason::NotYetValid)), 1);
+
+    // At its notBefore it is evaluated again, without any file event, and published.
+    h.until("published once valid", |s| {
+        live_fp(s) == Some(early.fingerprint.as_str())
+    })
+    .await;
+    assert_eq!(h.publisher.dir().published.len(), 2);
     h.stop().await;
 }
