@@ -620,6 +620,19 @@ mod tests {
                 "daemon.listen",
             ),
             ("", "no [[set]]"),
+            // Absurd durations: refused with the key, not overflowed later.
+            (
+                "[daemon]\nresync_interval = \"99999999d\"\n[[set]]\nname = \"a\"\ncert = \"/x\"\n",
+                "resync_interval: ",
+            ),
+            (
+                "[[set]]\nname = \"a\"\ncert = \"/x\"\nfail_ready_before = \"5000d\"\n",
+                "fail_ready_before: ",
+            ),
+            (
+                "[[set]]\nname = \"a\"\ncert = \"/x\"\nverify_addr = \"127.0.0.1:1\"\nverify_timeout = \"4000d\"\n",
+                "verify_timeout: ",
+            ),
         ];
         for (text, needle) in cases {
             let err = Config::from_toml(text).expect_err(text).to_string();

@@ -10,7 +10,12 @@ pub struct ParseDurationError {
     why: &'static str,
 }
 
-/// Parses `90s`, `15m`, `24h`, `7d`, `250ms`, `1h30m` or a bare `0`.
+/// The longest duration any flag or key accepts: ten years. Longer ones are typos, and they
+/// would overflow the deadline and timestamp arithmetic they feed (`Instant + d`, Unix seconds
+/// minus `d`).
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
+
+/// Parses `90s`, `15m`, `24h`, `7d`, `250ms`, `1h30m` or a bare `0`; at most [`MAX_DURATION`].
 pub fn parse_duration(input: &str) -> Result<Duration, ParseDurationError> {
     let err = |why| ParseDurationError {
         input: input.to_string(),
@@ -47,6 +52,9 @@ pub fn parse_duration(input: &str) -> Result<Duration, ParseDurationError> {
             _ => return Err(err("unknown unit")),
         };
         total = total.checked_add(part).ok_or_else(|| err("too large"))?;
+        if total > MAX_DURATION {
+            return Err(err("longer than the 3650d maximum"));
+        }
     }
     Ok(total)
 }
@@ -103,6 +111,12 @@ mod tests {
     fn refuses_garbage() {
         for bad in ["", "s", "10", "10y", "-5s", "1.5h", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should fail");
+        }
+        // Absurd lengths are refused before they reach any arithmetic.
+        assert_eq!(parse_duration("3650d"), Ok(MAX_DURATION));
+        for huge in ["3651d", "3650d1s", "9999999999999s", "87601h"] {
+            let msg = parse_duration(huge).unwrap_err().to_string();
+            assert!(msg.contains("3650d maximum"), "{huge}: {msg}");
         }
         let msg = parse_duration("10y").unwrap_err().to_string();
         assert!(msg.contains("10y") && msg.contains("unknown unit"), "{msg}");

@@ -220,7 +220,8 @@ impl SetStatus {
                 rfc3339(live.effective_expiry)
             ));
         }
-        if now > live.effective_expiry - self.fail_ready_before_seconds as i64 {
+        let fail_ready_before = i64::try_from(self.fail_ready_before_seconds).unwrap_or(i64::MAX);
+        if now > live.effective_expiry.saturating_sub(fail_ready_before) {
             return Err(format!(
                 "certificate expires at {}, within fail_ready_before",
                 rfc3339(live.effective_expiry)
