@@ -642,7 +642,7 @@ fn pem_sections(file: &FileSnapshot) -> Result<Vec<(SectionKind, Vec<u8>)>, Load
     let bytes = file.bytes();
     let sections = <(SectionKind, Vec<u8>)>::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| malformed(file, pem_error(&e)))?;
+        .map_err(|e| malformed(file, pem_error(&e, file.role)))?;
     if let Some(end) = bytes.windows(9).rposition(|w| w == b"-----END ") {
         let after = &bytes[end..];
         let line_end = after
@@ -671,9 +671,15 @@ fn pem_sections(file: &FileSnapshot) -> Result<Vec<(SectionKind, Vec<u8>)>, Load
     Ok(sections)
 }
 
-fn pem_error(e: &rustls_pki_types::pem::Error) -> String {
+/// The PEM error as one line. Nothing from a key file's content is quoted: whatever a key path
+/// points at (a password file, another secret) must not reach logs through an error.
+fn pem_error(e: &rustls_pki_types::pem::Error, role: FileRole) -> String {
     use rustls_pki_types::pem::Error;
+    let secret = role == FileRole::Key;
     match e {
+        Error::MissingSectionEnd { .. } if secret => {
+            "PEM block not terminated (missing its -----END line; truncated?)".into()
+        }
         Error::MissingSectionEnd { end_marker } => format!(
             "PEM block not terminated (missing -----END {}-----; truncated?)",
             pem_label(end_marker)
@@ -681,6 +687,7 @@ fn pem_error(e: &rustls_pki_types::pem::Error) -> String {
         Error::IllegalSectionStart { .. } => "malformed PEM BEGIN line".into(),
         Error::Base64Decode(_) => "invalid base64 inside a PEM block".into(),
         Error::SectionTooLarge => "PEM block too large".into(),
+        _ if secret => "malformed PEM".into(),
         other => format!("PEM error: {other}"),
     }
 }
@@ -875,7 +882,6 @@ mod tests {
         let errors = [
             decode_certs(&file(FileRole::Cert, input)).unwrap_err(),
             decode_certs(&file(FileRole::Trust, input)).unwrap_err(),
-            decode_key(&file(FileRole::Key, input)).unwrap_err(),
         ];
         for e in errors {
             let msg = e.to_string();
@@ -884,6 +890,21 @@ mod tests {
             assert!(msg.contains(r"EC-\u{1}\0\0"), "{msg}");
             assert!(!msg.chars().any(char::is_control), "{msg:?}");
         }
+    }
+
+    /// A key path pointing at another secret (`DB_PASSWORD=…` in PEM-like framing): the error
+    /// names the file and the problem, and quotes none of its bytes. The same bytes as a
+    /// certificate file are quoted (escaped), which is what makes this a test of the key rule.
+    #[test]
+    fn key_file_content_is_never_quoted() {
+        let input: &[u8] = b"-----BEGIN DB_PASSWORD=hunter2-----\nc2VjcmV0\n";
+        let e = decode_key(&file(FileRole::Key, input)).unwrap_err();
+        let msg = e.to_string();
+        assert_eq!(e.reason(), Reason::BadEncoding, "{msg}");
+        assert!(msg.contains("not terminated"), "{msg}");
+        assert!(!msg.contains("hunter2") && !msg.contains("DB_PASSWORD"), "{msg}");
+        let as_cert = decode_certs(&file(FileRole::Cert, input)).unwrap_err().to_string();
+        assert!(as_cert.contains("hunter2"), "{as_cert}");
     }
 
     /// fuzz/artifacts/data_dir/crash-52eefd38…: `ca.crt -> ..data` with `..data -> ..gen1/tls.crt`
