@@ -11,6 +11,7 @@
 //!    kubelet-style; the previous generation is kept for swap-back.
 //! 6. **Report** ([`http`], [`metrics`]): probes and metrics read a snapshot, never wait on work.
 
+pub mod bounded;
 pub mod cli;
 pub mod commands;
 pub mod config;

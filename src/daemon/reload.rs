@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::bounded::{self, ReadError};
 use crate::config::{ReloadSettings, SignalTarget};
 
 /// Why a reload action failed. Each message names the pid file, process, URL or command.
@@ -101,6 +102,12 @@ async fn send_signal(signal: i32, target: &SignalTarget) -> Result<String, Reloa
     Ok(format!("sent signal {signal} to pid(s) {pids:?}"))
 }
 
+/// Longest pid file accepted: a pid and a newline, with room to spare.
+const PID_FILE_MAX: u64 = 64;
+
+/// Reads the pid a workload wrote, waiting up to [`PID_FILE_WAIT`] for the file to appear.
+/// The file is workload-owned input: read bounded, from a regular file only, on a blocking
+/// thread; a pid of 0, 1, a negative one or certgate's own is refused.
 async fn read_pid_file(path: &Path) -> Result<i32, ReloadError> {
     let fail = |detail: String| ReloadError::PidFile {
         path: path.to_path_buf(),
@@ -108,19 +115,33 @@ async fn read_pid_file(path: &Path) -> Result<i32, ReloadError> {
     };
     let deadline = tokio::time::Instant::now() + PID_FILE_WAIT;
     loop {
-        match tokio::fs::read_to_string(path).await {
-            Ok(text) => {
-                return text
-                    .trim()
-                    .parse::<i32>()
-                    .ok()
-                    .filter(|p| *p > 1)
-                    .ok_or_else(|| fail("no valid pid".into()))
+        let owned = path.to_path_buf();
+        let read = tokio::task::spawn_blocking(move || bounded::read_regular(&owned, PID_FILE_MAX))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        match read {
+            Ok(bytes) => return parse_pid(&bytes).map_err(fail),
+            Err(ReadError::NotFound) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            Err(e) if tokio::time::Instant::now() >= deadline => return Err(fail(e.to_string())),
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            Err(e) => return Err(fail(e.to_string())),
         }
     }
+}
+
+/// The pid in a pid file's content: one positive number, not init, not certgate itself.
+fn parse_pid(bytes: &[u8]) -> Result<i32, String> {
+    let pid = std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok())
+        .filter(|p| *p > 1)
+        .ok_or_else(|| "no valid pid".to_string())?;
+    if u32::try_from(pid).is_ok_and(|p| p == std::process::id()) {
+        return Err(format!(
+            "holds certgate's own pid {pid}; refusing to signal itself"
+        ));
+    }
+    Ok(pid)
 }
 
 /// Pids whose `/proc/PID/comm` equals `name`, excluding ourselves.
@@ -175,5 +196,78 @@ async fn run_command(argv: &[String]) -> Result<String, ReloadError> {
         Ok(Ok(s)) => Err(fail(s.to_string())),
         Ok(Err(e)) => Err(fail(e.to_string())),
         Err(_) => Err(fail("timed out after 30s".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pids_are_parsed_strictly() {
+        assert_eq!(parse_pid(b"4242\n"), Ok(4242));
+        for bad in [&b""[..], b"0", b"1", b"-5", b"12 13", b"\xff\xfe", b"abc"] {
+            assert!(parse_pid(bad).is_err(), "{bad:?}");
+        }
+        let own = std::process::id().to_string();
+        let err = parse_pid(own.as_bytes()).unwrap_err();
+        assert!(err.contains("own pid"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn hostile_pid_files_fail_fast_without_signalling() {
+        let dir = tempfile::tempdir().unwrap();
+        // A FIFO would block a plain read for good; /dev/zero would grow memory; our own pid
+        // would make certgate kill itself.
+        let fifo = dir.path().join("fifo.pid");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let zero = dir.path().join("zero.pid");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let own = dir.path().join("own.pid");
+        std::fs::write(&own, std::process::id().to_string()).unwrap();
+        let huge = dir.path().join("huge.pid");
+        std::fs::write(&huge, vec![b'7'; 4096]).unwrap();
+        for (path, needle) in [
+            (&fifo, "FIFO"),
+            (&zero, "device"),
+            (&own, "own pid"),
+            (&huge, "limit"),
+        ] {
+            let settings = ReloadSettings {
+                signal: Some((libc::SIGTERM, SignalTarget::PidFile(path.clone()))),
+                ..ReloadSettings::default()
+            };
+            let started = std::time::Instant::now();
+            let lines = tokio::time::timeout(Duration::from_secs(5), reload(&settings))
+                .await
+                .expect("no hang");
+            assert!(started.elapsed() < Duration::from_secs(2));
+            let err = lines[0].as_ref().unwrap_err().to_string();
+            assert!(err.contains(needle), "{path:?}: {err}");
+            assert!(err.contains(&path.display().to_string()), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_valid_pid_file_is_signalled() {
+        // The control: the same path of code signals a real process.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("w.pid");
+        std::fs::write(&pid_file, format!("{}\n", child.id())).unwrap();
+        let settings = ReloadSettings {
+            signal: Some((libc::SIGTERM, SignalTarget::PidFile(pid_file))),
+            ..ReloadSettings::default()
+        };
+        let lines = reload(&settings).await;
+        assert!(lines[0].is_ok(), "{lines:?}");
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGTERM));
     }
 }

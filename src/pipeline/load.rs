@@ -8,13 +8,13 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use rustls_pki_types::pem::{PemObject, SectionKind};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::bounded::{self, ReadError};
 use crate::hex;
 use crate::labels::Reason;
 
@@ -434,53 +434,13 @@ pub fn read_capped(
     from: &Path,
     cap: u64,
 ) -> Result<Vec<u8>, LoadError> {
-    let io_err = |source: io::Error| match source.kind() {
-        io::ErrorKind::NotFound => LoadError::Missing {
-            role,
-            path: path.to_path_buf(),
-        },
-        _ => LoadError::Io {
-            role,
-            path: path.to_path_buf(),
-            source,
-        },
-    };
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(from)
-        .map_err(io_err)?;
-    let meta = file.metadata().map_err(io_err)?;
-    let kind = meta.file_type();
-    if !kind.is_file() {
-        use std::os::unix::fs::FileTypeExt;
-        let kind = if kind.is_dir() {
-            "a directory"
-        } else if kind.is_fifo() {
-            "a FIFO"
-        } else if kind.is_socket() {
-            "a socket"
-        } else {
-            "a device"
-        };
-        return Err(LoadError::NotRegularFile {
-            role,
-            path: path.to_path_buf(),
-            kind,
-        });
-    }
-    let mut bytes = Vec::with_capacity(meta.len().min(cap) as usize + 1);
-    file.take(cap.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(io_err)?;
-    if bytes.len() as u64 > cap {
-        return Err(LoadError::TooLarge {
-            role,
-            path: path.to_path_buf(),
-            cap,
-        });
-    }
-    Ok(bytes)
+    let path = path.to_path_buf();
+    bounded::read_regular(from, cap).map_err(|e| match e {
+        ReadError::NotFound => LoadError::Missing { role, path },
+        ReadError::NotRegularFile(kind) => LoadError::NotRegularFile { role, path, kind },
+        ReadError::TooLarge(cap) => LoadError::TooLarge { role, path, cap },
+        ReadError::Io(source) => LoadError::Io { role, path, source },
+    })
 }
 
 // === decoding ===
@@ -902,8 +862,13 @@ mod tests {
         let msg = e.to_string();
         assert_eq!(e.reason(), Reason::BadEncoding, "{msg}");
         assert!(msg.contains("not terminated"), "{msg}");
-        assert!(!msg.contains("hunter2") && !msg.contains("DB_PASSWORD"), "{msg}");
-        let as_cert = decode_certs(&file(FileRole::Cert, input)).unwrap_err().to_string();
+        assert!(
+            !msg.contains("hunter2") && !msg.contains("DB_PASSWORD"),
+            "{msg}"
+        );
+        let as_cert = decode_certs(&file(FileRole::Cert, input))
+            .unwrap_err()
+            .to_string();
         assert!(as_cert.contains("hunter2"), "{as_cert}");
     }
 
