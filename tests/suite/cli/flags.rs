@@ -1,7 +1,7 @@
 //! Flags and their `CERTGATE_*` environment fallbacks: usage and config errors exit 2,
 //! daemon limits from the config, `--no-handshake`, `--at`.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use rustls_pki_types::CertificateDer;
 
@@ -16,13 +16,8 @@ use super::{
 
 /// Runs the binary with only the given `CERTGATE_*` variables set.
 fn certgate_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(util::bin());
+    let mut cmd = util::command();
     cmd.args(args);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CERTGATE_") {
-            cmd.env_remove(k);
-        }
-    }
     cmd.envs(env.iter().copied());
     cmd.output().expect("run certgate")
 }

@@ -8,17 +8,13 @@ mod secrets;
 
 use std::process::Output;
 
-use rustls_pki_types::CertificateDer;
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use certgate::pipeline::inspect::inspect_cert;
-
+use crate::util::fixtures::{not_after, sha256_hex, NAME};
 use crate::util::pki::{Hierarchy, Leaf};
 use crate::util::{self, texts, write};
-
-const NAME: &str = "web.example.com";
 
 /// A set's files: chain, key and root of a hierarchy, in a temp dir.
 struct Files {
@@ -99,16 +95,6 @@ fn assert_fails_naming(o: &Output, reason: &str, file: &str) {
     if !stdout.trim_start().starts_with('{') {
         assert!(stdout.contains("FAIL:"), "{stdout}");
     }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    certgate::hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
-}
-
-fn not_after(der: &[u8]) -> i64 {
-    inspect_cert(&CertificateDer::from(der), 0)
-        .expect("parses")
-        .not_after
 }
 
 fn rfc3339(unix: i64) -> String {

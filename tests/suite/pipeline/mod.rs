@@ -15,15 +15,13 @@ use std::path::Path;
 
 use ::time::OffsetDateTime;
 use certgate::labels::Reason;
-use certgate::pipeline::inspect::inspect_cert;
 use certgate::pipeline::load::SourcePaths;
 use certgate::pipeline::validate::{Check, ExpectedName, Failure, Policy, Status};
 use certgate::pipeline::{self, EvalOptions, Evaluation};
-use rustls_pki_types::CertificateDer;
 
+use crate::util::fixtures::{not_after, not_before, sha256_hex, NAME};
 use crate::util::pki::{Hierarchy, Leaf};
-
-const NAME: &str = "web.example.com";
+use crate::util::write_path;
 
 /// One set's files in their own temp dir.
 struct Set {
@@ -34,11 +32,7 @@ struct Set {
 impl Set {
     fn new(cert: impl AsRef<[u8]>, key: Option<&[u8]>, trust: Option<&[u8]>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let write = |name: &str, bytes: &[u8]| {
-            let p = dir.path().join(name);
-            std::fs::write(&p, bytes).expect("write test file");
-            p
-        };
+        let write = |name: &str, bytes: &[u8]| write_path(dir.path(), name, bytes);
         let paths = SourcePaths {
             cert: write("tls.crt", cert.as_ref()),
             key: key.map(|k| write("tls.key", k)),
@@ -158,22 +152,6 @@ fn assert_load_fails(eval: &Evaluation, reason: &str, path: &Path) -> String {
     );
     assert!(eval.verdict().is_none());
     p.message.clone()
-}
-
-fn not_after(cert_der: &[u8]) -> i64 {
-    inspect_cert(&CertificateDer::from(cert_der), 0)
-        .expect("parses")
-        .not_after
-}
-
-fn not_before(cert_der: &[u8]) -> i64 {
-    inspect_cert(&CertificateDer::from(cert_der), 0)
-        .expect("parses")
-        .not_before
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    certgate::hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
 
 fn hours(n: i64) -> ::time::Duration {
