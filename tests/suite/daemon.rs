@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::util::daemon::{metric_matching, wait_until, Running};
+use crate::util::fixtures::{chain_pem as chain, sha256_hex as fingerprint, write_generation};
 use crate::util::kubelet::atomic_write;
 use crate::util::pki::{base64_of, Alg, Ca, Leaf, LeafSpec};
 use crate::util::workload::{Behaviour, Workload};
@@ -50,10 +51,7 @@ impl Fixture {
         );
     }
     fn rotate_raw(&self, cert: &[u8], key: &[u8], ca: &[u8]) {
-        atomic_write(
-            &self.src(),
-            &[("tls.crt", cert), ("tls.key", key), ("ca.crt", ca)],
-        );
+        write_generation(&self.src(), cert, key, ca);
     }
     fn config(&self, extra: &str) -> PathBuf {
         let src = self.src();
@@ -74,14 +72,6 @@ impl Fixture {
     fn published_key(&self) -> String {
         fs::read_to_string(self.publish().join("tls.key")).unwrap_or_default()
     }
-}
-
-fn chain(leaf: &Leaf, inter: &Ca) -> Vec<u8> {
-    format!("{}{}", leaf.cert_pem, inter.cert_pem).into_bytes()
-}
-
-fn fingerprint(der: &[u8]) -> String {
-    certgate::hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref())
 }
 
 fn wait_live(d: &Running, leaf: &Leaf) {

@@ -4,7 +4,7 @@
 
 use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Failure bound for the whole run (about 4 s when healthy: the swap-back waits out the
@@ -14,16 +14,11 @@ const BOUND: Duration = Duration::from_secs(60);
 /// Runs the binary with `args`, killing it if it outlives `bound`; returns (exit code,
 /// stdout, stderr).
 fn run_bounded(args: &[&str], bound: Duration) -> (Option<i32>, String, String) {
-    let mut cmd = Command::new(crate::util::bin());
+    let mut cmd = crate::util::command();
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CERTGATE_") {
-            cmd.env_remove(k);
-        }
-    }
     let mut child = cmd.spawn().expect("spawn certgate demo");
     // Drain both pipes on their own threads so a chatty child never blocks on a full pipe.
     let drain = |mut pipe: Box<dyn Read + Send>| {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::util::daemon::{metric_matching, wait_until, Running};
+use crate::util::fixtures::{chain_pem, sha256_hex as fingerprint, write_generation};
 use crate::util::kubelet::atomic_write;
 use crate::util::pki::{base64_of, Alg, Ca, Leaf, LeafSpec};
 
@@ -33,17 +34,15 @@ impl Pki {
     }
     /// One kubelet generation of `leaf` (with the intermediate), its key and the root.
     fn write(&self, src: &Path, leaf: &Leaf) {
-        atomic_write(
+        write_generation(
             src,
-            &[
-                ("tls.crt", &self.chain(leaf)),
-                ("tls.key", leaf.key.pkcs8_pem().as_bytes()),
-                ("ca.crt", self.root.cert_pem.as_bytes()),
-            ],
+            &self.chain(leaf),
+            leaf.key.pkcs8_pem().as_bytes(),
+            self.root.cert_pem.as_bytes(),
         );
     }
     fn chain(&self, leaf: &Leaf) -> Vec<u8> {
-        format!("{}{}", leaf.cert_pem, self.inter.cert_pem).into_bytes()
+        chain_pem(leaf, &self.inter)
     }
 }
 
@@ -56,10 +55,6 @@ fn config(dir: &Path, src: &Path, publish: &Path) -> PathBuf {
     let p = dir.join("certgate.toml");
     fs::write(&p, text).expect("config");
     p
-}
-
-fn fingerprint(der: &[u8]) -> String {
-    certgate::hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref())
 }
 
 fn rejections(d: &Running) -> f64 {

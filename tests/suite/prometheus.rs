@@ -13,6 +13,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::util::daemon::{metric_matching, wait_until, Running};
+use crate::util::fixtures::{chain_pem, write_generation};
 use crate::util::kubelet::atomic_write;
 use crate::util::pki::{Alg, Ca, Leaf, LeafSpec};
 use crate::util::prometheus::{self, Prometheus, Sample, Target};
@@ -40,14 +41,11 @@ impl Pod {
         self.dir.join("src")
     }
     fn rotate(&self, leaf: &Leaf, inter: &Ca, bundle: &str) {
-        let chain = format!("{}{}", leaf.cert_pem, inter.cert_pem);
-        atomic_write(
+        write_generation(
             &self.src(),
-            &[
-                ("tls.crt", chain.as_bytes()),
-                ("tls.key", leaf.key.pkcs8_pem().as_bytes()),
-                ("ca.crt", bundle.as_bytes()),
-            ],
+            &chain_pem(leaf, inter),
+            leaf.key.pkcs8_pem().as_bytes(),
+            bundle.as_bytes(),
         );
     }
     fn set(&self, name: &str, src: &Path, dns: &str, publish: bool) -> String {

@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,13 +42,8 @@ impl Running {
 
     /// Starts the binary with explicit arguments (must include `--listen 127.0.0.1:0`).
     pub fn start_args(args: &[&str]) -> Self {
-        let mut cmd = Command::new(super::bin());
+        let mut cmd = super::command();
         cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("CERTGATE_") {
-                cmd.env_remove(k);
-            }
-        }
         cmd.env("RUST_LOG", "info");
         let mut child = cmd.spawn().expect("spawn certgate run");
         let logs = Arc::new(Mutex::new(Vec::new()));

@@ -1,8 +1,10 @@
-//! Shared test helpers: a run-time PKI (rcgen), kubelet's atomic writer, the real binary.
+//! Shared test helpers: a run-time PKI (rcgen), kubelet's atomic writer, the real binary, and
+//! the fixtures the suites share.
 
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod fixtures;
 pub mod kubelet;
 pub mod pki;
 pub mod prometheus;
@@ -16,23 +18,32 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_certgate"))
 }
 
-/// Runs the real binary with `args`, no inherited CERTGATE_* environment.
-pub fn certgate(args: &[&str]) -> Output {
+/// A command for the real binary with no inherited CERTGATE_* environment.
+pub fn command() -> Command {
     let mut cmd = Command::new(bin());
-    cmd.args(args);
     for (k, _) in std::env::vars() {
         if k.starts_with("CERTGATE_") {
             cmd.env_remove(k);
         }
     }
-    cmd.output().expect("run certgate")
+    cmd
+}
+
+/// Runs the real binary with `args`, no inherited CERTGATE_* environment.
+pub fn certgate(args: &[&str]) -> Output {
+    command().args(args).output().expect("run certgate")
+}
+
+/// Writes `contents` to `dir/name` and returns the path.
+pub fn write_path(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, contents).expect("write test file");
+    p
 }
 
 /// Writes `contents` to `dir/name` and returns the path as a String.
 pub fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, contents).expect("write test file");
-    p.display().to_string()
+    write_path(dir, name, contents).display().to_string()
 }
 
 /// stdout and stderr as strings.

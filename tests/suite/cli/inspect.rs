@@ -1,0 +1,155 @@
+//! `inspect`: chain and key files described, as text and `--json`; unreadable files refused.
+
+use crate::util::pki::{Alg, Hierarchy};
+use crate::util::{self, texts, write};
+
+use super::{assert_exit, json, not_after, rfc3339, sha256_hex, show, Files, NAME};
+
+#[test]
+fn inspect_describes_a_chain_file() {
+    let h = Hierarchy::shared(Alg::P256);
+    let files = Files::of(h, &h.leaf);
+    let out = util::certgate(&["inspect", &files.cert]);
+    assert_exit(&out, 0);
+    let stdout = texts(&out).0;
+    assert!(stdout.starts_with(&files.cert), "{stdout}");
+    assert!(stdout.contains("[0] leaf CN=web.example.com"), "{stdout}");
+    assert!(stdout.contains("[1] intermediate"), "{stdout}");
+    assert!(stdout.contains("certgate test intermediate"), "{stdout}");
+    assert!(stdout.contains("DNS:web.example.com"), "{stdout}");
+    assert!(stdout.contains("ECDSA P-256 256 bits"), "{stdout}");
+    assert!(stdout.contains(&sha256_hex(&h.leaf.cert_der)), "{stdout}");
+    assert!(
+        stdout.contains(&rfc3339(not_after(&h.leaf.cert_der))),
+        "{stdout}"
+    );
+
+    let out = util::certgate(&["inspect", "--json", &files.cert, &files.trust]);
+    assert_exit(&out, 0);
+    let doc = json(&out);
+    let chain = &doc[0];
+    assert_eq!(chain["file"], files.cert.as_str());
+    assert_eq!(
+        chain["sha256"],
+        sha256_hex(&std::fs::read(&files.cert).unwrap())
+    );
+    let certs = chain["certificates"].as_array().unwrap();
+    assert_eq!(certs.len(), 2);
+    assert_eq!(certs[0]["role"], "leaf");
+    assert_eq!(certs[0]["subject_cn"], NAME);
+    assert_eq!(certs[0]["sans"][0]["type"], "dns");
+    assert_eq!(certs[0]["sans"][0]["value"], NAME);
+    assert_eq!(certs[0]["is_ca"], false);
+    assert_eq!(certs[0]["not_after"], not_after(&h.leaf.cert_der));
+    assert_eq!(certs[0]["fingerprint_sha256"], sha256_hex(&h.leaf.cert_der));
+    assert_eq!(certs[1]["role"], "intermediate");
+    assert_eq!(certs[1]["is_ca"], true);
+    assert_eq!(doc[1]["certificates"][0]["role"], "anchor");
+    assert!(
+        chain.get("key").is_none() && chain.get("error").is_none(),
+        "{chain}"
+    );
+}
+
+#[test]
+fn inspect_describes_a_key_by_algorithm() {
+    let p256 = &Hierarchy::shared(Alg::P256).leaf.key;
+    let p384 = &Hierarchy::shared(Alg::P384).leaf.key;
+    let ed = &Hierarchy::shared(Alg::Ed25519).leaf.key;
+    let rsa = &Hierarchy::shared(Alg::Rsa2048).leaf.key;
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "p256.key",
+            p256.pkcs8_pem().into_bytes(),
+            "ECDSA P-256",
+            256,
+            "PKCS#8",
+        ),
+        (
+            "p384.key",
+            p384.sec1_pem().into_bytes(),
+            "ECDSA P-384",
+            384,
+            "SEC1",
+        ),
+        ("ed.der", ed.pkcs8_der.clone(), "Ed25519", 256, "PKCS#8"),
+        (
+            "rsa.key",
+            rsa.pkcs1_pem().into_bytes(),
+            "RSA",
+            2048,
+            "PKCS#1",
+        ),
+    ];
+    for (name, bytes, algorithm, bits, encoding) in cases {
+        let path = write(dir.path(), name, &bytes);
+        let out = util::certgate(&["inspect", &path]);
+        assert_exit(&out, 0);
+        let stdout = texts(&out).0;
+        assert!(
+            stdout.contains(&format!("private key: {algorithm} {bits} bits")),
+            "{name}: {stdout}"
+        );
+        let out = util::certgate(&["inspect", "--json", &path]);
+        assert_exit(&out, 0);
+        let doc = json(&out);
+        let key = &doc[0]["key"];
+        assert_eq!(key["algorithm"], algorithm, "{name}");
+        assert_eq!(key["bits"], bits, "{name}");
+        assert_eq!(key["encoding"], encoding, "{name}");
+        assert_eq!(
+            key["public_key_sha256"].as_str().unwrap().len(),
+            64,
+            "{name}"
+        );
+        assert!(doc[0].get("certificates").is_none(), "{name}: {doc}");
+    }
+}
+
+#[test]
+fn inspect_refuses_encrypted_missing_and_garbage_files() {
+    let key = &Hierarchy::shared(Alg::P256).leaf.key;
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            write(dir.path(), "enc.key", key.encrypted_pkcs8_pem()),
+            "encrypted private keys are not supported",
+        ),
+        (
+            write(dir.path(), "legacy.key", key.legacy_encrypted_pem()),
+            "encrypted private keys are not supported",
+        ),
+        (
+            write(dir.path(), "junk", "just text\n"),
+            "no certificate or private key found",
+        ),
+        (
+            dir.path().join("absent.crt").display().to_string(),
+            "file not found",
+        ),
+    ];
+    for (path, needle) in cases {
+        for json_flag in [false, true] {
+            let mut args = vec!["inspect"];
+            if json_flag {
+                args.push("--json");
+            }
+            args.push(&path);
+            let out = util::certgate(&args);
+            assert_exit(&out, 1);
+            let stderr = texts(&out).1;
+            assert!(
+                stderr
+                    .lines()
+                    .any(|l| l.contains(&path) && l.contains(needle)),
+                "{path}: {needle:?}\n{}",
+                show(&out)
+            );
+            if json_flag {
+                let doc = json(&out);
+                assert!(doc[0]["error"].as_str().unwrap().contains(needle), "{doc}");
+            }
+        }
+    }
+}
