@@ -152,6 +152,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
                     let s = self.set(set);
                     s.last_seen = Some(key);
                     s.last_problem = None;
+                    s.last_refusal = None;
                     let name = s.cfg.name.clone();
                     self.metrics.source_is_live(&name);
                 }

@@ -161,7 +161,8 @@ impl<P: Publish, W: Workload> Core<P, W> {
         s.last_problem = eval.load_error().map(|p| p.message.clone());
         s.retry_at = not_valid_until(&eval);
         s.status_mut().source = eval.files().to_vec();
-        if eval.passed() {
+        if eval.passed() || unread {
+            // Unread files have no content to compare; `last_problem` covers them.
             s.last_refusal = None;
         } else {
             let refusal = (
