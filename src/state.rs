@@ -240,6 +240,9 @@ pub struct Snapshot {
     pub initialized: bool,
     /// Per set, in config order; shared so a change to one set copies only that set.
     pub sets: Vec<Arc<SetStatus>>,
+    /// Why file events are not watched, when they are not: certgate then polls at each
+    /// resync. `None` while inotify works.
+    pub watch_problem: Option<String>,
 }
 
 impl Snapshot {

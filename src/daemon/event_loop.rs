@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
 use super::follow_up::{VerifyDone, Workload};
@@ -34,6 +34,10 @@ pub(crate) struct Core<P, W> {
     heartbeat: Heartbeat,
     snapshot_tx: watch::Sender<Arc<Snapshot>>,
     initialized: bool,
+    /// Why file events are not watched (polling at each resync instead).
+    watch_problem: Option<String>,
+    /// Asks for a resync now (SIGHUP).
+    resync_now: Arc<Notify>,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) workload: Arc<W>,
     /// Verdicts of follow-ups running off the loop come back here.
@@ -63,6 +67,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
             version: env!("CARGO_PKG_VERSION"),
             initialized: false,
             sets: sets.iter().map(|s| s.status.clone()).collect(),
+            watch_problem: None,
         }));
         let mut by_dir: HashMap<PathBuf, Vec<SetId>> = HashMap::new();
         for (i, s) in sets.iter().enumerate() {
@@ -84,6 +89,8 @@ impl<P: Publish, W: Workload> Core<P, W> {
             heartbeat,
             snapshot_tx,
             initialized: false,
+            watch_problem: None,
+            resync_now: Arc::new(Notify::new()),
             clock,
             workload,
             verify_tx,
@@ -98,6 +105,16 @@ impl<P: Publish, W: Workload> Core<P, W> {
             .iter()
             .flat_map(|s| s.dirs.iter().cloned())
             .collect()
+    }
+
+    /// Records that file events are not watched, and why: certgate polls at each resync.
+    pub(crate) fn polling_because(&mut self, why: String) {
+        self.watch_problem = Some(why);
+    }
+
+    /// Asks the loop to resync at its next turn (what SIGHUP does).
+    pub(crate) fn resync_handle(&self) -> Arc<Notify> {
+        self.resync_now.clone()
     }
 
     /// Unix seconds now.
@@ -158,6 +175,11 @@ impl<P: Publish, W: Workload> Core<P, W> {
                     }
                 },
                 Some(done) = verdicts.recv() => self.handle_verify(done).await,
+                () = self.resync_now.notified() => {
+                    tracing::info!("resync requested");
+                    next_resync = Instant::now() + self.settings.resync_interval;
+                    self.resync(&mut triggers);
+                }
                 () = tokio::time::sleep_until(deadline) => {
                     if Instant::now() >= next_resync {
                         next_resync = Instant::now() + self.settings.resync_interval;
@@ -236,6 +258,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
         let changed = {
             let cur = self.snapshot_tx.borrow();
             cur.initialized != self.initialized
+                || cur.watch_problem != self.watch_problem
                 || cur.sets.len() != sets.len()
                 || cur.sets.iter().zip(&sets).any(|(a, b)| !Arc::ptr_eq(a, b))
         };
@@ -244,6 +267,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
                 version: env!("CARGO_PKG_VERSION"),
                 initialized: self.initialized,
                 sets,
+                watch_problem: self.watch_problem.clone(),
             }));
         }
     }

@@ -61,14 +61,11 @@ impl Clock for fn() -> i64 {
     }
 }
 
-/// Why the daemon could not run.
+/// Why the daemon stopped with an error. None stops it today: without inotify it polls, and
+/// every per-set failure is reported in `/status` and metrics instead.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum DaemonError {
-    /// inotify could not be set up.
-    #[error("cannot start inotify watcher: {0}")]
-    Watcher(#[source] notify::Error),
-}
+pub enum DaemonError {}
 
 /// The daemon with its real parts: inotify triggers, publishers writing the configured
 /// directories, and the configured reload and verification.
@@ -93,14 +90,42 @@ impl Daemon {
         (Self { core }, shared)
     }
 
-    /// Runs until `shutdown` resolves; an in-flight evaluation or publish finishes first.
+    /// A handle that makes the loop resync at once (re-read every set, re-establish watches,
+    /// check workloads again): what SIGHUP does.
+    pub fn resync_handle(&self) -> ResyncHandle {
+        ResyncHandle(self.core.resync_handle())
+    }
+
+    /// Runs until `shutdown` resolves; an in-flight evaluation or publish finishes first. When
+    /// inotify cannot start (its per-user limits are node-wide), certgate polls at each resync
+    /// instead of exiting, and says so in the log and `/status`.
     pub async fn run(
-        self,
+        mut self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), DaemonError> {
-        let triggers =
-            WatchTriggers::start(self.core.watched_dirs()).map_err(DaemonError::Watcher)?;
+        let triggers = match WatchTriggers::start(self.core.watched_dirs()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let why = watch::start_failure(&e);
+                let every = crate::duration::format_duration(self.core.settings.resync_interval);
+                tracing::warn!("{why}; polling every {every} (resync_interval) instead");
+                self.core
+                    .polling_because(format!("{why}; polling every {every}"));
+                None
+            }
+        };
         self.core.run(triggers, shutdown).await;
         Ok(())
+    }
+}
+
+/// Asks a running daemon to resync now.
+#[derive(Debug, Clone)]
+pub struct ResyncHandle(Arc<tokio::sync::Notify>);
+
+impl ResyncHandle {
+    /// Requests a resync; several requests before the loop gets to it make one.
+    pub fn request(&self) {
+        self.0.notify_one();
     }
 }

@@ -255,6 +255,7 @@ struct Harness {
     publisher: FakePublisher,
     workload: Arc<FakeWorkload>,
     clock: Arc<TestClock>,
+    resync: Arc<tokio::sync::Notify>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -266,6 +267,8 @@ struct Setup {
     /// The publish directory already holds the source material as generation `..gen-0`.
     adopted: bool,
     extra: &'static str,
+    /// No file watcher: inotify could not start, so the loop polls at each resync.
+    no_watch: bool,
     /// How long the first leaf is valid for (30 days by default).
     lifetime: Option<time::Duration>,
 }
@@ -277,6 +280,7 @@ impl Default for Setup {
             hold: false,
             adopted: false,
             extra: "",
+            no_watch: false,
             lifetime: None,
         }
     }
@@ -328,12 +332,20 @@ impl Harness {
         });
         let metrics = Arc::new(Metrics::new().unwrap());
         let p = publisher.clone();
-        let (core, shared) = Core::new(config, metrics, clock.clone(), workload.clone(), |_| {
-            Some(p.clone())
-        });
+        let (mut core, shared) =
+            Core::new(config, metrics, clock.clone(), workload.clone(), |_| {
+                Some(p.clone())
+            });
         let (triggers, rx) = mpsc::unbounded_channel();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(core.run(FakeTriggers(rx), async move {
+        let resync = core.resync_handle();
+        let source = if setup.no_watch {
+            core.polling_because("cannot start inotify: test".into());
+            None
+        } else {
+            Some(FakeTriggers(rx))
+        };
+        let task = tokio::spawn(core.run(source, async move {
             let _ = stopped.await;
         }));
         Self {
@@ -345,6 +357,7 @@ impl Harness {
             publisher,
             workload,
             clock,
+            resync,
             stop: Some(stop),
             task: Some(task),
         }
@@ -746,4 +759,59 @@ async fn a_leaf_not_yet_valid_is_published_once_it_becomes_valid() {
     .await;
     assert_eq!(h.publisher.dir().published.len(), 2);
     h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_inotify_changes_are_found_at_resync() {
+    let mut h = Harness::start(Setup {
+        no_watch: true,
+        ..Setup::default()
+    })
+    .await;
+    let snap = h.until("verified", serving).await;
+    assert!(snap.watch_problem.as_deref().unwrap().contains("inotify"));
+    let next = h.pki.leaf();
+    write_leaf(&h.src, &next);
+    // No event comes; a minute later the change is still unseen...
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(h.publisher.dir().published.len(), 1);
+    // ...and the resync (every hour here) finds it.
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    h.until("published at resync", |s| {
+        live_fp(s) == Some(next.fingerprint.as_str())
+    })
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_resync_request_reads_every_set_at_once() {
+    // SIGHUP's path: with no file event and an hour to the next resync, a request publishes
+    // the change now.
+    let mut h = Harness::start(Setup::default()).await;
+    h.until("verified", serving).await;
+    let next = h.pki.leaf();
+    write_leaf(&h.src, &next);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        h.publisher.dir().published.len(),
+        1,
+        "no event, no resync yet"
+    );
+    h.resync.notify_one();
+    h.until("published on request", |s| {
+        live_fp(s) == Some(next.fingerprint.as_str())
+    })
+    .await;
+    h.stop().await;
+}
+
+#[test]
+fn inotify_limits_are_named() {
+    let emfile = notify::Error::io(std::io::Error::from_raw_os_error(libc::EMFILE));
+    let msg = super::watch::start_failure(&emfile);
+    assert!(msg.contains("fs.inotify.max_user_instances"), "{msg}");
+    let watches = notify::Error::new(notify::ErrorKind::MaxFilesWatch);
+    let msg = super::watch::start_failure(&watches);
+    assert!(msg.contains("fs.inotify.max_user_watches"), "{msg}");
 }

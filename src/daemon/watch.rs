@@ -73,6 +73,40 @@ pub trait Triggers: Send {
     fn refresh(&mut self) -> Vec<PathBuf>;
 }
 
+/// No file watcher at all (inotify could not start): nothing ever arrives, and the loop finds
+/// changes at each resync.
+impl<T: Triggers> Triggers for Option<T> {
+    async fn next(&mut self) -> Option<Vec<Trigger>> {
+        match self {
+            Some(t) => t.next().await,
+            None => std::future::pending().await,
+        }
+    }
+    fn refresh(&mut self) -> Vec<PathBuf> {
+        self.as_mut().map(Triggers::refresh).unwrap_or_default()
+    }
+}
+
+/// Why inotify could not start, in words an operator can act on: instance and watch limits are
+/// per user across the node (every container running as the same UID shares them).
+pub fn start_failure(e: &notify::Error) -> String {
+    let limit = match &e.kind {
+        notify::ErrorKind::Io(io) if io.raw_os_error() == Some(libc::EMFILE) => Some(
+            "inotify instances exhausted (fs.inotify.max_user_instances, shared by every \
+             process of this UID on the node)",
+        ),
+        notify::ErrorKind::MaxFilesWatch => Some(
+            "inotify watches exhausted (fs.inotify.max_user_watches, shared by every process \
+             of this UID on the node)",
+        ),
+        _ => None,
+    };
+    match limit {
+        Some(l) => format!("cannot start inotify: {l}"),
+        None => format!("cannot start inotify: {e}"),
+    }
+}
+
 /// Triggers from inotify: a [`DirWatcher`] and the queue its callback fills.
 #[derive(Debug)]
 pub struct WatchTriggers {
