@@ -172,6 +172,10 @@ labels! {
         RollbackFailed => "rollback_failed",
         /// The live material crossed a time threshold (warn, not-ready, expiry).
         Threshold => "threshold",
+        /// Published, but something after the commit failed (a link, the state file).
+        PublishWarning => "publish_warning",
+        /// The publish directory no longer served the live generation and was repaired.
+        Repaired => "repaired",
     }
 }
 

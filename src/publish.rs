@@ -3,7 +3,16 @@
 //! fsynced, `..data_tmp` pointed at it, renamed onto `..data` (the one commit point), stable
 //! user-visible symlinks (`tls.crt -> ..data/tls.crt`), the previous generation kept for
 //! swap-back, older ones removed. A small state file records what is live.
+//!
+//! Certificate files are written re-encoded from their decoded certificates (PEM
+//! `CERTIFICATE` blocks only), so nothing else a source file carries — a private key in a
+//! combined PEM, comments — reaches a world-readable file; the key goes only into the key
+//! file, at `key_mode`. A write that fails before the commit leaves nothing behind; once
+//! `..data` is renamed the rotation is published, and what fails after (links, state file) is
+//! a warning. At most three generations exist at once (live, previous, one being written):
+//! size the volume for three.
 
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt};
@@ -11,13 +20,16 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::bounded;
 use crate::ids::{Fingerprint, GenerationName};
-use crate::pipeline::load::{FileRole, SourcePaths, DATA_LINK};
+use crate::pipeline::load::{SourcePaths, DATA_LINK};
 use crate::pipeline::Approved;
 
 /// Name of the state file kept in the publish directory.
 pub const STATE_FILE: &str = ".certgate-state.json";
 const DATA_TMP: &str = "..data_tmp";
+/// Largest state file read back (it is a few hundred bytes).
+const STATE_FILE_MAX: u64 = 64 * 1024;
 
 /// What was published, persisted across restarts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,8 +69,9 @@ impl PublishError {
 /// tests use a fake, so its state machine runs without a filesystem to fail on cue.
 /// Every method may block (fsync): the daemon calls them from blocking threads.
 pub trait Publish: Clone + Send + Sync + 'static {
-    /// Writes an approved candidate as a new generation and commits it; returns the new state.
-    fn publish(&self, approved: &Approved) -> Result<PublishState, PublishError>;
+    /// Writes an approved candidate as a new generation and commits it. `Err` means nothing
+    /// was committed; after the commit the outcome is `Ok`, with what went wrong after it.
+    fn publish(&self, approved: &Approved) -> Result<Published, PublishError>;
     /// Points `..data` back at `state.previous`; returns the restored state.
     fn swap_back(&self, state: &PublishState) -> Result<PublishState, PublishError>;
     /// The generation `..data` points at now.
@@ -67,10 +80,33 @@ pub trait Publish: Clone + Send + Sync + 'static {
     fn read_state(&self) -> Option<PublishState>;
     /// Paths the workload reads.
     fn published_paths(&self) -> SourcePaths;
+    /// Checks that the layout serves `live` (`..data` → its generation, which exists; every
+    /// user-visible name a link into `..data`) and repairs what it can. Returns the repairs
+    /// made; `Err` when the live generation itself is gone (publish it again).
+    fn reconcile(&self, live: &GenerationName) -> Result<Vec<String>, PublishError>;
+    /// Removes generation directories that are neither `live` nor `previous`, and a stale
+    /// `..data_tmp`: what a crash mid-publish leaves. Returns how many it removed.
+    fn sweep(&self, live: &GenerationName, previous: Option<&GenerationName>) -> usize;
+}
+
+/// A committed publish: the new state, and anything that failed after the commit.
+#[derive(Debug)]
+pub struct Published {
+    /// What is live now.
+    pub state: PublishState,
+    /// Failures after the commit (a link, the state file): the workload has the new
+    /// generation, but the directory needs attention.
+    pub warnings: Vec<PublishError>,
 }
 
 impl Publish for Publisher {
-    fn publish(&self, approved: &Approved) -> Result<PublishState, PublishError> {
+    fn reconcile(&self, live: &GenerationName) -> Result<Vec<String>, PublishError> {
+        Publisher::reconcile(self, live)
+    }
+    fn sweep(&self, live: &GenerationName, previous: Option<&GenerationName>) -> usize {
+        Publisher::sweep(self, live, previous)
+    }
+    fn publish(&self, approved: &Approved) -> Result<Published, PublishError> {
         Publisher::publish(self, approved)
     }
     fn swap_back(&self, state: &PublishState) -> Result<PublishState, PublishError> {
@@ -97,15 +133,51 @@ fn err(path: &Path, what: &'static str) -> impl FnOnce(io::Error) -> PublishErro
 pub struct Publisher {
     dir: PathBuf,
     key_mode: u32,
-    cert_name: String,
-    key_name: Option<String>,
-    trust_name: Option<String>,
+    cert_name: OsString,
+    key_name: Option<OsString>,
+    trust_name: Option<OsString>,
 }
 
-fn base_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+/// A source file's name, as bytes: a non-UTF-8 name is published as it is, not mangled.
+fn base_name(p: &Path) -> OsString {
+    p.file_name().map(OsStr::to_os_string).unwrap_or_default()
+}
+
+/// PEM `CERTIFICATE` blocks of `certs`, 64 columns, LF: the form every TLS stack reads.
+fn pem_certificates(certs: &[rustls_pki_types::CertificateDer<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for der in certs {
+        out.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
+        let b64 = base64(der.as_ref());
+        for line in b64.as_bytes().chunks(64) {
+            out.extend_from_slice(line);
+            out.push(b'\n');
+        }
+        out.extend_from_slice(b"-----END CERTIFICATE-----\n");
+    }
+    out
+}
+
+/// Standard base64 with padding.
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 impl Publisher {
@@ -141,64 +213,173 @@ impl Publisher {
             .map(|p| GenerationName::new(p.to_string_lossy()))
     }
 
-    /// The persisted state, if readable.
+    /// The persisted state, if readable: a regular file of at most 64 KiB (a FIFO or a link to
+    /// a device there must not hang or grow a restart).
     pub fn read_state(&self) -> Option<PublishState> {
-        let bytes = fs::read(self.dir.join(STATE_FILE)).ok()?;
+        let bytes = bounded::read_regular(&self.dir.join(STATE_FILE), STATE_FILE_MAX).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Publishes an approved candidate; returns the new state. Blocking (fsync): call from a
-    /// blocking thread.
-    pub fn publish(&self, approved: &Approved) -> Result<PublishState, PublishError> {
+    fn names(&self) -> impl Iterator<Item = &OsString> {
+        let key = self.key_name.as_ref().filter(|k| **k != self.cert_name);
+        std::iter::once(&self.cert_name)
+            .chain(key)
+            .chain(self.trust_name.as_ref())
+    }
+
+    /// Publishes an approved candidate. Blocking (fsync): call from a blocking thread.
+    pub fn publish(&self, approved: &Approved) -> Result<Published, PublishError> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
             .create(&self.dir)
             .map_err(err(&self.dir, "create publish dir"))?;
-        let material = approved.material();
         let name = generation_name();
         let gen = self.dir.join(&name);
         fs::DirBuilder::new()
             .mode(0o755)
             .create(&gen)
             .map_err(err(&gen, "create generation"))?;
-        for file in material.raw.files() {
-            let (fname, mode) = match file.role {
-                FileRole::Cert => (Some(&self.cert_name), 0o644),
-                FileRole::Key => (self.key_name.as_ref(), self.key_mode),
-                FileRole::Trust => (self.trust_name.as_ref(), 0o644),
-            };
-            if let Some(fname) = fname {
-                write_synced(&gen.join(fname), file.bytes(), mode)?;
-            }
+        if let Err(e) = self.write_generation(&gen, approved) {
+            // Nothing points at it: take it away so failed writes cannot fill the volume.
+            let _ = fs::remove_dir_all(&gen);
+            return Err(e);
         }
-        sync_dir(&gen)?;
-        let fingerprint = approved.fingerprint().clone();
         let old = self.read_state();
         let previous = self.current();
-        self.commit(&name)?;
-        for fname in std::iter::once(&self.cert_name)
-            .chain(self.key_name.as_ref())
-            .chain(self.trust_name.as_ref())
-        {
-            let link = self.dir.join(fname);
-            if fs::symlink_metadata(&link).is_err() {
-                symlink(Path::new(DATA_LINK).join(fname), &link)
-                    .map_err(err(&link, "create symlink"))?;
-            }
+        if let Err(e) = self.commit(&name) {
+            let _ = fs::remove_dir_all(&gen);
+            return Err(e);
+        }
+        // Committed: the workload reads the new generation from here on. What fails now is
+        // reported with the publish, not instead of it.
+        let mut warnings = Vec::new();
+        if let Err(e) = self.ensure_links() {
+            warnings.push(e);
         }
         let state = PublishState {
-            generation: name.clone(),
-            fingerprint_sha256: Some(fingerprint),
+            generation: name,
+            fingerprint_sha256: Some(approved.fingerprint().clone()),
             previous_fingerprint_sha256: old
                 .as_ref()
                 .filter(|s| Some(&s.generation) == previous.as_ref())
                 .and_then(|s| s.fingerprint_sha256.clone()),
             previous,
         };
-        self.write_state(&state)?;
-        self.remove_stale(&state);
-        Ok(state)
+        if let Err(e) = self.write_state(&state) {
+            warnings.push(e);
+        }
+        self.sweep(&state.generation, state.previous.as_ref());
+        Ok(Published { state, warnings })
+    }
+
+    /// Writes the files of one generation: certificates re-encoded, the key at `key_mode`.
+    fn write_generation(&self, gen: &Path, approved: &Approved) -> Result<(), PublishError> {
+        let material = approved.material();
+        // One source file holding chain and key (HAProxy style) is published as it is, at
+        // key_mode: it is a key file.
+        let combined = self.key_name.as_ref() == Some(&self.cert_name);
+        if !combined {
+            write_synced(
+                &gen.join(&self.cert_name),
+                &pem_certificates(material.chain.as_slice()),
+                0o644,
+            )?;
+        }
+        if let (Some(name), Some(key)) = (&self.key_name, &material.raw.key) {
+            write_synced(&gen.join(name), key.bytes(), self.key_mode)?;
+        }
+        if let Some(name) = &self.trust_name {
+            write_synced(&gen.join(name), &pem_certificates(&material.trust), 0o644)?;
+        }
+        sync_dir(gen)
+    }
+
+    /// Makes every user-visible name a link to `..data/<name>`. A missing one is created; a
+    /// regular file or another link there (an init container that copied the Secret) is
+    /// replaced atomically; a directory there cannot be, and is an error naming it. Returns
+    /// what it changed.
+    fn ensure_links(&self) -> Result<Vec<String>, PublishError> {
+        let mut repairs = Vec::new();
+        for fname in self.names() {
+            let link = self.dir.join(fname);
+            let want = Path::new(DATA_LINK).join(fname);
+            match fs::symlink_metadata(&link) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    if fs::read_link(&link).is_ok_and(|t| t == want) {
+                        continue;
+                    }
+                }
+                Ok(m) if m.is_dir() => {
+                    return Err(PublishError::new(
+                        link,
+                        "replace stray entry",
+                        io::Error::other("a directory is in the way of the published link"),
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    symlink(&want, &link).map_err(err(&link, "create symlink"))?;
+                    repairs.push(format!("created link {}", link.display()));
+                    continue;
+                }
+                Err(e) => return Err(err(&link, "inspect published link")(e)),
+            }
+            // A stray file or link: a new link beside it, renamed over it.
+            let mut tmp_name = OsString::from("..tmp-");
+            tmp_name.push(fname);
+            let tmp = self.dir.join(tmp_name);
+            let _ = fs::remove_file(&tmp);
+            symlink(&want, &tmp).map_err(err(&tmp, "create symlink"))?;
+            fs::rename(&tmp, &link).map_err(err(&link, "replace stray entry"))?;
+            repairs.push(format!(
+                "replaced stray {} with a link into ..data",
+                link.display()
+            ));
+        }
+        if !repairs.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        Ok(repairs)
+    }
+
+    /// See [`Publish::reconcile`]. Blocking.
+    pub fn reconcile(&self, live: &GenerationName) -> Result<Vec<String>, PublishError> {
+        let gen = self.dir.join(live);
+        if !gen.is_dir() {
+            return Err(PublishError::new(
+                gen,
+                "check live generation",
+                io::ErrorKind::NotFound.into(),
+            ));
+        }
+        let mut repairs = Vec::new();
+        if self.current().as_ref() != Some(live) {
+            self.commit(live)?;
+            repairs.push(format!("pointed ..data back at {live}"));
+        }
+        repairs.extend(self.ensure_links()?);
+        Ok(repairs)
+    }
+
+    /// See [`Publish::sweep`]. Blocking.
+    pub fn sweep(&self, live: &GenerationName, previous: Option<&GenerationName>) -> usize {
+        let _ = fs::remove_file(self.dir.join(DATA_TMP));
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            let keep = name == live.as_str() || previous.is_some_and(|p| p.as_str() == name);
+            if is_generation_name(name) && !keep && fs::remove_dir_all(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
     }
 
     /// Points `..data` back at the previous generation. Blocking.
@@ -215,7 +396,10 @@ impl Publisher {
             previous: None,
             previous_fingerprint_sha256: None,
         };
-        self.write_state(&swapped)?;
+        // Advisory: `..data` is what the workload and a restart go by.
+        if let Err(e) = self.write_state(&swapped) {
+            tracing::warn!("{e}");
+        }
         // The refused generation is no longer needed.
         let _ = fs::remove_dir_all(self.dir.join(&state.generation));
         Ok(swapped)
@@ -242,23 +426,11 @@ impl Publisher {
         let _ = fs::remove_file(&tmp);
         // Advisory (`..data` is the truth on restart), so written atomically but not fsynced:
         // two fsyncs fewer on every rotation.
-        fs::write(&tmp, &json).map_err(err(&tmp, "write state"))?;
-        fs::rename(&tmp, &path).map_err(err(&path, "write state"))
-    }
-
-    /// Removes generation directories other than the live and previous ones.
-    fn remove_stale(&self, state: &PublishState) {
-        let Ok(entries) = fs::read_dir(&self.dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let keep = name == state.generation.as_str()
-                || state.previous.as_ref().is_some_and(|p| p.as_str() == name);
-            if is_generation_name(&name) && !keep {
-                let _ = fs::remove_dir_all(e.path());
-            }
+        if let Err(e) = fs::write(&tmp, &json) {
+            let _ = fs::remove_file(&tmp);
+            return Err(err(&tmp, "write state")(e));
         }
+        fs::rename(&tmp, &path).map_err(err(&path, "write state"))
     }
 }
 

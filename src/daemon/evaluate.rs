@@ -204,7 +204,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
                 live_key: s
                     .live
                     .as_ref()
-                    .map(|l| l.files.iter().map(|f| f.sha256.clone()).collect()),
+                    .map(|l| l.files().iter().map(|f| f.sha256.clone()).collect()),
             });
         }
         jobs

@@ -178,12 +178,12 @@ impl<P: Publish, W: Workload> Core<P, W> {
                 () = self.resync_now.notified() => {
                     tracing::info!("resync requested");
                     next_resync = Instant::now() + self.settings.resync_interval;
-                    self.resync(&mut triggers);
+                    self.resync(&mut triggers).await;
                 }
                 () = tokio::time::sleep_until(deadline) => {
                     if Instant::now() >= next_resync {
                         next_resync = Instant::now() + self.settings.resync_interval;
-                        self.resync(&mut triggers);
+                        self.resync(&mut triggers).await;
                     }
                 }
             }
@@ -193,13 +193,14 @@ impl<P: Publish, W: Workload> Core<P, W> {
 
     /// The periodic safety net: re-establish watches, look at every set again, and check again
     /// workloads not seen serving the live generation.
-    fn resync(&mut self, triggers: &mut impl Triggers) {
+    async fn resync(&mut self, triggers: &mut impl Triggers) {
         for dir in triggers.refresh() {
             tracing::info!(dir = %dir.display(), "watch re-established");
         }
         for s in &mut self.sets {
             s.dirty = true;
         }
+        self.reconcile_published().await;
         self.recheck_workloads();
     }
 

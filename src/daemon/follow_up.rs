@@ -159,7 +159,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
             ),
             reload,
             verify,
-            material: live.material.clone(),
+            material: live.material().clone(),
             expected: live.fingerprint.clone(),
         };
         let generation = live.generation().cloned();

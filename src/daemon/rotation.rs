@@ -15,7 +15,7 @@ use crate::ids::{Fingerprint, SetId};
 use crate::labels::{EventKind, Outcome, Reason};
 use crate::pipeline::load::FileRole;
 use crate::pipeline::{self, Approved, EvalOptions, Evaluation, FileSummary, Problem};
-use crate::publish::{Publish, PublishError, PublishState};
+use crate::publish::{Publish, PublishError, PublishState, Published};
 use crate::state::{CandidateStatus, Stages, WorkloadStatus};
 use crate::time_fmt::rfc3339;
 
@@ -94,6 +94,19 @@ impl<P: Publish, W: Workload> Core<P, W> {
             let Ok(Some((generation, recorded))) = found else {
                 continue;
             };
+            // What a crash mid-publish left behind goes now, before it fills the volume.
+            let keep = (
+                generation.clone(),
+                recorded.as_ref().and_then(|r| r.previous.clone()),
+            );
+            let swept = blocking(publisher.clone(), s.publish_dir(), move |p| {
+                Ok(p.sweep(&keep.0, keep.1.as_ref()))
+            })
+            .await
+            .unwrap_or(0);
+            if swept > 0 {
+                tracing::info!(set = %s.name(), swept, "removed stale generations");
+            }
             let paths = publisher.published_paths();
             let (raw, read_ms) = read_off_loop(&paths, opts.max_file_size).await;
             let eval = match raw {
@@ -195,9 +208,10 @@ impl<P: Publish, W: Workload> Core<P, W> {
                     .find(|f| f.role == role)
                     .map(|f| f.sha256.clone())
             };
-            let same_cert = hash(&live.files, FileRole::Cert) == hash(eval.files(), FileRole::Cert);
+            let same_cert =
+                hash(live.files(), FileRole::Cert) == hash(eval.files(), FileRole::Cert);
             let new_trust =
-                hash(&live.files, FileRole::Trust) != hash(eval.files(), FileRole::Trust);
+                hash(live.files(), FileRole::Trust) != hash(eval.files(), FileRole::Trust);
             if same_cert && new_trust && reason == Reason::UnknownIssuer {
                 reason = Reason::OrphansLiveLeaf;
                 problems.insert(
@@ -293,8 +307,8 @@ impl<P: Publish, W: Workload> Core<P, W> {
         .await;
         let reaction = started.elapsed();
         stages.publish_ms = millis(publish_started.elapsed());
-        let state = match result {
-            Ok(state) => state,
+        let Published { state, warnings } = match result {
+            Ok(published) => published,
             Err(e) => {
                 let e = e.to_string();
                 let reason = Reason::PublishFailed;
@@ -322,6 +336,11 @@ impl<P: Publish, W: Workload> Core<P, W> {
                     stages,
                 ));
                 st.push_event(now, EventKind::Rejected, format!("{reason}: {e}"));
+                if s.live.is_none() {
+                    // /readyz says what failed, not "not evaluated yet".
+                    s.status_mut().live_problem =
+                        Some(format!("nothing published yet: {reason}: {e}"));
+                }
                 return;
             }
         };
@@ -347,6 +366,12 @@ impl<P: Publish, W: Workload> Core<P, W> {
             EventKind::Published,
             format!("generation {generation} leaf {}", fingerprint.short()),
         );
+        for w in warnings {
+            // The workload reads the new generation; the directory needs attention.
+            tracing::warn!(set = %s.name(), generation = %generation, "published, but {w}");
+            s.status_mut()
+                .push_event(now, EventKind::PublishWarning, w.to_string());
+        }
         if let Some(timeout) = s.cfg.verify.as_ref().map(|v| v.timeout) {
             // The last verdict was about the previous generation: until the workload is seen
             // serving this one, it is not known to.
@@ -427,5 +452,72 @@ impl<P: Publish, W: Workload> Core<P, W> {
         );
         // Tell the workload again, and check it serves the restored material.
         self.spawn_follow_up(set, FollowUp::Restored);
+    }
+
+    /// At each resync: the publish directory must still serve the live generation. A stray
+    /// file or link where a published name should be, or `..data` pointing elsewhere, is
+    /// repaired; a live generation that is gone (the directory was emptied) is published again.
+    pub(super) async fn reconcile_published(&mut self) {
+        let now = self.now();
+        for i in 0..self.sets.len() {
+            let s = &mut self.sets[i];
+            let (Some(publisher), Some(live)) = (s.publisher.clone(), s.live.as_ref()) else {
+                continue;
+            };
+            let Some(generation) = live.generation().cloned() else {
+                continue;
+            };
+            let checked = generation.clone();
+            let result = blocking(publisher.clone(), s.publish_dir(), move |p| {
+                p.reconcile(&checked)
+            })
+            .await;
+            let repairs = match result {
+                Ok(repairs) => repairs,
+                Err(gone) => {
+                    tracing::warn!(set = %s.name(), "live generation {generation} is gone ({gone}); publishing it again");
+                    let Some(approved) = s.live.as_ref().map(|l| l.approved.clone()) else {
+                        continue;
+                    };
+                    let again = blocking(publisher.clone(), s.publish_dir(), move |p| {
+                        p.publish(&approved)
+                    })
+                    .await;
+                    match again {
+                        Ok(Published { state, .. }) => {
+                            let msg = format!(
+                                "live generation {generation} was gone; published again as {}",
+                                state.generation
+                            );
+                            if let Some(live) = s.live.as_mut() {
+                                live.view.generation = Some(state.generation.clone());
+                                live.publish = Some(state);
+                            }
+                            s.previous = None;
+                            let view = s.live.as_ref().map(|l| l.view.clone());
+                            s.status_mut().live = view;
+                            vec![msg]
+                        }
+                        Err(e) => {
+                            tracing::error!(set = %s.name(), "{e}");
+                            s.status_mut().push_event(
+                                now,
+                                EventKind::PublishWarning,
+                                e.to_string(),
+                            );
+                            continue;
+                        }
+                    }
+                }
+            };
+            for r in &repairs {
+                tracing::warn!(set = %s.name(), "publish dir repaired: {r}");
+                s.status_mut()
+                    .push_event(now, EventKind::Repaired, r.clone());
+            }
+            if !repairs.is_empty() {
+                self.spawn_follow_up(SetId(i), FollowUp::Restored);
+            }
+        }
     }
 }

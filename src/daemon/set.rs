@@ -20,8 +20,8 @@ use crate::time_fmt::rfc3339;
 pub(super) struct Live {
     pub(super) view: LiveMaterial,
     pub(super) fingerprint: Fingerprint,
-    pub(super) material: Material,
-    pub(super) files: Vec<FileSummary>,
+    /// What was approved: the material, and the files it was read from.
+    pub(super) approved: Approved,
     pub(super) publish: Option<PublishState>,
 }
 
@@ -48,10 +48,19 @@ impl Live {
         Self {
             view,
             fingerprint: approved.fingerprint().clone(),
-            material: approved.material().clone(),
-            files: approved.files().to_vec(),
+            approved: approved.clone(),
             publish: state,
         }
+    }
+
+    /// The material.
+    pub(super) fn material(&self) -> &Material {
+        self.approved.material()
+    }
+
+    /// The files it was read from.
+    pub(super) fn files(&self) -> &[FileSummary] {
+        self.approved.files()
     }
 
     /// The generation it is published as, in publish mode.

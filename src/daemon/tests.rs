@@ -26,7 +26,7 @@ use crate::labels::{EventKind, Outcome, Reason};
 use crate::metrics::Metrics;
 use crate::pipeline::load::SourcePaths;
 use crate::pipeline::Approved;
-use crate::publish::{Publish, PublishError, PublishState};
+use crate::publish::{Publish, PublishError, PublishState, Published};
 use crate::state::{SetStatus, Snapshot};
 
 // === fakes ===
@@ -78,7 +78,7 @@ impl FakePublisher {
 }
 
 impl Publish for FakePublisher {
-    fn publish(&self, approved: &Approved) -> Result<PublishState, PublishError> {
+    fn publish(&self, approved: &Approved) -> Result<Published, PublishError> {
         let mut dir = self.dir();
         if std::mem::take(&mut dir.fail_next) {
             return Err(PublishError::new(
@@ -96,7 +96,10 @@ impl Publish for FakePublisher {
             previous_fingerprint_sha256: old.and_then(|o| o.fingerprint_sha256),
         };
         dir.current = Some(state.clone());
-        Ok(state)
+        Ok(Published {
+            state,
+            warnings: Vec::new(),
+        })
     }
 
     fn swap_back(&self, state: &PublishState) -> Result<PublishState, PublishError> {
@@ -125,6 +128,14 @@ impl Publish for FakePublisher {
 
     fn published_paths(&self) -> SourcePaths {
         self.paths.clone()
+    }
+
+    fn reconcile(&self, _live: &GenerationName) -> Result<Vec<String>, PublishError> {
+        Ok(Vec::new())
+    }
+
+    fn sweep(&self, _live: &GenerationName, _previous: Option<&GenerationName>) -> usize {
+        0
     }
 }
 
