@@ -1,4 +1,4 @@
-//! Shared test helpers: a run-time PKI (rcgen), kubelet's atomic writer, the real binary.
+//! Shared test helpers: the test kit (PKI, kubelet writer, workload) re-exported, the real binary.
 
 #![allow(dead_code)]
 
