@@ -11,7 +11,7 @@ IDLE=${1:-60}
 SECTIONS=${SECTIONS:-1 2 3}
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 # The binary the image ships: release profile, statically linked (as .ci/static-build.sh).
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked -q --target x86_64-unknown-linux-gnu
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked -q --no-default-features --target x86_64-unknown-linux-gnu
 BIN=$PWD/target/x86_64-unknown-linux-gnu/release/certgate
 W=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT

@@ -10,15 +10,11 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
-#[path = "../tests/util/pki.rs"]
-#[allow(dead_code)]
-mod pki;
-
 use certgate::pipeline::handshake::self_handshake;
 use certgate::pipeline::inspect::inspect_cert;
 use certgate::pipeline::load::{load_set, SourcePaths, DEFAULT_MAX_FILE_SIZE};
 use certgate::pipeline::validate::{validate, ExpectedName, Policy, Usage};
-use pki::{Alg, Hierarchy, LeafSpec};
+use certgate_testkit::pki::{Alg, Hierarchy, LeafSpec};
 
 struct Case {
     name: &'static str,

@@ -20,15 +20,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-#[path = "../tests/util/kubelet.rs"]
-#[allow(dead_code)]
-mod kubelet;
-#[path = "../tests/util/pki.rs"]
-#[allow(dead_code)]
-mod pki;
-
+use certgate_testkit::kubelet;
+use certgate_testkit::pki::{Alg, Ca, Leaf, LeafSpec};
 use notify::{RecursiveMode, Watcher};
-use pki::{Alg, Ca, Leaf, LeafSpec};
 
 struct Args {
     sets: usize,

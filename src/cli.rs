@@ -33,6 +33,7 @@ pub enum Command {
     /// GET the local /readyz (or /healthz with --live); exit 0 when it answers 200, else 1.
     Probe(ProbeArgs),
     /// Show the whole lifecycle on a throwaway PKI in a temp dir. Ctrl-C stops it.
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
 }
 
@@ -290,6 +291,7 @@ pub struct ProbeArgs {
 }
 
 /// `certgate demo`.
+#[cfg(feature = "demo")]
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Admin server address for the demo daemon.

@@ -1,9 +1,10 @@
 //! `certgate demo`: the whole lifecycle on a throwaway PKI, in one process.
 //!
-//! A CA and leaves are minted with rcgen; each candidate is written into a source directory the
-//! way kubelet updates a Secret volume; the real daemon (the same [`Server`] `certgate run`
-//! uses) gates it into a publish directory that a small TLS workload serves; and what the
-//! workload does with it decides whether a publish stands or is swapped back. Each round:
+//! A CA and leaves are minted with the test kit's PKI builder; each candidate is written into a
+//! source directory by the test kit's kubelet writer, as kubelet updates a Secret volume; the
+//! real daemon (the same [`Server`] `certgate run` uses) gates it into a publish directory that
+//! the test kit's TLS workload serves; and what the workload does with it decides whether a
+//! publish stands or is swapped back. Each round:
 //!
 //! 1. a good certificate → published, and the workload serves it;
 //! 2. a certificate from an unknown CA → rejected, the previous generation stays live;
@@ -11,33 +12,37 @@
 //! 4. another good certificate → published.
 //!
 //! Outcomes are read from the daemon's own snapshots, the ones `/status` renders. Everything
-//! lives in a private directory under the system temp dir, removed on exit. Daemon logs are off
-//! except errors (on stderr); `RUST_LOG=info` shows them all.
+//! lives in a private directory under the system temp dir (`TMPDIR`), removed on exit, also
+//! when stdout closes early (`certgate demo | head`) or on Ctrl-C. Daemon logs are off except
+//! errors (on stderr); `RUST_LOG=info` shows them all.
+//!
+//! Binary-side and behind the `demo` feature: the library and a `--no-default-features`
+//! sidecar mint no certificates.
 
+use std::fmt;
 use std::fs;
 use std::io::{self, Write as _};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
-};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use certgate_testkit::kubelet::{self, File};
+use certgate_testkit::pki::{Alg, Ca, Eku, LeafSpec};
+use certgate_testkit::workload::{Behaviour, Refusal, Workload};
+use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::cli::DemoArgs;
-use crate::commands::{wait_for_signal, Outcome, Server};
-use crate::config::{Config, ConfigError, RawConfig, RawDaemon, RawSet, MAX_FILE_SIZE};
-use crate::labels::Outcome as Rotation;
-use crate::pipeline::inspect::{inspect_cert, San};
-use crate::pipeline::load::{load_set, SourcePaths, DATA_LINK};
-use crate::state::{CandidateStatus, SetStatus, Snapshot};
+use certgate::admin::Server;
+use certgate::cli::DemoArgs;
+use certgate::commands::Outcome;
+use certgate::config::{Config, ConfigError, RawConfig, RawDaemon, RawSet};
+use certgate::labels::Outcome as Rotation;
+use certgate::pipeline::inspect::{inspect_cert, San};
+use certgate::shutdown;
+use certgate::state::{CandidateStatus, SetStatus, Snapshot};
 
 /// The name every demo leaf is issued for and the daemon requires.
 const NAME: &str = "demo.local";
@@ -53,12 +58,54 @@ const TRUST_FILE: &str = "ca.crt";
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bound on the daemon's reaction to one step (a failure limit, not a pacing delay).
 const OUTCOME_BOUND: Duration = Duration::from_secs(10);
-/// How long a connection to the demo workload may take.
-const WORKLOAD_CONN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Width of the step column, so the outcomes line up.
 const LABEL_WIDTH: usize = 50;
 /// Longest reason message printed; `/status` has the full text.
 const MESSAGE_WIDTH: usize = 120;
+
+/// `print!` to stdout, flushed, returning `Err(Stop::OutputClosed)` when stdout is gone
+/// instead of panicking as `print!` does.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        emit(format_args!($($arg)*))
+    };
+}
+
+/// [`out!`] with a newline.
+macro_rules! outln {
+    () => {
+        emit(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        emit(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Why the demo stopped before its end.
+#[derive(Debug)]
+enum Stop {
+    /// Something went wrong; the message says what.
+    Failed(String),
+    /// Nobody reads the output any more (`certgate demo | head`): stop quietly.
+    OutputClosed,
+}
+
+impl From<String> for Stop {
+    fn from(msg: String) -> Self {
+        Self::Failed(msg)
+    }
+}
+
+fn emit(args: fmt::Arguments<'_>) -> Result<(), Stop> {
+    let mut stdout = io::stdout().lock();
+    stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.flush())
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::BrokenPipe => Stop::OutputClosed,
+            _ => Stop::Failed(format!("cannot write to stdout: {e}")),
+        })
+}
 
 /// `certgate demo`.
 pub fn run(args: &DemoArgs) -> Outcome {
@@ -72,7 +119,9 @@ pub fn run(args: &DemoArgs) -> Outcome {
             return Outcome::Usage;
         }
     };
-    init_logging();
+    // Errors always reach stderr (a daemon that cannot start must say why); the daemon's
+    // routine logs would drown the demo's own lines, so they need `RUST_LOG`.
+    certgate::logging::init_stderr("error");
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -102,73 +151,79 @@ pub fn run(args: &DemoArgs) -> Outcome {
     outcome
 }
 
-/// Errors always reach stderr (a daemon that cannot start must say why); the daemon's routine
-/// logs would drown the demo's own lines, so they need `RUST_LOG`.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
-        .try_init();
-}
-
 async fn demo(listen: SocketAddr, every: Duration, once: bool, tmp: &TempDir) -> Outcome {
-    println!("certgate demo: throwaway PKI in {}", tmp.path().display());
+    let failed = |stop: Stop| match stop {
+        Stop::Failed(msg) => {
+            // Ends a step's half-written line; the output may be gone already.
+            let _ = outln!();
+            eprintln!("certgate demo: {msg}");
+            Outcome::Failed
+        }
+        Stop::OutputClosed => Outcome::Ok,
+    };
     // Taken over first, so Ctrl-C at any point stops in order and removes the temp dir; a
     // signal during setup is seen as soon as the scenario starts.
-    let (interrupt_tx, mut interrupt_rx) = watch::channel(false);
+    let (signals, interrupted) = match shutdown::sigint_or_sigterm() {
+        Ok(s) => s,
+        Err(e) => return failed(Stop::Failed(e.to_string())),
+    };
     let tmp_path = tmp.path().to_path_buf();
-    let signals = tokio::spawn(async move {
-        wait_for_signal().await;
-        let _ = interrupt_tx.send(true);
-        wait_for_signal().await;
-        // The orderly stop is stuck: clean up what we can and leave.
+    let signals = tokio::spawn(signals.run(move || {
+        // The orderly stop is stuck: clean up what we can before the process exits.
         let _ = fs::remove_dir_all(&tmp_path);
-        std::process::exit(130);
-    });
-    let failed = |msg: String| {
-        eprintln!("certgate demo: {msg}");
-        Outcome::Failed
-    };
-    let pki = match Pki::new() {
-        Ok(p) => p,
-        Err(e) => return failed(format!("cannot mint the demo CA: {e}")),
-    };
+    }));
+    match setup_and_run(listen, every, once, tmp, interrupted).await {
+        Ok(()) => {
+            signals.abort();
+            Outcome::Ok
+        }
+        Err(stop) => {
+            signals.abort();
+            failed(stop)
+        }
+    }
+}
+
+async fn setup_and_run(
+    listen: SocketAddr,
+    every: Duration,
+    once: bool,
+    tmp: &TempDir,
+    interrupted: shutdown::Watch,
+) -> Result<(), Stop> {
+    outln!("certgate demo: throwaway PKI in {}", tmp.path().display())?;
+    let pki = Pki::new();
     let source = tmp.path().join("source");
     let publish = tmp.path().join("publish");
-    let workload = match Workload::start(publish.clone()).await {
-        Ok(w) => w,
-        Err(e) => return failed(format!("cannot start the demo workload: {e}")),
-    };
-    let config = match demo_config(listen, &source, &publish, workload.addr) {
-        Ok(c) => c,
-        Err(e) => return failed(format!("demo configuration: {e}")),
-    };
-    let first_round = match pki.round() {
-        Ok(r) => r,
-        Err(e) => return failed(format!("cannot mint the demo certificates: {e}")),
-    };
+    let workload = Workload::spawn(
+        (Ipv4Addr::LOCALHOST, 0).into(),
+        publish.clone(),
+        Behaviour::RefuseWhen(Refusal::new(|leaf| {
+            inspect_cert(leaf, 0).is_ok_and(|info| {
+                info.sans
+                    .iter()
+                    .any(|san| matches!(san, San::Dns(d) if d.starts_with(REFUSED_PREFIX)))
+            })
+        })),
+    )
+    .await
+    .map_err(|e| format!("cannot start the demo workload: {e}"))?;
+    let config = demo_config(listen, &source, &publish, workload.addr)
+        .map_err(|e| format!("demo configuration: {e}"))?;
+    let first_round = pki.round();
     // The first candidate goes in before the daemon starts: its first evaluation then finds
     // material, where an empty volume would be counted (and shown) as a rejection.
     let first_started = Instant::now();
-    if let Err(e) = write_candidate(&source, &pki, &first_round[0].leaf).await {
-        return failed(e);
-    }
-    let server = match Server::bind(config).await {
-        Ok(s) => s,
-        Err(o) => return o,
-    };
+    write_candidate(&source, &pki, &first_round[0].leaf).await?;
+    let server = Server::bind(config).await.map_err(|e| e.to_string())?;
     let base = admin_base(server.local_addr());
-    println!("  status  {base}/status   metrics {base}/metrics");
-    println!(
+    outln!("  status  {base}/status   metrics {base}/metrics")?;
+    outln!(
         "  source  {}   publish {}   workload {}",
         source.display(),
         publish.display(),
         workload.addr
-    );
+    )?;
 
     let scenario = Scenario {
         pki: &pki,
@@ -185,32 +240,24 @@ async fn demo(listen: SocketAddr, every: Duration, once: bool, tmp: &TempDir) ->
     let scenario = async {
         tokio::select! {
             r = scenario.run(first_round, first_started, once) => r,
-            _ = interrupt_rx.wait_for(|s| *s) => {
-                println!();
-                println!("certgate demo: stopping");
-                Ok(())
+            () = interrupted.signaled() => {
+                outln!()?;
+                outln!("certgate demo: stopping")
             }
         }
     };
     // The daemon only ends on its own when it fails; the scenario then stops at once rather
     // than at its next wait.
-    let (result, daemon_outcome) = tokio::select! {
+    let (result, daemon_result) = tokio::select! {
         r = scenario => {
             let _ = stop_tx.send(true);
             (r, daemon.await)
         }
-        o = &mut daemon => (Err("the daemon stopped".to_string()), o),
+        r = &mut daemon => (Err(Stop::Failed("the daemon stopped".into())), r),
     };
-    signals.abort();
     drop(workload);
-    match result {
-        Err(e) => {
-            println!();
-            failed(e)
-        }
-        Ok(()) if daemon_outcome != Outcome::Ok => failed("the daemon failed".into()),
-        Ok(()) => Outcome::Ok,
-    }
+    result?;
+    daemon_result.map_err(|e| Stop::Failed(format!("the daemon failed: {e}")))
 }
 
 /// The set the daemon runs: the source volume gated into the publish dir, verified against the
@@ -269,7 +316,7 @@ enum Expect {
 /// One rotation of the scenario.
 struct Step {
     label: &'static str,
-    leaf: Leaf,
+    leaf: DemoLeaf,
     expect: Expect,
 }
 
@@ -289,7 +336,7 @@ impl Scenario<'_> {
         first: [Step; 4],
         first_started: Instant,
         once: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), Stop> {
         let mut round = first;
         let mut round_no = 1u64;
         loop {
@@ -306,11 +353,8 @@ impl Scenario<'_> {
                 return self.finish().await;
             }
             round_no += 1;
-            println!("round {round_no}");
-            round = self
-                .pki
-                .round()
-                .map_err(|e| format!("cannot mint the demo certificates: {e}"))?;
+            outln!("round {round_no}")?;
+            round = self.pki.round();
         }
     }
 
@@ -321,7 +365,7 @@ impl Scenario<'_> {
         n: usize,
         step: &Step,
         written: Option<Instant>,
-    ) -> Result<Instant, String> {
+    ) -> Result<Instant, Stop> {
         let fp = step.leaf.fingerprint.as_str();
         let before = live_generation(&self.rx.borrow());
         let started = match written {
@@ -333,31 +377,32 @@ impl Scenario<'_> {
             }
         };
         let label = format!("{} (leaf {}…)", step.label, short(fp, 8));
-        print!("[{n}] {label:<LABEL_WIDTH$} → ");
-        flush();
+        out!("[{n}] {label:<LABEL_WIDTH$} → ")?;
         match step.expect {
             Expect::Published => {
                 let generation = self.published(fp).await?;
-                print!("published generation {generation}");
-                flush();
+                out!("published generation {generation}")?;
                 self.served(fp).await?;
-                println!("; the workload serves it");
+                outln!("; the workload serves it")?;
             }
             Expect::Rejected => {
                 let c = self
                     .wait(OUTCOME_BOUND, "a verdict", |s| candidate(s, fp).cloned())
                     .await?;
                 if c.outcome != Rotation::Rejected {
-                    return Err(format!("expected a rejection, got {}", describe(&c)));
+                    return Err(Stop::Failed(format!(
+                        "expected a rejection, got {}",
+                        describe(&c)
+                    )));
                 }
-                print!("{}", clip(&describe(&c), MESSAGE_WIDTH));
+                out!("{}", clip(&describe(&c), MESSAGE_WIDTH))?;
                 let live = live_generation(&self.rx.borrow());
                 match (&before, &live) {
-                    (Some(b), Some(l)) if b == l => println!("; {l} stays live"),
+                    (Some(b), Some(l)) if b == l => outln!("; {l} stays live")?,
                     _ => {
-                        return Err(format!(
+                        return Err(Stop::Failed(format!(
                             "the live generation changed from {before:?} to {live:?} on a rejection"
-                        ))
+                        )))
                     }
                 }
             }
@@ -368,12 +413,16 @@ impl Scenario<'_> {
                     })
                     .await?;
                 match (c.outcome, generation) {
-                    (Rotation::Published, Some(g)) => print!("published generation {g}, "),
+                    (Rotation::Published, Some(g)) => out!("published generation {g}, ")?,
                     // Swapped back before we looked: it was published, under a name now gone.
-                    (Rotation::RolledBack, _) => print!("published, "),
-                    _ => return Err(format!("expected a publish, got {}", describe(&c))),
+                    (Rotation::RolledBack, _) => out!("published, ")?,
+                    _ => {
+                        return Err(Stop::Failed(format!(
+                            "expected a publish, got {}",
+                            describe(&c)
+                        )))
+                    }
                 }
-                flush();
                 let c = self
                     .wait(VERIFY_TIMEOUT + OUTCOME_BOUND, "the swap-back", |s| {
                         candidate(s, fp)
@@ -382,17 +431,20 @@ impl Scenario<'_> {
                     })
                     .await?;
                 if c.outcome != Rotation::RolledBack {
-                    return Err(format!("expected a swap-back, got {}", describe(&c)));
+                    return Err(Stop::Failed(format!(
+                        "expected a swap-back, got {}",
+                        describe(&c)
+                    )));
                 }
                 let why = c.reasons.first().map(|p| p.message.as_str()).unwrap_or("");
-                print!("then rolled back: {}", clip(why, MESSAGE_WIDTH));
+                out!("then rolled back: {}", clip(why, MESSAGE_WIDTH))?;
                 let live = live_generation(&self.rx.borrow());
                 match (&before, &live) {
-                    (Some(b), Some(l)) if b == l => println!("; {l} live again"),
+                    (Some(b), Some(l)) if b == l => outln!("; {l} live again")?,
                     _ => {
-                        return Err(format!(
+                        return Err(Stop::Failed(format!(
                             "swapped back to {live:?}, expected the previous generation {before:?}"
-                        ))
+                        )))
                     }
                 }
             }
@@ -462,14 +514,18 @@ impl Scenario<'_> {
     }
 
     /// After a `--once` round: the admin server must call the result ready.
-    async fn finish(&self) -> Result<(), String> {
-        match crate::http::client_request_body("GET", &self.readyz, Duration::from_secs(2)).await {
+    async fn finish(&self) -> Result<(), Stop> {
+        match certgate::http::client_request_body("GET", &self.readyz, Duration::from_secs(2)).await
+        {
             Ok((200, _)) => {
-                println!("done: every step went as expected; /readyz answers 200");
+                outln!("done: every step went as expected; /readyz answers 200")?;
                 Ok(())
             }
-            Ok((code, body)) => Err(format!("/readyz answered {code}: {}", body.trim())),
-            Err(e) => Err(format!("/readyz: {e}")),
+            Ok((code, body)) => Err(Stop::Failed(format!(
+                "/readyz answered {code}: {}",
+                body.trim()
+            ))),
+            Err(e) => Err(Stop::Failed(format!("/readyz: {e}"))),
         }
     }
 }
@@ -515,99 +571,35 @@ fn short(s: &str, n: usize) -> &str {
     s.get(..n).unwrap_or(s)
 }
 
-fn flush() {
-    // Progress only: a closed stdout is not worth failing the demo over.
-    let _ = io::stdout().flush();
-}
-
-/// Writes `leaf` with its key and the demo trust bundle into the source volume.
-async fn write_candidate(source: &Path, pki: &Pki, leaf: &Leaf) -> Result<(), String> {
+/// Writes `leaf` with its key and the demo trust bundle into the source volume, the way
+/// kubelet updates a Secret volume.
+async fn write_candidate(source: &Path, pki: &Pki, leaf: &DemoLeaf) -> Result<(), String> {
     let dir = source.to_path_buf();
-    let files = vec![
-        (CERT_FILE, leaf.chain_pem.clone().into_bytes(), 0o644),
-        // Tighter than kubelet's default 0644: nobody else needs the demo keys.
-        (KEY_FILE, leaf.key_pem.clone().into_bytes(), 0o600),
-        (TRUST_FILE, pki.trust_pem.clone().into_bytes(), 0o644),
-    ];
-    tokio::task::spawn_blocking(move || atomic_write(&dir, &files))
-        .await
-        .map_err(|e| format!("writing the source volume: {e}"))?
-        .map(|_| ())
-        .map_err(|e| format!("writing the source volume: {e}"))
-}
-
-// === kubelet's atomic writer ===
-
-/// Writes one generation of `files` (name, bytes, mode) into `dir` the way kubelet's
-/// AtomicWriter updates a Secret volume, so the daemon sees what it sees in a pod: a new
-/// `..<timestamp>` directory filled while private, `..data_tmp` pointed at it and renamed onto
-/// `..data` (the one commit point), user-visible symlinks `name -> ..data/name`, the previous
-/// generation removed. Returns the new generation's name.
-fn atomic_write(dir: &Path, files: &[(&str, Vec<u8>, u32)]) -> io::Result<String> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .map_err(at(dir))?;
-    let data = dir.join(DATA_LINK);
-    let old = fs::read_link(&data).ok();
-
-    let name = crate::publish::generation_name().to_string();
-    let gen = dir.join(&name);
-    // Created 0700 and opened up only when complete: nobody reads a half-written generation.
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&gen)
-        .map_err(at(&gen))?;
-    for (file, bytes, mode) in files {
-        let path = gen.join(file);
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(*mode)
-            .open(&path)
-            .map_err(at(&path))?;
-        f.write_all(bytes).map_err(at(&path))?;
-        // The umask may have cleared bits of `mode`: set it explicitly.
-        f.set_permissions(fs::Permissions::from_mode(*mode))
-            .map_err(at(&path))?;
-    }
-    fs::set_permissions(&gen, fs::Permissions::from_mode(0o755)).map_err(at(&gen))?;
-
-    let tmp = dir.join("..data_tmp");
-    match fs::remove_file(&tmp) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(at(&tmp)(e)),
-        _ => {}
-    }
-    symlink(&name, &tmp).map_err(at(&tmp))?;
-    fs::rename(&tmp, &data).map_err(at(&data))?;
-
-    for (file, _, _) in files {
-        let link = dir.join(file);
-        if fs::symlink_metadata(&link).is_err() {
-            symlink(Path::new(DATA_LINK).join(file), &link).map_err(at(&link))?;
-        }
-    }
-    // Only ever a sibling generation directory, whatever `..data` pointed at.
-    if let Some(old) = old.and_then(|o| o.to_str().map(str::to_string)) {
-        if old != name && old.starts_with("..") && !old.contains('/') {
-            let _ = fs::remove_dir_all(dir.join(old));
-        }
-    }
-    Ok(name)
-}
-
-/// Prefixes an I/O error with the path it concerns.
-fn at(path: &Path) -> impl FnOnce(io::Error) -> io::Error {
-    let path = path.to_path_buf();
-    move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+    let (chain, key, trust) = (
+        leaf.chain_pem.clone(),
+        leaf.key_pem.clone(),
+        pki.trust_pem.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let files = [
+            File::new(CERT_FILE, chain.as_bytes()),
+            // Tighter than kubelet's default 0644: nobody else needs the demo keys.
+            File::new(KEY_FILE, key.as_bytes()).mode(0o600),
+            File::new(TRUST_FILE, trust.as_bytes()),
+        ];
+        kubelet::write_generation(&dir, &files, |_| {})
+    })
+    .await
+    .map_err(|e| format!("writing the source volume: {e}"))?
+    .map(|_| ())
+    .map_err(|e| format!("writing the source volume: {e}"))
 }
 
 // === the throwaway PKI ===
 
 /// A leaf ready to write.
-struct Leaf {
-    /// Leaf then intermediate, PEM.
+struct DemoLeaf {
+    /// Leaf then intermediate (ours), or the leaf alone (the unknown CA's), PEM.
     chain_pem: String,
     /// PKCS#8 PEM.
     key_pem: String,
@@ -626,203 +618,77 @@ enum IssuedBy {
 
 /// Root → intermediate that the daemon trusts, and a CA it has never heard of.
 struct Pki {
-    intermediate: CertifiedIssuer<'static, KeyPair>,
-    unknown: CertifiedIssuer<'static, KeyPair>,
+    intermediate: Ca,
+    unknown: Ca,
     /// The trust bundle: the root alone.
     trust_pem: String,
 }
 
-fn new_key() -> Result<KeyPair, rcgen::Error> {
-    KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-}
-
-fn ca_params(cn: &str, constraints: BasicConstraints) -> CertificateParams {
-    let now = time::OffsetDateTime::now_utc();
-    let mut p = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, cn);
-    dn.push(DnType::OrganizationName, "certgate demo");
-    p.distinguished_name = dn;
-    p.is_ca = IsCa::Ca(constraints);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    p.use_authority_key_identifier_extension = true;
-    // Backdated a little so a clock a few minutes behind still accepts it.
-    p.not_before = now - time::Duration::hours(1);
-    p.not_after = now + time::Duration::days(365);
-    p
-}
-
 impl Pki {
-    fn new() -> Result<Self, rcgen::Error> {
-        let root = CertifiedIssuer::self_signed(
-            ca_params("certgate demo root CA", BasicConstraints::Unconstrained),
-            new_key()?,
-        )?;
-        let intermediate = CertifiedIssuer::signed_by(
-            ca_params(
-                "certgate demo intermediate CA",
-                BasicConstraints::Constrained(0),
-            ),
-            new_key()?,
-            &root,
-        )?;
-        let unknown = CertifiedIssuer::self_signed(
-            ca_params("some other CA", BasicConstraints::Unconstrained),
-            new_key()?,
-        )?;
-        Ok(Self {
-            trust_pem: root.pem(),
+    fn new() -> Self {
+        let root = Ca::root("certgate demo root CA", Alg::P256);
+        let intermediate = root.intermediate("certgate demo intermediate CA", Alg::P256);
+        let unknown = Ca::root("some other CA", Alg::P256);
+        Self {
+            trust_pem: root.cert_pem,
             intermediate,
             unknown,
-        })
+        }
     }
 
     /// One round's candidates, each with a fresh key, so every step is a real change.
-    fn round(&self) -> Result<[Step; 4], rcgen::Error> {
-        Ok([
+    fn round(&self) -> [Step; 4] {
+        [
             Step {
                 label: "good certificate",
-                leaf: self.leaf(IssuedBy::Ours, &[NAME])?,
+                leaf: self.leaf(IssuedBy::Ours, &[NAME]),
                 expect: Expect::Published,
             },
             Step {
                 label: "certificate from an unknown CA",
-                leaf: self.leaf(IssuedBy::Unknown, &[NAME])?,
+                leaf: self.leaf(IssuedBy::Unknown, &[NAME]),
                 expect: Expect::Rejected,
             },
             Step {
                 label: "certificate the workload refuses",
-                leaf: self.leaf(IssuedBy::Ours, &[NAME, REFUSED_NAME])?,
+                leaf: self.leaf(IssuedBy::Ours, &[NAME, REFUSED_NAME]),
                 expect: Expect::RolledBack,
             },
             Step {
                 label: "good certificate",
-                leaf: self.leaf(IssuedBy::Ours, &[NAME])?,
+                leaf: self.leaf(IssuedBy::Ours, &[NAME]),
                 expect: Expect::Published,
             },
-        ])
+        ]
     }
 
-    /// A server leaf for `names` issued by `by`. Ours chains leaf → intermediate (the root is
-    /// the bundle); the unknown CA's is the leaf alone, as its CA is of no use to the daemon.
-    fn leaf(&self, by: IssuedBy, names: &[&str]) -> Result<Leaf, rcgen::Error> {
-        let issuer = match by {
-            IssuedBy::Ours => &self.intermediate,
-            IssuedBy::Unknown => &self.unknown,
-        };
-        let now = time::OffsetDateTime::now_utc();
-        let key = new_key()?;
-        let mut p = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, NAME);
-        p.distinguished_name = dn;
-        for name in names {
-            p.subject_alt_names
-                .push(SanType::DnsName((*name).try_into()?));
-        }
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        p.use_authority_key_identifier_extension = true;
-        p.not_before = now - time::Duration::minutes(5);
-        p.not_after = now + time::Duration::days(90);
-        let cert = p.signed_by(&key, issuer)?;
-        let fingerprint =
-            crate::hex(ring::digest::digest(&ring::digest::SHA256, cert.der()).as_ref());
-        let chain_pem = match by {
-            IssuedBy::Ours => format!("{}{}", cert.pem(), issuer.pem()),
-            IssuedBy::Unknown => cert.pem(),
-        };
-        Ok(Leaf {
-            chain_pem,
-            key_pem: key.serialize_pem(),
-            fingerprint,
-        })
-    }
-}
-
-// === the demo workload ===
-
-/// A TLS server on loopback that serves whatever is published, read afresh on every
-/// connection (so it needs no reload signal), and refuses any leaf named `refuse.*`, the way a
-/// workload fails on a certificate it cannot use. Stops when dropped.
-struct Workload {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Workload {
-    async fn start(publish_dir: PathBuf) -> io::Result<Self> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-        let addr = listener.local_addr()?;
-        let paths = Arc::new(SourcePaths {
-            cert: publish_dir.join(CERT_FILE),
-            key: Some(publish_dir.join(KEY_FILE)),
-            trust: None,
-        });
-        let task = tokio::spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((tcp, _)) => {
-                        tokio::spawn(serve_connection(tcp, paths.clone()));
-                    }
-                    // Out of descriptors or the like: back off instead of spinning.
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
+    /// A server leaf for `names` issued by `by`, valid for 90 days (backdated five minutes for
+    /// a clock a little behind). Ours chains leaf → intermediate (the root is the bundle); the
+    /// unknown CA's is the leaf alone, as its CA is of no use to the daemon.
+    fn leaf(&self, by: IssuedBy, names: &[&str]) -> DemoLeaf {
+        let now = OffsetDateTime::now_utc();
+        let spec = LeafSpec::new(NAME).dns(names).eku(Eku::Server).valid(
+            now - time::Duration::minutes(5),
+            now + time::Duration::days(90),
+        );
+        let (leaf, chain_pem) = match by {
+            IssuedBy::Ours => {
+                let leaf = self.intermediate.leaf(&spec);
+                let chain = format!("{}{}", leaf.cert_pem, self.intermediate.cert_pem);
+                (leaf, chain)
             }
-        });
-        Ok(Self { addr, task })
+            IssuedBy::Unknown => {
+                let leaf = self.unknown.leaf(&spec);
+                let chain = leaf.cert_pem.clone();
+                (leaf, chain)
+            }
+        };
+        DemoLeaf {
+            chain_pem,
+            key_pem: leaf.key.pkcs8_pem(),
+            fingerprint: leaf.fingerprint_sha256(),
+        }
     }
-}
-
-impl Drop for Workload {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn serve_connection(tcp: TcpStream, paths: Arc<SourcePaths>) {
-    // Through certgate's own loader: cert and key come from one `..data` generation even when
-    // a publish or a swap-back lands mid-read.
-    let material = match tokio::task::spawn_blocking(move || load_set(&paths, MAX_FILE_SIZE)).await
-    {
-        Ok(Ok(m)) => m,
-        // Nothing published yet: closing the connection is all a workload without a
-        // certificate can do.
-        _ => return,
-    };
-    let (Some(leaf), Some(key)) = (Some(material.chain.leaf()), material.key.as_ref()) else {
-        return;
-    };
-    let refused = inspect_cert(leaf, 0).is_ok_and(|info| {
-        info.sans
-            .iter()
-            .any(|san| matches!(san, San::Dns(d) if d.starts_with(REFUSED_PREFIX)))
-    });
-    if refused {
-        // Dropping the connection unanswered fails the client's handshake.
-        return;
-    }
-    let Ok(builder) = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions() else {
-        return;
-    };
-    let Ok(config) = builder
-        .with_no_client_auth()
-        .with_single_cert(material.chain.to_vec(), key.der().clone_key())
-    else {
-        return;
-    };
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let conversation = async {
-        let mut tls = acceptor.accept(tcp).await?;
-        tls.write_all(b"hello from the certgate demo workload\n")
-            .await?;
-        tls.shutdown().await
-    };
-    // A client that stalls must not hold a task forever; its errors are its own business.
-    let _ = tokio::time::timeout(WORKLOAD_CONN_TIMEOUT, conversation).await;
 }
 
 // === the temp dir ===
@@ -845,7 +711,7 @@ impl TempDir {
             match fs::DirBuilder::new().mode(0o700).create(&path) {
                 Ok(()) => return Ok(Self(path)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(at(&path)(e)),
+                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
             }
         }
         Err(io::Error::new(
@@ -874,31 +740,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn atomic_write_commits_through_data_and_drops_the_old_generation() {
+    fn temp_dir_is_private_and_removed_on_drop() {
+        use std::os::unix::fs::PermissionsExt;
         let tmp = TempDir::create().expect("temp dir");
-        let dir = tmp.path().join("vol");
-        let first = atomic_write(&dir, &[("a", b"1".to_vec(), 0o644)]).expect("first write");
-        let second = atomic_write(&dir, &[("a", b"2".to_vec(), 0o600)]).expect("second write");
-        assert_ne!(first, second);
-        assert_eq!(
-            fs::read_link(dir.join(DATA_LINK)).ok(),
-            Some(PathBuf::from(&second))
-        );
-        assert_eq!(fs::read(dir.join("a")).ok(), Some(b"2".to_vec()));
-        assert!(!dir.join(&first).exists(), "previous generation removed");
-        assert!(!dir.join("..data_tmp").exists());
-        let mode =
-            fs::metadata(dir.join(&second).join("a")).map(|m| m.permissions().mode() & 0o777);
-        assert_eq!(mode.ok(), Some(0o600));
         let path = tmp.path().to_path_buf();
+        let mode = fs::metadata(&path).map(|m| m.permissions().mode() & 0o777);
+        assert_eq!(mode.ok(), Some(0o700));
         drop(tmp);
         assert!(!path.exists(), "temp dir removed on drop");
     }
 
     #[test]
     fn refused_leaf_names_the_refusal_and_chains_to_the_root() {
-        let pki = Pki::new().expect("pki");
-        let round = pki.round().expect("round");
+        let pki = Pki::new();
+        let round = pki.round();
         assert_eq!(round[2].expect, Expect::RolledBack);
         assert!(REFUSED_NAME.starts_with(REFUSED_PREFIX));
         assert!(round[2].leaf.chain_pem.matches("BEGIN CERTIFICATE").count() == 2);

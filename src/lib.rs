@@ -11,20 +11,28 @@
 //!    kubelet-style; the previous generation is kept for swap-back.
 //! 6. **Report** ([`http`], [`metrics`]): probes and metrics read a snapshot, never wait on work.
 
+//!
+//! Around the pipeline: [`daemon`] runs it on every change, [`admin`] serves its reports,
+//! [`shutdown`] stops both in order, [`commands`] is what the CLI ([`cli`]) dispatches to.
+//! `certgate demo` lives in the binary, behind the `demo` feature: the library mints no
+//! certificates.
+
+pub mod admin;
 pub mod bounded;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
-pub mod demo;
 pub mod duration;
 pub mod http;
 pub mod ids;
 pub mod labels;
+pub mod logging;
 pub mod metrics;
 pub mod pipeline;
 pub mod publish;
 pub mod report;
+pub mod shutdown;
 pub mod state;
 pub mod time_fmt;
 

@@ -1,5 +1,8 @@
-//! certgate binary: parse the CLI, set up logging and the crypto provider, dispatch, map the
-//! outcome to an exit code (0 ok, 1 material/endpoint failed, 2 usage or configuration error).
+//! certgate binary: parse the CLI, set up the crypto provider, dispatch, map the outcome to an
+//! exit code (0 ok, 1 material/endpoint failed, 2 usage or configuration error).
+//!
+//! `certgate demo` lives here, not in the library, and only with the `demo` feature (on by
+//! default; the image builds without it).
 
 use std::process::ExitCode;
 
@@ -7,6 +10,9 @@ use clap::Parser;
 
 use certgate::cli::{Cli, Command};
 use certgate::commands;
+
+#[cfg(feature = "demo")]
+mod demo;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -18,7 +24,8 @@ fn main() -> ExitCode {
         Command::Inspect(args) => commands::inspect(&args),
         Command::Run(args) => commands::run(&args),
         Command::Probe(args) => commands::probe(&args),
-        Command::Demo(args) => commands::demo(&args),
+        #[cfg(feature = "demo")]
+        Command::Demo(args) => demo::run(&args),
     };
     ExitCode::from(outcome as u8)
 }

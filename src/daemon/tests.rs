@@ -7,10 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use certgate_testkit::pki::{Alg, Ca, LeafSpec};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -192,12 +189,8 @@ impl Workload for FakeWorkload {
 
 // === material ===
 
-/// A CA and the leaves it issues, with the real clock's idea of now.
-struct Pki {
-    params: CertificateParams,
-    key: KeyPair,
-    pem: String,
-}
+/// The test kit's CA, issuing `localhost` server leaves.
+struct Pki(Ca);
 
 /// A leaf: certificate PEM, key PEM, fingerprint.
 struct Leaf {
@@ -208,18 +201,11 @@ struct Leaf {
 
 impl Pki {
     fn new() -> Self {
-        let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "daemon test root");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::days(1);
-        params.not_after = now + time::Duration::days(365);
-        let key = KeyPair::generate().unwrap();
-        let pem = params.self_signed(&key).unwrap().pem();
-        Self { params, key, pem }
+        Self(Ca::root("daemon test root", Alg::P256))
+    }
+
+    fn pem(&self) -> &str {
+        &self.0.cert_pem
     }
 
     /// A server leaf for `localhost` valid until `not_after`.
@@ -234,19 +220,13 @@ impl Pki {
         not_before: time::OffsetDateTime,
         not_after: time::OffsetDateTime,
     ) -> Leaf {
-        let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        p.distinguished_name.push(DnType::CommonName, "localhost");
-        p.not_before = not_before;
-        p.not_after = not_after;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let key = KeyPair::generate().unwrap();
-        let issuer = Issuer::from_params(&self.params, &self.key);
-        let cert = p.signed_by(&key, &issuer).unwrap();
+        let leaf = self
+            .0
+            .leaf(&LeafSpec::new("localhost").valid(not_before, not_after));
         Leaf {
-            fingerprint: Fingerprint::of(cert.der()),
-            cert: cert.pem(),
-            key: key.serialize_pem(),
+            fingerprint: Fingerprint::of(&leaf.cert_der),
+            cert: leaf.cert_pem,
+            key: leaf.key.pkcs8_pem(),
         }
     }
 
@@ -303,7 +283,7 @@ impl Harness {
         let src = tmp.path().join("src");
         std::fs::create_dir(&src).unwrap();
         let pki = Pki::new();
-        std::fs::write(src.join("ca.crt"), &pki.pem).unwrap();
+        std::fs::write(src.join("ca.crt"), pki.pem()).unwrap();
         let first = match setup.lifetime {
             Some(d) => pki.leaf_until(time::OffsetDateTime::now_utc() + d),
             None => pki.leaf(),

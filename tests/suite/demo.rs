@@ -111,3 +111,63 @@ fn demo_refuses_a_bad_listen_address() {
     assert!(err.contains("--listen"), "{err}");
     assert!(out.is_empty(), "nothing started: {out}");
 }
+
+/// `certgate demo | head -1`: stdout closes after the first line. The demo must notice (a
+/// write fails with EPIPE), stop in order and remove its temp dir with the keys, without a
+/// panic.
+#[test]
+fn demo_stops_cleanly_when_its_stdout_closes() {
+    use std::io::{BufRead, BufReader};
+
+    let base = tempfile::tempdir().expect("tempdir");
+    let mut cmd = crate::util::command();
+    cmd.args(["demo", "--listen", "127.0.0.1:0", "--every", "100ms"])
+        .env("TMPDIR", base.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn certgate demo");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("first line");
+    let tmp = first
+        .strip_prefix("certgate demo: throwaway PKI in ")
+        .map(|p| PathBuf::from(p.trim()))
+        .unwrap_or_else(|| panic!("no temp dir on the first line: {first:?}"));
+    assert!(
+        tmp.starts_with(base.path()),
+        "{} not under TMPDIR",
+        tmp.display()
+    );
+    // What `head -1` does: read one line, then close the pipe.
+    drop(stdout);
+
+    let mut stderr = child.stderr.take().expect("stderr");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > BOUND {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("certgate demo still running {BOUND:?} after its stdout closed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    let _ = stderr.read_to_string(&mut err);
+    assert_eq!(status.code(), Some(0), "stderr:\n{err}");
+    assert!(!err.contains("panicked"), "stderr:\n{err}");
+    assert!(
+        !tmp.exists(),
+        "{} left behind\nstderr:\n{err}",
+        tmp.display()
+    );
+    let left: Vec<_> = std::fs::read_dir(base.path())
+        .expect("read TMPDIR")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}");
+}

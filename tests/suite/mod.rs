@@ -2,6 +2,7 @@
 
 mod cli;
 mod daemon;
+#[cfg(feature = "demo")]
 mod demo;
 mod faults;
 mod pipeline;

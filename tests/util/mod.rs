@@ -1,5 +1,5 @@
-//! Shared test helpers: a run-time PKI (rcgen), kubelet's atomic writer, the real binary, and
-//! the fixtures the suites share.
+//! Shared test helpers: the test kit (PKI, kubelet writer, workload) re-exported, the real
+//! binary, and the fixtures the suites share.
 
 #![allow(dead_code)]
 
