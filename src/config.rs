@@ -272,9 +272,11 @@ impl Config {
                 )));
             }
             if let Some(p) = &set.publish {
+                // Two spellings of one directory (`x/../web`, a symlink) are one directory.
+                let dir = canonical(&p.dir);
                 if let Some(other) = sets
                     .iter()
-                    .find(|s| s.publish.as_ref().is_some_and(|q| q.dir == p.dir))
+                    .find(|s| s.publish.as_ref().is_some_and(|q| canonical(&q.dir) == dir))
                 {
                     return Err(ConfigError(format!(
                         "set {:?}: publish_dir {} already used by set {:?}",
@@ -288,6 +290,91 @@ impl Config {
         }
         Ok(Self { daemon, sets })
     }
+}
+
+/// A set that can be published: its files keep their base names in the publish directory, so
+/// the names must differ (`…/cert/value` and `…/key/value` would both publish as `value`) —
+/// except cert and key given as one file holding both — and the publish directory must not be
+/// a directory the set reads from.
+fn check_publishable(
+    dir: &Path,
+    cert: &Path,
+    key: Option<&Path>,
+    trust: Option<&Path>,
+) -> Result<(), ConfigError> {
+    let sources = [("cert", Some(cert)), ("key", key), ("trust", trust)];
+    for (i, (a, pa)) in sources.iter().enumerate() {
+        for (b, pb) in &sources[i + 1..] {
+            let (Some(pa), Some(pb)) = (pa, pb) else {
+                continue;
+            };
+            let combined = *a == "cert" && *b == "key" && canonical(pa) == canonical(pb);
+            if pa.file_name() == pb.file_name() && !combined {
+                return Err(ConfigError(format!(
+                    "{a} and {b}: both are named {:?}, and files keep their names in publish_dir \
+                     {}; give them different names",
+                    pa.file_name().unwrap_or_default(),
+                    dir.display()
+                )));
+            }
+        }
+    }
+    let published = canonical(dir);
+    for (role, path) in sources {
+        let Some(path) = path else { continue };
+        let source_dir = canonical(path.parent().unwrap_or(Path::new(".")));
+        if source_dir == published {
+            return Err(ConfigError(format!(
+                "publish_dir: {} is the directory {role} {} is read from; publish elsewhere",
+                dir.display(),
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `p` made absolute with symlinks and `..` resolved as far as it exists, the rest normalized
+/// lexically: two spellings of one directory (`x/../web`, a link to it) compare equal even
+/// before it is created.
+pub fn canonical(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let absolute = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    };
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    let base = loop {
+        if let Ok(c) = existing.canonicalize() {
+            break c;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            // A `..` or the root: resolve what is left lexically.
+            _ => break PathBuf::new(),
+        }
+    };
+    let mut out = base;
+    let tail: PathBuf = if out.as_os_str().is_empty() {
+        absolute.clone()
+    } else {
+        rest.iter().rev().collect()
+    };
+    for c in tail.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Reads a TOML config file into its raw shape; errors name the file.
@@ -418,6 +505,9 @@ pub fn validate_set(raw: &RawSet) -> Result<SetConfig, ConfigError> {
             })
         })
         .transpose()?;
+    if let Some(p) = &publish {
+        check_publishable(&p.dir, &raw.cert, raw.key.as_deref(), raw.trust.as_deref())?;
+    }
     if raw.key_mode.is_some() && publish.is_none() {
         return Err(ConfigError::new(
             "key_mode: only meaningful with publish_dir",
@@ -620,6 +710,24 @@ mod tests {
                 "daemon.listen",
             ),
             ("", "no [[set]]"),
+            // Configs that validate but could never publish.
+            (
+                "[[set]]\nname = \"a\"\ncert = \"/s/cert/value\"\nkey = \"/s/key/value\"\npublish_dir = \"/p\"\n",
+                "cert and key: both are named \"value\"",
+            ),
+            (
+                "[[set]]\nname = \"a\"\ncert = \"/s/tls.crt\"\ntrust = \"/t/tls.crt\"\npublish_dir = \"/p\"\n",
+                "cert and trust",
+            ),
+            (
+                "[[set]]\nname = \"a\"\ncert = \"/s/tls.crt\"\npublish_dir = \"/s\"\n",
+                "publish_dir: /s is the directory cert",
+            ),
+            (
+                "[[set]]\nname = \"a\"\ncert = \"/x/tls.crt\"\npublish_dir = \"/p/web\"\n\
+                 [[set]]\nname = \"b\"\ncert = \"/y/tls.crt\"\npublish_dir = \"/p/x/../web\"\n",
+                "already used by set \"a\"",
+            ),
             // Absurd durations: refused with the key, not overflowed later.
             (
                 "[daemon]\nresync_interval = \"99999999d\"\n[[set]]\nname = \"a\"\ncert = \"/x\"\n",
@@ -639,6 +747,30 @@ mod tests {
             assert!(err.contains(needle), "{text:?}: {err}");
             assert!(!err.contains('\n'), "one line: {err:?}");
         }
+    }
+
+    #[test]
+    fn one_file_holding_cert_and_key_can_be_published() {
+        let text = "[[set]]\nname = \"a\"\ncert = \"/s/combined.pem\"\nkey = \"/s/combined.pem\"\n\
+                    publish_dir = \"/p\"\n";
+        Config::from_toml(text).expect("cert and key as one file");
+    }
+
+    #[test]
+    fn a_symlinked_spelling_of_a_publish_dir_is_the_same_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("web");
+        std::fs::create_dir(&real).unwrap();
+        let link = tmp.path().join("alias");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let text = format!(
+            "[[set]]\nname = \"a\"\ncert = \"/x/tls.crt\"\npublish_dir = \"{}\"\n\
+             [[set]]\nname = \"b\"\ncert = \"/y/tls.crt\"\npublish_dir = \"{}\"\n",
+            real.display(),
+            link.display()
+        );
+        let err = Config::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("already used by set"), "{err}");
     }
 
     #[test]

@@ -28,6 +28,8 @@ use crate::pipeline::Approved;
 /// Name of the state file kept in the publish directory.
 pub const STATE_FILE: &str = ".certgate-state.json";
 const DATA_TMP: &str = "..data_tmp";
+/// The lock file that keeps a second certgate off a publish directory.
+pub const LOCK_FILE: &str = ".certgate.lock";
 /// Largest state file read back (it is a few hundred bytes).
 const STATE_FILE_MAX: u64 = 64 * 1024;
 
@@ -128,6 +130,12 @@ fn err(path: &Path, what: &'static str) -> impl FnOnce(io::Error) -> PublishErro
     move |source| PublishError { path, what, source }
 }
 
+/// A publish directory held by this process; released when dropped.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: fs::File,
+}
+
 /// Writes generations into one publish directory.
 #[derive(Debug, Clone)]
 pub struct Publisher {
@@ -225,6 +233,39 @@ impl Publisher {
         std::iter::once(&self.cert_name)
             .chain(key)
             .chain(self.trust_name.as_ref())
+    }
+
+    /// Takes the publish directory for this process (creating it): a second certgate on the
+    /// same directory — two sidecars, two sets spelled apart — would swap `..data` under the
+    /// first. Held until the returned lock is dropped (or the process dies).
+    pub fn lock(&self) -> Result<DirLock, PublishError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&self.dir)
+            .map_err(err(&self.dir, "create publish dir"))?;
+        let path = self.dir.join(LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(err(&path, "open lock file"))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a file descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            let what = if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                "lock: another certgate publishes into this directory"
+            } else {
+                "lock"
+            };
+            return Err(err(&path, what)(e));
+        }
+        Ok(DirLock { _file: file })
     }
 
     /// Publishes an approved candidate. Blocking (fsync): call from a blocking thread.

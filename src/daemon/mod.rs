@@ -61,11 +61,20 @@ impl Clock for fn() -> i64 {
     }
 }
 
-/// Why the daemon stopped with an error. None stops it today: without inotify it polls, and
-/// every per-set failure is reported in `/status` and metrics instead.
+/// Why the daemon could not run. Without inotify it polls, and per-set failures are reported
+/// in `/status` and metrics; only a publish directory it cannot own stops it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum DaemonError {}
+pub enum DaemonError {
+    /// A publish directory could not be taken for this process (another certgate holds it).
+    #[error("set {set}: {source}")]
+    PublishDir {
+        /// The set.
+        set: String,
+        /// What failed.
+        source: crate::publish::PublishError,
+    },
+}
 
 /// The daemon with its real parts: inotify triggers, publishers writing the configured
 /// directories, and the configured reload and verification.
@@ -103,6 +112,16 @@ impl Daemon {
         mut self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), DaemonError> {
+        let mut locks = Vec::new();
+        for s in &self.core.sets {
+            if let Some(p) = &s.publisher {
+                let lock = p.lock().map_err(|source| DaemonError::PublishDir {
+                    set: s.cfg.name.clone(),
+                    source,
+                })?;
+                locks.push(lock);
+            }
+        }
         let triggers = match WatchTriggers::start(self.core.watched_dirs()) {
             Ok(t) => Some(t),
             Err(e) => {
@@ -115,6 +134,7 @@ impl Daemon {
             }
         };
         self.core.run(triggers, shutdown).await;
+        drop(locks);
         Ok(())
     }
 }

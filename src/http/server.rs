@@ -109,6 +109,8 @@ async fn status(State(s): State<AppState>, Query(q): Query<HashMap<String, Strin
         ready: bool,
         version: &'static str,
         initialized: bool,
+        /// Why file events are not watched (certgate polls at each resync), if so.
+        watch_problem: Option<&'a str>,
         sets: Vec<&'a SetStatus>,
     }
     let doc = Doc {
@@ -116,6 +118,7 @@ async fn status(State(s): State<AppState>, Query(q): Query<HashMap<String, Strin
         ready: snap.readiness(now).is_ok(),
         version: snap.version,
         initialized: snap.initialized,
+        watch_problem: snap.watch_problem.as_deref(),
         sets,
     };
     match serde_json::to_string_pretty(&doc) {

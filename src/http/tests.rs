@@ -228,8 +228,15 @@ async fn status_has_its_shape_and_filters_by_set() {
         .keys()
         .map(String::as_str)
         .collect();
-    assert_eq!(keys.len(), 5, "{keys:?}");
-    for key in ["now", "ready", "version", "initialized", "sets"] {
+    assert_eq!(keys.len(), 6, "{keys:?}");
+    for key in [
+        "now",
+        "ready",
+        "version",
+        "initialized",
+        "watch_problem",
+        "sets",
+    ] {
         assert!(keys.contains(&key), "no {key} in {keys:?}");
     }
     assert_eq!(doc["now"], crate::time_fmt::rfc3339(T0));
