@@ -519,3 +519,217 @@ fn sync_dir(dir: &Path) -> Result<(), PublishError> {
         .and_then(|d| d.sync_all())
         .map_err(err(dir, "fsync directory"))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use certgate_testkit::pki::{Alg, Ca, LeafSpec};
+
+    use super::*;
+    use crate::pipeline::validate::Policy;
+    use crate::pipeline::{self, EvalOptions};
+
+    /// Source files in `dir/src` (the cert file holding `extra` after the chain), approved.
+    fn approved(dir: &Path, extra: &str) -> (Approved, SourcePaths) {
+        let ca = Ca::root("publish test root", Alg::P256);
+        let leaf = ca.leaf(&LeafSpec::new("localhost"));
+        let src = dir.join("src");
+        fs::create_dir_all(&src).unwrap();
+        let paths = SourcePaths {
+            cert: src.join("tls.crt"),
+            key: Some(src.join("tls.key")),
+            trust: Some(src.join("ca.crt")),
+        };
+        fs::write(&paths.cert, format!("{}{extra}", leaf.cert_pem)).unwrap();
+        fs::write(paths.key.as_ref().unwrap(), leaf.key.pkcs8_pem()).unwrap();
+        fs::write(paths.trust.as_ref().unwrap(), &ca.cert_pem).unwrap();
+        let opts = EvalOptions {
+            handshake: false,
+            ..EvalOptions::default()
+        };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let eval = rt.block_on(pipeline::evaluate(&paths, &Policy::default(), &opts, now));
+        let approved = eval
+            .into_approved()
+            .unwrap_or_else(|e| panic!("{:?}", e.problems()));
+        (approved, paths)
+    }
+
+    fn publisher(dir: &Path, paths: &SourcePaths) -> Publisher {
+        Publisher::new(&dir.join("out"), 0o600, paths)
+    }
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    fn generations(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| is_generation_name(n))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_key_inside_the_certificate_file_is_not_published_with_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key_pem = Ca::root("other", Alg::P256).key.pkcs8_pem();
+        let (approved, paths) = approved(tmp.path(), &key_pem);
+        // The control: the source certificate file does carry a private key.
+        assert!(fs::read_to_string(&paths.cert)
+            .unwrap()
+            .contains("PRIVATE KEY"));
+        let p = publisher(tmp.path(), &paths);
+        let published = p.publish(&approved).unwrap();
+        assert!(published.warnings.is_empty(), "{:?}", published.warnings);
+        let out = p.published_paths();
+        let cert = fs::read_to_string(&out.cert).unwrap();
+        assert!(!cert.contains("PRIVATE KEY"), "{cert}");
+        assert!(cert.starts_with("-----BEGIN CERTIFICATE-----\n"));
+        assert_eq!(mode(&out.cert), 0o644);
+        let key = out.key.unwrap();
+        assert!(fs::read_to_string(&key).unwrap().contains("PRIVATE KEY"));
+        assert_eq!(mode(&key), 0o600);
+        // The bundle is re-encoded the same way, byte for byte what a PEM writer gives.
+        assert_eq!(
+            fs::read(out.trust.unwrap()).unwrap(),
+            fs::read(paths.trust.unwrap()).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_write_that_fails_before_the_commit_leaves_no_generation() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (approved, paths) = approved(tmp.path(), "");
+        let good = publisher(tmp.path(), &paths);
+        let first = good.publish(&approved).unwrap().state;
+        // A key name the filesystem refuses (longer than NAME_MAX): the cert is written, the
+        // key is not.
+        let broken = Publisher::new(
+            good.dir(),
+            0o600,
+            &SourcePaths {
+                key: Some(tmp.path().join("k".repeat(300))),
+                ..paths.clone()
+            },
+        );
+        let e = broken.publish(&approved).unwrap_err().to_string();
+        assert!(e.contains("create file"), "{e}");
+        assert_eq!(generations(good.dir()), vec![first.generation.to_string()]);
+        assert_eq!(good.current(), Some(first.generation));
+    }
+
+    #[test]
+    fn after_the_commit_a_failing_state_file_is_a_warning() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (approved, paths) = approved(tmp.path(), "");
+        let p = publisher(tmp.path(), &paths);
+        let first = p.publish(&approved).unwrap();
+        assert!(first.warnings.is_empty(), "the control publishes cleanly");
+        // Something in the way of the state file's temporary name.
+        fs::create_dir(p.dir().join(format!("{STATE_FILE}.tmp"))).unwrap();
+        let second = p.publish(&approved).unwrap();
+        assert_eq!(p.current(), Some(second.state.generation.clone()));
+        assert_eq!(second.warnings.len(), 1);
+        assert!(second.warnings[0].to_string().contains("write state"));
+    }
+
+    #[test]
+    fn stray_entries_at_published_names_are_replaced_or_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (approved, paths) = approved(tmp.path(), "");
+        let p = publisher(tmp.path(), &paths);
+        let out = p.published_paths();
+        // An init container copied the Secret here before certgate: plain files.
+        fs::create_dir_all(p.dir()).unwrap();
+        fs::write(&out.cert, "old copy").unwrap();
+        fs::write(out.key.as_ref().unwrap(), "old key").unwrap();
+        let published = p.publish(&approved).unwrap();
+        assert!(published.warnings.is_empty(), "{:?}", published.warnings);
+        for f in [&out.cert, out.key.as_ref().unwrap()] {
+            let target = fs::read_link(f).expect("a link now");
+            assert!(target.starts_with(DATA_LINK), "{target:?}");
+        }
+        assert!(fs::read_to_string(&out.cert)
+            .unwrap()
+            .contains("CERTIFICATE"));
+
+        // Later someone replaces a link with a file and re-points ..data: reconcile repairs.
+        let live = published.state.generation;
+        fs::remove_file(&out.cert).unwrap();
+        fs::write(&out.cert, "tampered").unwrap();
+        let bogus = GenerationName::new("..bogus");
+        fs::create_dir(p.dir().join(&bogus)).unwrap();
+        p.commit(&bogus).unwrap();
+        let repairs = p.reconcile(&live).unwrap();
+        assert_eq!(repairs.len(), 2, "{repairs:?}");
+        assert_eq!(p.current(), Some(live.clone()));
+        assert!(fs::read_to_string(&out.cert)
+            .unwrap()
+            .contains("CERTIFICATE"));
+        assert!(
+            p.reconcile(&live).unwrap().is_empty(),
+            "nothing left to repair"
+        );
+
+        // A directory in the way cannot be replaced atomically: named, not ignored.
+        fs::remove_file(&out.cert).unwrap();
+        fs::create_dir(&out.cert).unwrap();
+        let e = p.reconcile(&live).unwrap_err().to_string();
+        assert!(e.contains("directory is in the way"), "{e}");
+
+        // The live generation gone: reconcile says so (the daemon publishes again).
+        fs::remove_dir(&out.cert).unwrap();
+        fs::remove_dir_all(p.dir().join(&live)).unwrap();
+        assert!(p.reconcile(&live).is_err());
+    }
+
+    #[test]
+    fn sweep_keeps_only_live_and_previous() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (approved, paths) = approved(tmp.path(), "");
+        let p = publisher(tmp.path(), &paths);
+        let a = p.publish(&approved).unwrap().state;
+        let b = p.publish(&approved).unwrap().state;
+        // What a crash mid-publish leaves: a half-written generation and ..data_tmp.
+        fs::create_dir(p.dir().join("..2020_01_01_00_00_00.0000000001")).unwrap();
+        symlink("..nowhere", p.dir().join(DATA_TMP)).unwrap();
+        assert_eq!(generations(p.dir()).len(), 3);
+        assert_eq!(p.sweep(&b.generation, b.previous.as_ref()), 1);
+        let mut want = vec![a.generation.to_string(), b.generation.to_string()];
+        want.sort();
+        assert_eq!(generations(p.dir()), want);
+        assert!(fs::symlink_metadata(p.dir().join(DATA_TMP)).is_err());
+    }
+
+    #[test]
+    fn a_second_certgate_cannot_take_the_same_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, paths) = approved(tmp.path(), "");
+        let p = publisher(tmp.path(), &paths);
+        let held = p.lock().unwrap();
+        // flock locks belong to the open file: a second open in this process contends as a
+        // second process would.
+        let e = p.lock().unwrap_err().to_string();
+        assert!(e.contains("another certgate"), "{e}");
+        drop(held);
+        p.lock().expect("free again once released");
+    }
+
+    #[test]
+    fn base64_matches_the_standard() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+}
