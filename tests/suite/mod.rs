@@ -7,3 +7,4 @@ mod demo;
 mod faults;
 mod pipeline;
 mod prometheus;
+mod volume;

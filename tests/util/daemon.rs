@@ -43,7 +43,14 @@ impl Running {
     /// Starts the binary with explicit arguments (must include `--listen 127.0.0.1:0`).
     pub fn start_args(args: &[&str]) -> Self {
         let mut cmd = super::command();
-        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.args(args);
+        Self::start_command(cmd)
+    }
+
+    /// Starts `cmd`, which runs (or execs) `certgate run … --listen 127.0.0.1:0 --log-format
+    /// json`: for wrappers such as `unshare`.
+    pub fn start_command(mut cmd: std::process::Command) -> Self {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.env("RUST_LOG", "info");
         let mut child = cmd.spawn().expect("spawn certgate run");
         let logs = Arc::new(Mutex::new(Vec::new()));
@@ -79,6 +86,11 @@ impl Running {
             .parse()
             .expect("listen addr");
         Self { child, addr, logs }
+    }
+
+    /// The process id (certgate's own when a wrapper exec'd it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// GET `path`; returns (status, body).
