@@ -377,11 +377,17 @@ pub fn canonical(p: &Path) -> PathBuf {
     out
 }
 
+/// Largest config file read.
+pub const MAX_CONFIG_SIZE: u64 = 1024 * 1024;
+
 /// Reads a TOML config file into its raw shape; errors name the file.
 pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
     let ctx = format!("config {}", path.display());
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("{ctx}: cannot read: {e}")))?;
+    // A config is a few KiB; a FIFO or a link to a device must not hang or grow the start.
+    let bytes = crate::bounded::read_regular(path, MAX_CONFIG_SIZE)
+        .map_err(|e| ConfigError(format!("{ctx}: {e}")))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| ConfigError(format!("{ctx}: not UTF-8 text")))?;
     parse_raw(&text).map_err(|e| ConfigError(format!("{ctx}: {e}")))
 }
 
@@ -771,6 +777,21 @@ mod tests {
         );
         let err = Config::from_toml(&text).unwrap_err().to_string();
         assert!(err.contains("already used by set"), "{err}");
+    }
+
+    #[test]
+    fn config_files_are_read_bounded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("fifo.toml");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = Config::from_file(&fifo).unwrap_err().to_string();
+        assert!(err.contains("FIFO") && err.contains("fifo.toml"), "{err}");
+        let zero = tmp.path().join("zero.toml");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let err = Config::from_file(&zero).unwrap_err().to_string();
+        assert!(err.contains("device"), "{err}");
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub const STATE_FILE: &str = ".certgate-state.json";
 const DATA_TMP: &str = "..data_tmp";
 /// The lock file that keeps a second certgate off a publish directory.
 pub const LOCK_FILE: &str = ".certgate.lock";
+/// What a lock held by another process reports.
+const LOCK_HELD: &str = "lock: another certgate publishes into this directory";
 /// Largest state file read back (it is a few hundred bytes).
 const STATE_FILE_MAX: u64 = 64 * 1024;
 
@@ -56,6 +58,11 @@ pub struct PublishError {
 }
 
 impl PublishError {
+    /// Whether this is [`Publisher::lock`] finding the directory held by another process.
+    pub fn held_by_another(&self) -> bool {
+        self.what == LOCK_HELD
+    }
+
     /// An error about `path`: `what` was being done when `source` happened. For
     /// [`Publish`] implementations outside this module.
     pub fn new(path: impl Into<PathBuf>, what: &'static str, source: io::Error) -> Self {
@@ -259,7 +266,7 @@ impl Publisher {
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let e = io::Error::last_os_error();
             let what = if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                "lock: another certgate publishes into this directory"
+                LOCK_HELD
             } else {
                 "lock"
             };

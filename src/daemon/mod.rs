@@ -114,12 +114,18 @@ impl Daemon {
     ) -> Result<(), DaemonError> {
         let mut locks = Vec::new();
         for s in &self.core.sets {
-            if let Some(p) = &s.publisher {
-                let lock = p.lock().map_err(|source| DaemonError::PublishDir {
-                    set: s.cfg.name.clone(),
-                    source,
-                })?;
-                locks.push(lock);
+            let Some(p) = &s.publisher else { continue };
+            match p.lock() {
+                Ok(lock) => locks.push(lock),
+                Err(source) if source.held_by_another() => {
+                    return Err(DaemonError::PublishDir {
+                        set: s.cfg.name.clone(),
+                        source,
+                    });
+                }
+                // A directory that cannot be created or written (read-only, a file in the way)
+                // fails every publish too: that is reported per set, in /readyz and /status.
+                Err(e) => tracing::warn!(set = %s.cfg.name, "{e}"),
             }
         }
         let triggers = match WatchTriggers::start(self.core.watched_dirs()) {

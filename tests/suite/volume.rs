@@ -279,3 +279,108 @@ fn a_second_certgate_on_the_same_publish_dir_refuses_to_run() {
     assert!(text.contains(&f.publish.display().to_string()), "{text}");
     d.terminate();
 }
+
+/// The first publish fails (the publish directory cannot be created): `/readyz` says what
+/// failed, not "not evaluated yet".
+#[test]
+fn readiness_names_a_failed_first_publish() {
+    let mut f = Fixture::new(0);
+    let first = f.leaf();
+    f.write(&first);
+    // A regular file where the publish directory's parent should be.
+    fs::write(f.dir.join("blocker"), "").unwrap();
+    f.publish = f.dir.join("blocker").join("out");
+    let d = Running::start_args(&[
+        "run",
+        "--config",
+        &f.config("60s").display().to_string(),
+        "--listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+    ]);
+    wait_until(BOUND, "publish failure reported", || {
+        d.get("/readyz").1.contains("publish_failed")
+    });
+    let (code, body) = d.get("/readyz");
+    assert_eq!(code, 503);
+    assert!(!body.contains("not evaluated yet"), "{body}");
+    d.terminate();
+}
+
+/// inotify's instance limit is per UID across the node. With every instance of the daemon's
+/// UID taken by another process, certgate still starts, says why it polls, and finds changes
+/// at each resync. A real exhaustion: a helper process of the same UID holds them all.
+#[test]
+fn inotify_exhaustion_falls_back_to_polling() {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    const UID: u32 = 61_234;
+    let f = Fixture::new(0);
+    let first = f.leaf();
+    f.write(&first);
+    let config = f.config("1s");
+    // Only the test's own temp dir changes hands (its parent, /tmp, must stay as it is).
+    assert!(f.dir.starts_with(std::env::temp_dir()) && f.dir != std::env::temp_dir());
+    let chown = Command::new("chown")
+        .args(["-R", &format!("{UID}:{UID}")])
+        .arg(&f.dir)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let mut hog = Command::new("python3")
+        .args([
+            "-c",
+            "import ctypes, sys, time\n\
+             libc = ctypes.CDLL(None, use_errno=True)\n\
+             fds = []\n\
+             while len(fds) < 100000:\n\
+             \x20   fd = libc.inotify_init()\n\
+             \x20   if fd < 0: break\n\
+             \x20   fds.append(fd)\n\
+             print(len(fds), ctypes.get_errno(), flush=True)\n\
+             time.sleep(120)\n",
+        ])
+        .uid(UID)
+        .gid(UID)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufReader::new(hog.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let mut cmd = crate::util::command();
+    cmd.args(["run", "--config", &config.display().to_string()])
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .uid(UID)
+        .gid(UID);
+    let d = Running::start_command(cmd);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let fp = sha256_hex(&first.cert_der);
+        wait_until(BOUND, "live", || live(&d).as_deref() == Some(fp.as_str()));
+        let problem = d.status()["watch_problem"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(
+            problem.contains("fs.inotify.max_user_instances"),
+            "held {line:?}; status: {problem:?}"
+        );
+        assert!(d.log_text().contains("polling every"));
+        // No event can come; the resync (every second here) finds the change.
+        let second = f.leaf();
+        f.write(&second);
+        let fp = sha256_hex(&second.cert_der);
+        wait_until(BOUND, "found at resync", || {
+            live(&d).as_deref() == Some(fp.as_str())
+        });
+    }));
+    let _ = hog.kill();
+    let _ = hog.wait();
+    d.terminate();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
