@@ -91,7 +91,7 @@ fn benches(c: &mut Criterion) {
         let m = load_set(&k.paths, DEFAULT_MAX_FILE_SIZE).expect("load");
         g.bench_with_input(BenchmarkId::from_parameter(k.name), k, |b, k| {
             b.iter(|| {
-                rt.block_on(self_handshake(&m, &k.policy, Duration::from_secs(2)))
+                rt.block_on(self_handshake(&m, &k.policy, now(), Duration::from_secs(2)))
                     .expect("handshake")
             })
         });

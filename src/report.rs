@@ -205,10 +205,15 @@ pub fn inspect_file(path: &Path, max_file_size: u64) -> InspectedFile {
             }
         }
         // OpenSSL's legacy encrypted PEM has header lines that break the PEM decoding; name it
-        // for what it is rather than as broken base64.
+        // for what it is rather than as broken base64. Any other broken PEM is reported as the
+        // key loader reports it, quoting nothing of the content: a file named to `inspect` may
+        // be a key, or another secret a key path pointed at.
         Err(e) => {
             out.error = Some(match load::decode_key(&snap.with_role(FileRole::Key)) {
                 Err(encrypted @ LoadError::EncryptedKey { .. }) => encrypted.to_string(),
+                Err(LoadError::Malformed { detail, .. }) => {
+                    format!("{}: malformed: {detail}", path.display())
+                }
                 _ => e.to_string(),
             })
         }
@@ -226,7 +231,14 @@ pub fn human_inspected(f: &InspectedFile) -> String {
     for (i, c) in f.certificates.iter().enumerate() {
         let _ = writeln!(out, "  [{i}] {} {}", c.role, c.subject);
         let _ = writeln!(out, "      issuer       {}", c.issuer);
-        let _ = writeln!(out, "      serial       {}", c.serial);
+        match &c.serial_der {
+            Some(der) => {
+                let _ = writeln!(out, "      serial       {} (negative; DER {der})", c.serial);
+            }
+            None => {
+                let _ = writeln!(out, "      serial       {}", c.serial);
+            }
+        }
         let sans = c
             .sans
             .iter()

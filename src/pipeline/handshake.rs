@@ -1,7 +1,8 @@
 //! Stage 4: prove the candidate works by running a real rustls server and client against each
 //! other over loopback: the client trusts only the bundle and checks the expected name; when the
 //! usage includes `client`, the candidate is also presented as the client certificate to a
-//! server that verifies it against the bundle.
+//! server that verifies it against the bundle. Both sides verify certificates as of the `now`
+//! they are given (the time validation used, e.g. `check --at`), never the wall clock.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +11,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
+use rustls::sign::SingleCertAndKey;
+use rustls::time_provider::TimeProvider;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,10 +40,12 @@ pub struct HandshakeReport {
     pub duration_ms: f64,
 }
 
-/// Runs the loopback self-handshake, bounded by `timeout`.
+/// Runs the loopback self-handshake at `now` (Unix seconds: both sides verify certificates as
+/// of that time), bounded by `timeout`.
 pub async fn self_handshake(
     material: &Material,
     policy: &Policy,
+    now: i64,
     timeout: Duration,
 ) -> Result<HandshakeReport, Failure> {
     let fail = |detail: String| Failure::Handshake { detail };
@@ -58,12 +63,22 @@ pub async fn self_handshake(
         ),
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let clock: Arc<dyn TimeProvider> = Arc::new(FixedTime(unix_time(now)));
     let mut roots = RootCertStore::empty();
     roots.add_parsable_certificates(material.trust.iter().cloned());
     let roots = Arc::new(roots);
-    let chain = material.chain.to_vec();
+    // The signer is built from a borrow of the key, which wipes its DER when dropped; rustls'
+    // `with_single_cert` would take (and drop, unwiped) a copy. What ring keeps inside the
+    // signer is ring's, and not wiped.
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key.der())
+        .map_err(|e| fail(format!("private key: {e}")))?;
+    let certified = rustls::sign::CertifiedKey::new(material.chain.to_vec(), signer);
+    certified
+        .keys_match()
+        .map_err(|e| fail(format!("certificate and key: {e}")))?;
+    let certified = Arc::new(certified);
 
-    let server_builder = ServerConfig::builder_with_provider(provider.clone())
+    let server_builder = ServerConfig::builder_with_details(provider.clone(), clock.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| fail(e.to_string()))?;
     let server_builder = if policy.usage.client() {
@@ -74,11 +89,10 @@ pub async fn self_handshake(
     } else {
         server_builder.with_no_client_auth()
     };
-    let server_config = server_builder
-        .with_single_cert(chain.clone(), key.der().clone_key())
-        .map_err(|e| fail(format!("server config: {e}")))?;
+    let server_config =
+        server_builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified.clone())));
 
-    let client_builder = ClientConfig::builder_with_provider(provider.clone())
+    let client_builder = ClientConfig::builder_with_details(provider.clone(), clock)
         .with_safe_default_protocol_versions()
         .map_err(|e| fail(e.to_string()))?;
     let client_builder = if policy.usage.server() && chain_only {
@@ -110,9 +124,7 @@ pub async fn self_handshake(
             }))
     };
     let client_config = if policy.usage.client() {
-        client_builder
-            .with_client_auth_cert(chain, key.der().clone_key())
-            .map_err(|e| fail(format!("client config: {e}")))?
+        client_builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(certified)))
     } else {
         client_builder.with_no_client_auth()
     };
@@ -133,6 +145,21 @@ pub async fn self_handshake(
         client_auth: policy.usage.client(),
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
     })
+}
+
+/// The clock both sides of the self-handshake read: the evaluation time, fixed.
+#[derive(Debug)]
+struct FixedTime(UnixTime);
+
+impl TimeProvider for FixedTime {
+    fn current_time(&self) -> Option<UnixTime> {
+        Some(self.0)
+    }
+}
+
+fn unix_time(now: i64) -> UnixTime {
+    // Before 1970 is not a time any certificate here is valid at; clamp rather than wrap.
+    UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(now).unwrap_or(0)))
 }
 
 fn pick_server_name(material: &Material, policy: &Policy) -> Option<ServerName<'static>> {

@@ -85,8 +85,13 @@ pub struct CertInfo {
     pub issuer_cn: String,
     /// The issuer's first organization, if any.
     pub issuer_o: String,
-    /// Serial number, lowercase hex.
+    /// Serial number, lowercase hex; a negative one (non-conforming, but issued by some CAs) as
+    /// `-` and its magnitude, as OpenSSL prints it.
     pub serial: String,
+    /// The serial's DER content bytes, lowercase hex, when `serial` is negative (and so does not
+    /// show them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial_der: Option<String>,
     /// Subject alternative names.
     pub sans: Vec<San>,
     /// Start of validity, Unix seconds.
@@ -190,7 +195,8 @@ pub fn inspect_cert(der: &CertificateDer<'_>, index: usize) -> Result<CertInfo, 
         issuer: tbs.issuer.to_string(),
         issuer_cn: first(tbs.issuer.iter_common_name()),
         issuer_o: first(tbs.issuer.iter_organization()),
-        serial: hex(tbs.raw_serial()),
+        serial: serial_hex(tbs.raw_serial()),
+        serial_der: negative(tbs.raw_serial()).then(|| hex(tbs.raw_serial())),
         sans,
         not_before: tbs.validity.not_before.timestamp(),
         not_after: tbs.validity.not_after.timestamp(),
@@ -203,6 +209,59 @@ pub fn inspect_cert(der: &CertificateDer<'_>, index: usize) -> Result<CertInfo, 
         key_usage,
         extended_key_usage,
     })
+}
+
+/// The extensions webpki (the verifier rustls and certgate use) understands, by OID: keyUsage,
+/// subjectAltName, basicConstraints, nameConstraints, cRLDistributionPoints, extKeyUsage and
+/// the SCT list. A certificate with any *other* extension marked critical is refused.
+const WEBPKI_EXTENSIONS: [&str; 7] = [
+    "2.5.29.15",
+    "2.5.29.17",
+    "2.5.29.19",
+    "2.5.29.30",
+    "2.5.29.31",
+    "2.5.29.37",
+    "1.3.6.1.4.1.11129.2.4.2",
+];
+
+/// The OIDs of `der`'s critical extensions that webpki does not understand (and so refuses
+/// the certificate for); empty when there are none or the certificate does not parse.
+pub fn unsupported_critical_extensions(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return Vec::new();
+    };
+    cert.extensions()
+        .iter()
+        .filter(|e| e.critical)
+        .map(|e| e.oid.to_id_string())
+        .filter(|oid| !WEBPKI_EXTENSIONS.contains(&oid.as_str()))
+        .collect()
+}
+
+/// Whether DER INTEGER content bytes are negative (two's complement, high bit set).
+fn negative(raw: &[u8]) -> bool {
+    raw.first().is_some_and(|b| b & 0x80 != 0)
+}
+
+/// A serial's DER INTEGER content as signed hex: a negative value as `-` then its magnitude.
+fn serial_hex(raw: &[u8]) -> String {
+    if !negative(raw) {
+        return hex(raw);
+    }
+    // The magnitude of a two's complement value: invert, then add one.
+    let mut magnitude: Vec<u8> = raw.iter().map(|b| !b).collect();
+    for byte in magnitude.iter_mut().rev() {
+        let (sum, carry) = byte.overflowing_add(1);
+        *byte = sum;
+        if !carry {
+            break;
+        }
+    }
+    let first = magnitude
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(magnitude.len().saturating_sub(1));
+    format!("-{}", hex(&magnitude[first..]))
 }
 
 /// Role from position and CA-ness: the first non-CA certificate is the leaf, a self-issued CA
@@ -291,7 +350,7 @@ pub struct KeyInfo {
 /// Describes a private key through the public key rustls derives from it.
 pub fn inspect_key(key: &crate::pipeline::load::PrivateKey) -> KeyInfo {
     use rustls::crypto::ring::sign::any_supported_type;
-    let (algorithm, bits, public_key_sha256) = match any_supported_type(key.der()) {
+    let (algorithm, bits, public_key_sha256) = match any_supported_type(&key.der()) {
         Ok(signer) => match signer.public_key() {
             Some(spki) => {
                 let digest =
@@ -315,5 +374,21 @@ fn spki_description(spki_der: &[u8]) -> (String, usize) {
     match SubjectPublicKeyInfo::from_der(spki_der) {
         Ok((_, spki)) => describe_spki(&spki),
         Err(_) => ("unknown".into(), 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negative_serials_print_signed() {
+        assert_eq!(serial_hex(&[0x01, 0x02]), "0102");
+        assert_eq!(serial_hex(&[0x00, 0x80]), "0080");
+        assert_eq!(serial_hex(&[0xed, 0xcb, 0x54, 0x33]), "-1234abcd");
+        assert_eq!(serial_hex(&[0xff]), "-01");
+        assert_eq!(serial_hex(&[0x80]), "-80");
+        assert_eq!(serial_hex(&[0xff, 0x00]), "-0100");
+        assert_eq!(serial_hex(&[]), "");
     }
 }

@@ -5,6 +5,12 @@
 //! symlink beside it), every file of that directory is read through the one generation `..data`
 //! named when we started, and `..data` is checked again afterwards, so cert, key and bundle never
 //! come from two rotations.
+//!
+//! Key material is kept only in buffers wiped when dropped ([`Zeroizing`]): the bytes of every
+//! file as read, the decoded key's DER and the PEM sections of a key file. What this cannot
+//! reach: copies made by the PEM decoder while it grows its buffer, the signing key ring builds
+//! from the DER (ring does not wipe it), and any copy a caller makes with
+//! [`PrivateKeyDer::clone_key`]; the self-handshake therefore builds its signer from a borrow.
 
 use std::fmt;
 use std::fs;
@@ -12,7 +18,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use rustls_pki_types::pem::{PemObject, SectionKind};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{
+    CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer,
+};
+use zeroize::Zeroizing;
 
 use crate::bounded::{self, ReadError};
 use crate::hex;
@@ -223,7 +232,8 @@ pub struct FileSnapshot {
     pub generation: Option<String>,
     /// SHA-256 of the content, lowercase hex.
     pub sha256: String,
-    bytes: Vec<u8>,
+    // Wiped on drop: for the key file these are the secret.
+    bytes: Zeroizing<Vec<u8>>,
 }
 
 impl FileSnapshot {
@@ -340,7 +350,7 @@ fn read_once(
                 .filter(|_| read_from != path)
                 .map(|g| g.display().to_string()),
             sha256: hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref()),
-            bytes,
+            bytes: Zeroizing::new(bytes),
         });
     }
     for (dir, generation) in &pinned {
@@ -422,7 +432,7 @@ pub fn snapshot(role: FileRole, path: &Path, cap: u64) -> Result<FileSnapshot, L
         path: path.to_path_buf(),
         generation: None,
         sha256: hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref()),
-        bytes,
+        bytes: Zeroizing::new(bytes),
     })
 }
 
@@ -459,25 +469,32 @@ pub enum KeyEncoding {
     Sec1,
 }
 
-/// A decoded private key. `Debug` never prints key material.
+/// A decoded private key. Its DER is wiped when it is dropped (rustls-pki-types'
+/// `PrivateKeyDer` can be zeroized but does not do it on drop), and `Debug` never prints it.
+#[derive(Clone)]
 pub struct PrivateKey {
-    der: PrivateKeyDer<'static>,
+    der: Zeroizing<Vec<u8>>,
     /// How it was encoded.
     pub encoding: KeyEncoding,
 }
 
 impl PrivateKey {
-    /// The key DER. Secret: hand it to rustls, never to a log.
-    pub fn der(&self) -> &PrivateKeyDer<'static> {
-        &self.der
-    }
-}
-
-impl Clone for PrivateKey {
-    fn clone(&self) -> Self {
+    fn new(der: Vec<u8>, encoding: KeyEncoding) -> Self {
         Self {
-            der: self.der.clone_key(),
-            encoding: self.encoding,
+            der: Zeroizing::new(der),
+            encoding,
+        }
+    }
+
+    /// The key DER, borrowed. Secret: hand it to rustls by reference
+    /// (`any_supported_type(&key.der())`), never to a log; `clone_key()` makes a copy that is
+    /// not wiped.
+    pub fn der(&self) -> PrivateKeyDer<'_> {
+        let der: &[u8] = &self.der;
+        match self.encoding {
+            KeyEncoding::Pkcs8 => PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der)),
+            KeyEncoding::Pkcs1 => PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(der)),
+            KeyEncoding::Sec1 => PrivateKeyDer::Sec1(PrivateSec1KeyDer::from(der)),
         }
     }
 }
@@ -596,11 +613,16 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// One PEM block: its kind and its DER, wiped on drop.
+type PemSection = (SectionKind, Zeroizing<Vec<u8>>);
+
 /// PEM sections of a file, refusing broken framing, empty blocks and anything after the last
 /// `-----END` line (bytes appended to a valid file are a corruption, not a comment).
-fn pem_sections(file: &FileSnapshot) -> Result<Vec<(SectionKind, Vec<u8>)>, LoadError> {
+/// Each section's DER is wiped on drop: in a key file it is the key (or another secret).
+fn pem_sections(file: &FileSnapshot) -> Result<Vec<PemSection>, LoadError> {
     let bytes = file.bytes();
     let sections = <(SectionKind, Vec<u8>)>::pem_slice_iter(bytes)
+        .map(|section| section.map(|(kind, der)| (kind, Zeroizing::new(der))))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| malformed(file, pem_error(&e, file.role)))?;
     if let Some(end) = bytes.windows(9).rposition(|w| w == b"-----END ") {
@@ -702,9 +724,10 @@ pub fn decode_certs(file: &FileSnapshot) -> Result<Vec<CertificateDer<'static>>,
     let sections = pem_sections(file)?;
     let mut certs = Vec::new();
     let mut found_key = false;
-    for (kind, der) in sections {
+    for (kind, mut der) in sections {
         match kind {
-            SectionKind::Certificate => certs.push(CertificateDer::from(der)),
+            // Moved out, not copied: a certificate is no secret.
+            SectionKind::Certificate => certs.push(CertificateDer::from(std::mem::take(&mut *der))),
             SectionKind::PrivateKey | SectionKind::RsaPrivateKey | SectionKind::EcPrivateKey => {
                 found_key = true
             }
@@ -768,10 +791,7 @@ pub fn decode_key(file: &FileSnapshot) -> Result<PrivateKey, LoadError> {
     }
     if !is_pem(bytes) {
         return match PrivateKeyDer::try_from(bytes) {
-            Ok(der) => Ok(PrivateKey {
-                encoding: encoding_of(&der),
-                der: der.clone_key(),
-            }),
+            Ok(der) => Ok(PrivateKey::new(bytes.to_vec(), encoding_of(&der))),
             Err(_) => Err(LoadError::NoKey {
                 path: path(),
                 found_cert: x509_parser::parse_x509_certificate(bytes).is_ok(),
@@ -780,31 +800,26 @@ pub fn decode_key(file: &FileSnapshot) -> Result<PrivateKey, LoadError> {
     }
     let mut keys = Vec::new();
     let mut found_cert = false;
-    for (kind, der) in pem_sections(file)? {
-        let key = match kind {
-            SectionKind::PrivateKey => PrivateKeyDer::Pkcs8(der.into()),
-            SectionKind::RsaPrivateKey => PrivateKeyDer::Pkcs1(der.into()),
-            SectionKind::EcPrivateKey => PrivateKeyDer::Sec1(der.into()),
+    for (kind, mut der) in pem_sections(file)? {
+        let encoding = match kind {
+            SectionKind::PrivateKey => KeyEncoding::Pkcs8,
+            SectionKind::RsaPrivateKey => KeyEncoding::Pkcs1,
+            SectionKind::EcPrivateKey => KeyEncoding::Sec1,
             SectionKind::Certificate => {
                 found_cert = true;
                 continue;
             }
             _ => continue,
         };
-        keys.push(key);
+        // Moved into the key, which wipes it in turn.
+        keys.push(PrivateKey::new(std::mem::take(&mut *der), encoding));
     }
     match keys.len() {
         0 => Err(LoadError::NoKey {
             path: path(),
             found_cert,
         }),
-        1 => {
-            let der = keys.remove(0);
-            Ok(PrivateKey {
-                encoding: encoding_of(&der),
-                der,
-            })
-        }
+        1 => Ok(keys.remove(0)),
         count => Err(LoadError::SeveralKeys {
             path: path(),
             count,
@@ -830,7 +845,7 @@ mod tests {
             path: PathBuf::from("/src/tls.crt"),
             generation: None,
             sha256: String::new(),
-            bytes: bytes.to_vec(),
+            bytes: Zeroizing::new(bytes.to_vec()),
         }
     }
 
@@ -923,6 +938,116 @@ mod tests {
             decode_key(&file(FileRole::Key, key)).unwrap_err().reason(),
             Reason::BadEncoding
         );
+    }
+
+    /// Key bytes are wiped before their memory is freed: the key file as read and the decoded
+    /// key's DER. The test binary's allocator ([`watch::Watching`]) looks at one watched block
+    /// as it is freed.
+    #[test]
+    fn key_bytes_are_wiped_before_they_are_freed() {
+        const SECRET: &[u8] = b"0\x82secret-key-bytes: P-256 scalar 0123456789abcdef";
+        let pem = b"-----BEGIN PRIVATE KEY-----\nMIJzZWNyZXQta2V5LWJ5dGVzOiBQLTI1NiBzY2FsYXIgMDEyMzQ1Njc4OWFiY2RlZg==\n-----END PRIVATE KEY-----\n";
+        let snapshot = file(FileRole::Key, pem);
+        let key = decode_key(&snapshot).unwrap();
+        assert_eq!(key.der().secret_der(), SECRET);
+        let copy = key.clone();
+
+        let key_ptr = key.der().secret_der().as_ptr();
+        let copy_ptr = copy.der().secret_der().as_ptr();
+        let file_ptr = snapshot.bytes().as_ptr();
+        type Case = (&'static str, *const u8, usize, Box<dyn FnOnce()>);
+        let cases: [Case; 3] = [
+            (
+                "decoded key",
+                key_ptr,
+                SECRET.len(),
+                Box::new(move || drop(key)),
+            ),
+            (
+                "its clone",
+                copy_ptr,
+                SECRET.len(),
+                Box::new(move || drop(copy)),
+            ),
+            (
+                "key file",
+                file_ptr,
+                pem.len(),
+                Box::new(move || drop(snapshot)),
+            ),
+        ];
+        for (what, bytes, len, drop_it) in cases {
+            // SAFETY: the block is live (owned by what `drop_it` drops) and `len` bytes of it
+            // are initialized.
+            let freed = unsafe { watch::freed_bytes(bytes, len, drop_it) };
+            assert_eq!(
+                freed.as_deref().map(|b| b.iter().all(|b| *b == 0)),
+                Some(true),
+                "{what}: {freed:?}"
+            );
+        }
+    }
+
+    /// A global allocator for this test binary that, when one watched block is freed, records
+    /// the bytes it held at that moment (still allocated, so reading them is sound).
+    mod watch {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        use std::sync::Mutex;
+
+        pub struct Watching;
+
+        #[global_allocator]
+        static ALLOCATOR: Watching = Watching;
+
+        static WATCHED: AtomicUsize = AtomicUsize::new(0);
+        static WATCHED_LEN: AtomicUsize = AtomicUsize::new(0);
+        // Fixed-size, so the allocator never allocates while recording.
+        static SEEN: Mutex<Option<([u8; 256], usize)>> = Mutex::new(None);
+
+        // SAFETY: forwards every call to `System`; `dealloc` reads the watched block first,
+        // while it is still allocated.
+        unsafe impl GlobalAlloc for Watching {
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                System.alloc(layout)
+            }
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                if ptr as usize == WATCHED.load(SeqCst) {
+                    let len = WATCHED_LEN.load(SeqCst).min(256);
+                    let mut copy = [0u8; 256];
+                    // SAFETY: the caller of `freed_bytes` vouches that `len` bytes are
+                    // initialized, and the block is not freed yet.
+                    copy[..len].copy_from_slice(std::slice::from_raw_parts(ptr, len));
+                    if let Ok(mut seen) = SEEN.lock() {
+                        *seen = Some((copy, len));
+                    }
+                    WATCHED.store(0, SeqCst);
+                }
+                System.dealloc(ptr, layout)
+            }
+        }
+
+        /// Runs `drop_it` and returns what the block at `ptr` held when it was freed (`None`
+        /// if it was not freed).
+        ///
+        /// # Safety
+        /// `ptr` must be a live heap block, freed only by `drop_it`, with `len` (at most 256)
+        /// bytes initialized.
+        pub unsafe fn freed_bytes(
+            ptr: *const u8,
+            len: usize,
+            drop_it: Box<dyn FnOnce()>,
+        ) -> Option<Vec<u8>> {
+            static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+            let _guard = ONE_AT_A_TIME.lock().unwrap();
+            *SEEN.lock().unwrap() = None;
+            WATCHED_LEN.store(len, SeqCst);
+            WATCHED.store(ptr as usize, SeqCst);
+            drop_it();
+            WATCHED.store(0, SeqCst);
+            let seen = SEEN.lock().unwrap().take();
+            seen.map(|(bytes, len)| bytes[..len].to_vec())
+        }
     }
 
     #[test]

@@ -419,7 +419,7 @@ pub async fn evaluate_material(
     } else if !verdict.passed() {
         Check::skip("handshake", "skipped: validation failed")
     } else {
-        match handshake::self_handshake(&material, policy, opts.handshake_timeout).await {
+        match handshake::self_handshake(&material, policy, now, opts.handshake_timeout).await {
             Ok(r) => {
                 let msg = format!(
                     "{} {} with {}{} in {:.1} ms",

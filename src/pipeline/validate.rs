@@ -228,6 +228,17 @@ pub enum Failure {
         /// What was wrong.
         detail: String,
     },
+    /// A certificate that parses as X.509 but that webpki refuses to use at all: an unknown
+    /// critical extension, or a size over its 64 KiB limit.
+    #[error("{role} {subject:?} refused by the verifier (webpki, as rustls uses it): {detail}")]
+    Unverifiable {
+        /// Which certificate.
+        role: Role,
+        /// The certificate's subject.
+        subject: String,
+        /// What webpki refuses about it.
+        detail: String,
+    },
     /// Anything else webpki refused.
     #[error("chain rejected: {detail}")]
     Chain {
@@ -260,7 +271,7 @@ impl Failure {
             Self::NameMismatch { .. } => Reason::NameMismatch,
             Self::KeyMismatch => Reason::KeyMismatch,
             Self::UnsupportedKey { .. } => Reason::UnsupportedKey,
-            Self::Chain { .. } => Reason::ChainInvalid,
+            Self::Unverifiable { .. } | Self::Chain { .. } => Reason::ChainInvalid,
             Self::Handshake { .. } => Reason::HandshakeFailed,
         }
     }
@@ -444,10 +455,12 @@ pub fn validate(material: &Material, policy: &Policy, now: i64) -> Verdict {
     match (&ee, anchors.is_empty()) {
         (Err(e), _) => checks.push(Check::fail(
             "chain",
-            Failure::BadEncoding {
-                file: cert_file.clone(),
-                detail: format!("leaf: {e}"),
-            },
+            refused_certificate(material.chain.leaf(), &given[0], e).unwrap_or_else(|| {
+                Failure::BadEncoding {
+                    file: cert_file.clone(),
+                    detail: format!("leaf: {e}"),
+                }
+            }),
         )),
         (Ok(_), true) => checks.push(Check::skip("chain", "no usable trust anchor")),
         (Ok(ee), false) => {
@@ -484,8 +497,9 @@ pub fn validate(material: &Material, policy: &Policy, now: i64) -> Verdict {
         (Ok(ee), false) => checks.push(names_check(ee, &given[0], &policy.names)),
     }
 
-    // Key match.
-    checks.push(key_check(material));
+    // Key match. A leaf webpki refused has no public key rustls can read: say so, rather than
+    // blame the key for it (the chain check has reported the leaf).
+    checks.push(key_check(material, ee.is_ok()));
 
     // Key strength of every certificate we will rely on.
     let relied: &[CertInfo] = built.as_deref().unwrap_or(&given);
@@ -582,7 +596,8 @@ fn trust_bundle_check<'a>(
             }
             Err(e) => {
                 unusable += 1;
-                notes.push(format!("certificate #{i} unusable as anchor: {e}"));
+                let why = refusal_detail(der, &e).unwrap_or_else(|| e.to_string());
+                notes.push(format!("certificate #{i} unusable as anchor: {why}"));
             }
         }
     }
@@ -633,7 +648,16 @@ fn verify_chain(
     for (i, eku) in usages.into_iter().enumerate() {
         let path = ee
             .verify_for_usage(algs, anchors, intermediates, unix(now), eku, None, None)
-            .map_err(|e| map_webpki_error(e, given, anchor_infos, i == 0 && usage.server(), now))?;
+            .map_err(|e| {
+                map_webpki_error(
+                    e,
+                    material.chain.as_slice(),
+                    given,
+                    anchor_infos,
+                    i == 0 && usage.server(),
+                    now,
+                )
+            })?;
         if chain.is_empty() {
             chain.push(given[0].clone());
             for cert in path.intermediate_certificates() {
@@ -661,9 +685,43 @@ fn verify_chain(
     Ok(chain)
 }
 
+/// What webpki refuses about a certificate that parses as X.509, when that is something
+/// certgate can name: an unknown critical extension, or the 64 KiB size limit.
+fn refusal_detail(der: &[u8], e: &webpki::Error) -> Option<String> {
+    const WEBPKI_MAX_CERT: usize = 0xFFFF;
+    if matches!(e, webpki::Error::UnsupportedCriticalExtension) {
+        let oids = super::inspect::unsupported_critical_extensions(der);
+        return Some(if oids.is_empty() {
+            "it has a critical extension webpki does not support".into()
+        } else {
+            format!(
+                "critical extension {} is not one webpki supports, and a critical extension \
+                 a verifier does not know must be refused",
+                oids.join(", ")
+            )
+        });
+    }
+    (der.len() > WEBPKI_MAX_CERT).then(|| {
+        format!(
+            "it is {} bytes; webpki refuses certificates over 64 KiB ({WEBPKI_MAX_CERT} bytes)",
+            der.len()
+        )
+    })
+}
+
+/// The failure for a certificate webpki refused outright, when [`refusal_detail`] can name why.
+fn refused_certificate(der: &[u8], info: &CertInfo, e: &webpki::Error) -> Option<Failure> {
+    refusal_detail(der, e).map(|detail| Failure::Unverifiable {
+        role: info.role,
+        subject: info.subject.clone(),
+        detail,
+    })
+}
+
 /// The one place webpki's errors become certgate's.
 fn map_webpki_error(
     e: webpki::Error,
+    ders: &[CertificateDer<'_>],
     given: &[CertInfo],
     anchors: &[CertInfo],
     as_server: bool,
@@ -673,6 +731,14 @@ fn map_webpki_error(
     let leaf = &given[0];
     let all = || given.iter().chain(anchors.iter());
     match e {
+        // Name the certificate that carries the unknown critical extension.
+        E::UnsupportedCriticalExtension => ders
+            .iter()
+            .zip(given)
+            .find_map(|(der, info)| refused_certificate(der, info, &e))
+            .unwrap_or_else(|| Failure::Chain {
+                detail: "a certificate has a critical extension webpki does not support".into(),
+            }),
         E::CertExpired { not_after, .. } => {
             let t = not_after.as_secs() as i64;
             let c = all().find(|c| c.not_after == t).unwrap_or(leaf);
@@ -777,11 +843,14 @@ fn names_check(ee: &webpki::EndEntityCert<'_>, leaf: &CertInfo, names: &[Expecte
     Check::pass("names", format!("covers {list}"))
 }
 
-fn key_check(material: &Material) -> Check {
+/// Whether the key is usable and is the leaf's. `leaf_readable`: whether webpki read the leaf;
+/// when it did not, the leaf's public key cannot be compared, which is the chain check's
+/// failure to report, not the key's.
+fn key_check(material: &Material, leaf_readable: bool) -> Check {
     let Some(key) = material.key.as_ref() else {
         return Check::skip("key", "no key given");
     };
-    let signer = match rustls::crypto::ring::sign::any_supported_type(key.der()) {
+    let signer = match rustls::crypto::ring::sign::any_supported_type(&key.der()) {
         Ok(signer) => signer,
         Err(e) => {
             return Check::fail(
@@ -792,6 +861,12 @@ fn key_check(material: &Material) -> Check {
             )
         }
     };
+    if !leaf_readable {
+        return Check::skip(
+            "key",
+            "cannot tell whether the key matches: the leaf was refused (see chain)",
+        );
+    }
     let certified = rustls::sign::CertifiedKey::new(material.chain.to_vec(), signer);
     match certified.keys_match() {
         Ok(()) => Check::pass("key", "private key matches the leaf"),

@@ -5,8 +5,8 @@
 use std::net::IpAddr;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::EncodePrivateKey;
@@ -311,6 +311,8 @@ pub struct LeafSpec {
     pub eku: Eku,
     /// Issue as a CA certificate.
     pub is_ca: bool,
+    /// Extra extensions: OID arcs, critical flag, DER content of the extension value.
+    pub extensions: Vec<(Vec<u64>, bool, Vec<u8>)>,
 }
 
 impl LeafSpec {
@@ -328,6 +330,7 @@ impl LeafSpec {
             not_after: now + Duration::days(30),
             eku: Eku::Both,
             is_ca: false,
+            extensions: Vec::new(),
         }
     }
     /// Sets the key algorithm.
@@ -364,6 +367,12 @@ impl LeafSpec {
     /// Issues the "leaf" as a CA certificate (basicConstraints CA:TRUE).
     pub fn ca(mut self) -> Self {
         self.is_ca = true;
+        self
+    }
+    /// Adds an extension (`oid` as arcs, `content` the DER inside its OCTET STRING), e.g. an
+    /// unknown critical one, or a large one to make the certificate large.
+    pub fn extension(mut self, oid: &[u64], critical: bool, content: Vec<u8>) -> Self {
+        self.extensions.push((oid.to_vec(), critical, content));
         self
     }
 }
@@ -515,6 +524,11 @@ impl Ca {
         if spec.is_ca {
             p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
             p.key_usages.push(KeyUsagePurpose::KeyCertSign);
+        }
+        for (oid, critical, content) in &spec.extensions {
+            let mut ext = CustomExtension::from_oid_content(oid, content.clone());
+            ext.set_criticality(*critical);
+            p.custom_extensions.push(ext);
         }
         let cert = p
             .signed_by(&key.public(), &self.issuer())

@@ -7,7 +7,7 @@ use rustls_pki_types::CertificateDer;
 
 use certgate::pipeline::inspect::inspect_cert;
 
-use crate::util::pki::{Alg, Eku, Hierarchy, LeafSpec};
+use crate::util::pki::{Alg, Ca, Eku, Hierarchy, LeafSpec};
 use crate::util::{self, texts, write};
 
 use super::{
@@ -264,4 +264,27 @@ fn at_moves_the_evaluation_time() {
     let doc = json(&out);
     assert_eq!(doc["at"], inside.as_str());
     assert_eq!(doc["sets"][0]["verdict"]["remaining_seconds"], 86_400);
+}
+
+/// `check --at T` on material valid at T but expired now passes, the self-handshake included:
+/// the handshake verifies as of T too.
+#[test]
+fn at_applies_to_the_self_handshake() {
+    let t = time::OffsetDateTime::now_utc();
+    let days = time::Duration::days;
+    let root = Ca::root_valid("past root", Alg::P256, t - days(400), t - days(10));
+    let inter =
+        root.intermediate_valid("past intermediate", Alg::P256, t - days(300), t - days(10));
+    let leaf = inter.leaf(&LeafSpec::new(NAME).valid(t - days(40), t - days(15)));
+    let files = Files::raw(
+        format!("{}{}", leaf.cert_pem, inter.cert_pem).as_bytes(),
+        leaf.key.pkcs8_pem().as_bytes(),
+        root.cert_pem.as_bytes(),
+    );
+    let at = rfc3339((t - days(20)).unix_timestamp());
+    let out = files.check(&["--at", &at, "--json"]);
+    assert_exit(&out, 0);
+    let set = &json(&out)["sets"][0];
+    assert_eq!(check_named(set, "handshake")["status"], "pass", "{set:#}");
+    assert!(!set["handshake"].is_null(), "{set:#}");
 }

@@ -153,3 +153,51 @@ fn inspect_refuses_encrypted_missing_and_garbage_files() {
         }
     }
 }
+
+/// A negative serial (non-conforming, RFC 5280 §4.1.2.2 asks users to cope) prints as `-` and
+/// its magnitude, as OpenSSL prints it, with its DER bytes beside it; not as raw two's
+/// complement. The certificate comes from the `openssl` CLI: rcgen only writes positive serials.
+#[test]
+fn inspect_prints_a_negative_serial_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("neg.crt");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-subj", "/CN=negative serial", "-days", "1"])
+        .args(["-set_serial", "-0x1234abcd", "-keyout"])
+        .arg(dir.path().join("neg.key"))
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("the openssl CLI runs");
+    assert!(status.success());
+    let cert = cert.to_str().unwrap();
+
+    let out = util::certgate(&["inspect", cert]);
+    assert_exit(&out, 0);
+    let stdout = texts(&out).0;
+    assert!(
+        stdout.contains("serial       -1234abcd (negative; DER edcb5433)"),
+        "{stdout}"
+    );
+    let doc = json(&util::certgate(&["inspect", "--json", cert]));
+    let c = &doc[0]["certificates"][0];
+    assert_eq!(c["serial"], "-1234abcd", "{c:#}");
+    assert_eq!(c["serial_der"], "edcb5433", "{c:#}");
+    // A positive serial has no separate DER form.
+    let h = Hierarchy::shared(Alg::P256);
+    let files = Files::of(h, &h.leaf);
+    let doc = json(&util::certgate(&["inspect", "--json", &files.cert]));
+    assert!(
+        doc[0]["certificates"][0].get("serial_der").is_none(),
+        "{doc:#}"
+    );
+}

@@ -151,3 +151,67 @@ fn key_bytes_appear_in_no_output() {
     }
     assert_eq!(scanned, 36);
 }
+
+/// A key path that points at another secret: whatever form the file takes — a PEM key block
+/// whose body is not a key (rustls cannot parse it), a PEM block left unterminated under a
+/// label that is itself the secret, bare bytes (the DER path) — neither `check` nor `inspect`
+/// quotes any of it.
+#[test]
+fn another_secret_at_the_key_path_is_never_quoted() {
+    const SECRET: &str = "DB_PASSWORD=hunter2";
+    let h = Hierarchy::shared(Alg::P256);
+    let body = base64_of(SECRET.as_bytes());
+    let cases: [(&str, String); 3] = [
+        (
+            "not a key inside a key block",
+            format!("-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n"),
+        ),
+        (
+            "unterminated block, secret label",
+            format!("-----BEGIN {SECRET}-----\n{body}\n"),
+        ),
+        ("bare bytes", format!("{SECRET}\n")),
+    ];
+    let needles = [
+        SECRET.to_string(),
+        "hunter2".to_string(),
+        body.clone(),
+        certgate::hex(SECRET.as_bytes()),
+    ];
+    for (what, key_file) in cases {
+        let files = Files::raw(
+            h.chain_pem().as_bytes(),
+            key_file.as_bytes(),
+            h.root.cert_pem.as_bytes(),
+        );
+        let (cert, key, trust) = (
+            files.cert.as_str(),
+            files.key.as_str(),
+            files.trust.as_str(),
+        );
+        for args in [
+            vec!["check", "--cert", cert, "--key", key, "--trust", trust],
+            vec![
+                "check", "--cert", cert, "--key", key, "--trust", trust, "--json",
+            ],
+            vec!["inspect", key],
+            vec!["inspect", "--json", key],
+        ] {
+            let out = util::certgate(&args);
+            let (stdout, stderr) = texts(&out);
+            if args[0] == "check" {
+                assert_eq!(out.status.code(), Some(1), "{what}: {args:?}");
+                assert!(
+                    stderr.contains(key),
+                    "{what}: {args:?} names the file:\n{stderr}"
+                );
+            }
+            for needle in &needles {
+                assert!(
+                    !stdout.contains(needle.as_str()) && !stderr.contains(needle.as_str()),
+                    "{what}: {args:?} quotes the secret:\n{stdout}\n{stderr}"
+                );
+            }
+        }
+    }
+}

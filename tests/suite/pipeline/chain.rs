@@ -2,7 +2,7 @@
 //! unknown or missing issuers, no bundle, extended key usage, and a CA given as the leaf.
 
 use certgate::pipeline::inspect::Role;
-use certgate::pipeline::validate::{Policy, Status, Usage};
+use certgate::pipeline::validate::{Failure, Policy, Status, Usage};
 use time::OffsetDateTime;
 
 use crate::util::pki::{Alg, Ca, Eku, Hierarchy, LeafSpec};
@@ -192,4 +192,41 @@ fn ca_certificate_as_leaf_is_refused() {
     let eval = evaluate(&set.paths, &Policy::default());
     let f = assert_check_fails(&eval, "chain", "ca_as_leaf");
     assert!(f.to_string().contains("certgate test intermediate"), "{f}");
+}
+
+/// A leaf webpki refuses outright — an unknown critical extension, or over 64 KiB — fails once,
+/// as `chain_invalid` naming what is refused (not `bad_encoding`: it is well-formed X.509), and
+/// the key check says it cannot tell instead of failing as `unsupported_key`.
+#[test]
+fn leaf_webpki_refuses_fails_once_saying_why() {
+    let h = Hierarchy::shared(Alg::P256);
+    let unknown_critical =
+        LeafSpec::new(NAME).extension(&[1, 3, 6, 1, 4, 1, 55555, 1], true, vec![5, 0]);
+    // An OCTET STRING of 70 000 bytes in a non-critical extension: a valid, large certificate.
+    let mut big = vec![0x04, 0x83, 0x01, 0x11, 0x70];
+    big.resize(5 + 70_000, 0xab);
+    let oversized = LeafSpec::new(NAME).extension(&[1, 3, 6, 1, 4, 1, 55555, 2], false, big);
+    for (spec, says) in [
+        (unknown_critical, "critical extension 1.3.6.1.4.1.55555.1"),
+        (oversized, "over 64 KiB"),
+    ] {
+        let leaf = h.intermediate.leaf(&spec);
+        let eval = evaluate(&Set::of(h, &leaf).paths, &policy(&[NAME]));
+        let f = assert_check_fails(&eval, "chain", "chain_invalid");
+        assert!(
+            matches!(
+                f,
+                Failure::Unverifiable {
+                    role: Role::Leaf,
+                    ..
+                }
+            ),
+            "{f:?}"
+        );
+        assert!(f.to_string().contains(says), "{f}");
+        assert_eq!(eval.problems().len(), 1, "{}", describe(&eval));
+        let key = check(&eval, "key");
+        assert_eq!(key.status, Status::Skip, "{}", describe(&eval));
+        assert!(key.message.contains("cannot tell"), "{}", key.message);
+    }
 }

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use certgate::labels::Reason;
 use certgate::pipeline::inspect::Role;
-use certgate::pipeline::validate::{Failure, Status};
+use certgate::pipeline::validate::{Failure, Status, Usage};
 use time::OffsetDateTime;
 
-use crate::util::pki::{Alg, Hierarchy, LeafSpec};
+use crate::util::pki::{Alg, Ca, Eku, Hierarchy, LeafSpec};
 
 use super::{
     assert_check_fails, assert_passes_with_handshake, check, evaluate, evaluate_at, hours,
@@ -174,4 +174,34 @@ fn evaluation_time_is_a_parameter() {
     // … and just inside both ends: fine.
     assert!(evaluate_at(&set.paths, &p, na - 1).passed());
     assert!(evaluate_at(&set.paths, &p, nb + 1).passed());
+}
+
+/// Material valid at T but expired now: evaluated at T it passes every stage, the
+/// self-handshake included (client and server both verify as of T, not the wall clock).
+#[test]
+fn the_self_handshake_runs_at_the_evaluation_time() {
+    let t = OffsetDateTime::now_utc();
+    let days = |n: i64| hours(24 * n);
+    let root = Ca::root_valid("past root", Alg::P256, t - days(400), t - days(10));
+    let inter =
+        root.intermediate_valid("past intermediate", Alg::P256, t - days(300), t - days(10));
+    let leaf = inter.leaf(
+        &LeafSpec::new(NAME)
+            .eku(Eku::Both)
+            .valid(t - days(40), t - days(15)),
+    );
+    let set = Set::new(
+        format!("{}{}", leaf.cert_pem, inter.cert_pem),
+        Some(leaf.key.pkcs8_pem().as_bytes()),
+        Some(root.cert_pem.as_bytes()),
+    );
+    let at = (t - days(20)).unix_timestamp();
+    // Usage both: the candidate is also the client certificate, so each side's verifier runs.
+    let mut both = policy(&[NAME]);
+    both.usage = Usage::Both;
+    let eval = evaluate_at(&set.paths, &both, at);
+    assert_passes_with_handshake(&eval);
+    assert!(eval.handshake().unwrap().client_auth, "both sides verified");
+    // Now, the same material is expired (and the handshake not attempted).
+    assert_check_fails(&evaluate(&set.paths, &policy(&[NAME])), "chain", "expired");
 }
