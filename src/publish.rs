@@ -732,6 +732,30 @@ mod tests {
     }
 
     #[test]
+    fn non_utf8_source_names_are_published_as_the_same_bytes() {
+        use std::os::unix::ffi::OsStrExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let (approved, paths) = approved(tmp.path(), "");
+        let src = paths.cert.parent().unwrap().to_path_buf();
+        let name = OsStr::from_bytes(b"tls-\xff.crt");
+        fs::rename(&paths.cert, src.join(name)).unwrap();
+        let odd = SourcePaths {
+            cert: src.join(name),
+            ..paths
+        };
+        let p = publisher(tmp.path(), &odd);
+        p.publish(&approved).unwrap();
+        let link = p.dir().join(name);
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(fs::read_to_string(&link).unwrap().contains("CERTIFICATE"));
+        // Lossy conversion would have written U+FFFD instead.
+        assert!(!p.dir().join("tls-\u{fffd}.crt").exists());
+    }
+
+    #[test]
     fn base64_matches_the_standard() {
         assert_eq!(base64(b""), "");
         assert_eq!(base64(b"f"), "Zg==");
