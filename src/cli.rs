@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::admin::AdminLimits;
 use crate::config::{self, ConfigError, LogFormat, RawDaemon, RawReload, RawSet};
 use crate::duration::clap_duration;
 use crate::pipeline::validate::Usage;
@@ -199,9 +200,34 @@ pub struct RunArgs {
     /// Skip the loopback self-handshake.
     #[arg(long, env = "CERTGATE_NO_HANDSHAKE")]
     pub no_handshake: bool,
+    /// Most admin connections open at once; at the cap the oldest is closed [default: 128,
+    /// lowered to fit the open-file limit].
+    #[arg(long, env = "CERTGATE_ADMIN_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub admin_max_connections: Option<u32>,
+    /// An admin request head must arrive within this; closes idle keep-alive, half-open and
+    /// slow peers [default: 5s].
+    #[arg(long, env = "CERTGATE_ADMIN_HEADER_TIMEOUT", value_parser = positive_duration, value_name = "DURATION")]
+    pub admin_header_timeout: Option<Duration>,
+    /// Total lifetime of one admin connection [default: 60s].
+    #[arg(long, env = "CERTGATE_ADMIN_CONNECTION_TIMEOUT", value_parser = positive_duration, value_name = "DURATION")]
+    pub admin_connection_timeout: Option<Duration>,
 }
 
 impl RunArgs {
+    /// The bounds on admin peers: flags over the defaults.
+    pub fn admin_limits(&self) -> AdminLimits {
+        let d = AdminLimits::default();
+        AdminLimits {
+            max_connections: self
+                .admin_max_connections
+                .map_or(d.max_connections, |n| n as usize),
+            header_read_timeout: self.admin_header_timeout.unwrap_or(d.header_read_timeout),
+            connection_timeout: self
+                .admin_connection_timeout
+                .unwrap_or(d.connection_timeout),
+        }
+    }
+
     /// The validated config: from `--config` (flags for daemon settings override it) or flags.
     pub fn to_config(&self) -> Result<config::Config, ConfigError> {
         let mut raw = match &self.config {

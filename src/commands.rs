@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use crate::admin::Server;
+use crate::admin::{AdminLimits, Server};
 use crate::cli::{CheckArgs, InspectArgs, ProbeArgs, RunArgs};
 use crate::config::{Config, SetConfig};
 use crate::http;
@@ -170,17 +170,18 @@ pub fn run(args: &RunArgs) -> Outcome {
         Ok(rt) => rt,
         Err(e) => return usage_error(format!("cannot start runtime: {e}")),
     };
-    rt.block_on(serve(config))
+    rt.block_on(serve(config, args.admin_limits()))
 }
 
-/// Runs the daemon and its admin server until SIGTERM/SIGINT (a second signal aborts).
-pub async fn serve(config: Config) -> Outcome {
+/// Runs the daemon and its admin server (its peers bounded by `limits`) until SIGTERM/SIGINT
+/// (a second signal aborts).
+pub async fn serve(config: Config, limits: AdminLimits) -> Outcome {
     let (shutdown, watch) = match shutdown::sigint_or_sigterm() {
         Ok(s) => s,
         Err(e) => return usage_error(e),
     };
     let server = match Server::bind(config).await {
-        Ok(s) => s,
+        Ok(s) => s.with_limits(limits),
         Err(e) => return usage_error(e),
     };
     tokio::spawn(shutdown.run(|| {}));

@@ -1,5 +1,6 @@
 //! The suites, compiled into the one integration-test binary.
 
+mod admin;
 mod cli;
 mod daemon;
 #[cfg(feature = "demo")]
