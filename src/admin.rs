@@ -155,6 +155,11 @@ impl Server {
         self.listen
     }
 
+    /// Asks the daemon for a resync (SIGHUP).
+    pub fn resync_handle(&self) -> crate::daemon::ResyncHandle {
+        self.daemon.resync_handle()
+    }
+
     /// The handles the admin server reads: snapshots, heartbeat, metrics.
     pub fn shared(&self) -> &Shared {
         &self.shared

@@ -174,9 +174,13 @@ pub fn run(args: &RunArgs) -> Outcome {
 }
 
 /// Runs the daemon and its admin server (its peers bounded by `limits`) until SIGTERM/SIGINT
-/// (a second signal aborts).
+/// (a second signal aborts). SIGHUP asks for a resync; SIGUSR1, SIGUSR2 and SIGQUIT are logged.
 pub async fn serve(config: Config, limits: AdminLimits) -> Outcome {
     let (shutdown, watch) = match shutdown::sigint_or_sigterm() {
+        Ok(s) => s,
+        Err(e) => return usage_error(e),
+    };
+    let others = match shutdown::hup_and_others() {
         Ok(s) => s,
         Err(e) => return usage_error(e),
     };
@@ -185,6 +189,8 @@ pub async fn serve(config: Config, limits: AdminLimits) -> Outcome {
         Err(e) => return usage_error(e),
     };
     tokio::spawn(shutdown.run(|| {}));
+    let resync = server.resync_handle();
+    tokio::spawn(others.run(move || resync.request()));
     match server.run(watch.signaled()).await {
         Ok(()) => Outcome::Ok,
         Err(e) => {

@@ -7,5 +7,6 @@ mod daemon;
 mod demo;
 mod faults;
 mod pipeline;
+mod process;
 mod prometheus;
 mod volume;
