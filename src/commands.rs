@@ -25,9 +25,10 @@ pub enum Outcome {
     Usage = 2,
 }
 
-/// Prints `certgate: MSG` on stderr; the outcome for a usage or configuration error.
+/// Prints `certgate: MSG` on stderr; the outcome for a usage or configuration error. A broken
+/// stderr loses the message but keeps the exit code (`eprintln!` would panic).
 pub fn usage_error(msg: impl std::fmt::Display) -> Outcome {
-    eprintln!("certgate: {msg}");
+    let _ = writeln!(std::io::stderr(), "certgate: {msg}");
     Outcome::Usage
 }
 

@@ -1,13 +1,16 @@
 //! The daemon as a process among others: signals other than SIGTERM/SIGINT do not kill it
-//! (SIGHUP asks for a resync). The real binary; timeouts are failure bounds.
+//! (SIGHUP asks for a resync), and a log reader that went away does not kill it. The real
+//! binary; timeouts are failure bounds.
 
-use std::process::Child;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use crate::util::daemon::{wait_until, Running};
+use crate::util::daemon::{http_get, wait_until, Running};
 use crate::util::fixtures::NAME;
 use crate::util::pki::{Alg, Hierarchy};
-use crate::util::write;
+use crate::util::{self, write};
 
 const BOUND: Duration = Duration::from_secs(20);
 
@@ -72,4 +75,52 @@ fn sighup_requests_a_resync_and_usr1_usr2_quit_are_ignored() {
     assert_eq!(d.get("/healthz").0, 200);
     // SIGTERM still stops it in order.
     assert_eq!(d.terminate(), Some(0));
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[test]
+fn a_log_reader_that_went_away_does_not_kill_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_port();
+    let args = monitor_args(dir.path(), &addr.to_string());
+    // stdout and stderr: a pipe whose read end is closed, so every log line gets EPIPE.
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds we then own.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both fds were just created and are owned here only.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read_end);
+    let mut cmd = util::command();
+    cmd.args(&args)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::from(write_end.try_clone().unwrap()))
+        .stderr(Stdio::from(write_end));
+    let mut child = cmd.spawn().unwrap();
+    let guard = KillOnDrop(&mut child);
+    wait_until(BOUND, "/healthz with its log reader gone", || {
+        alive(guard.0) && std::net::TcpStream::connect(addr).is_ok()
+    });
+    assert_eq!(http_get(addr, "/healthz").0, 200);
+    // Make it log again (SIGHUP logs "resync requested") and ask again.
+    signal(guard.0.id(), libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(alive(guard.0), "died logging to a closed pipe");
+    assert_eq!(http_get(addr, "/healthz").0, 200);
+}
+
+struct KillOnDrop<'a>(&'a mut Child);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
