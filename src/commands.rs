@@ -144,6 +144,18 @@ pub fn inspect(args: &InspectArgs) -> Outcome {
     }
 }
 
+/// Makes the process not dumpable (`prctl(PR_SET_DUMPABLE, 0)`): no core dump, which would
+/// hold the private keys certgate reads, and no ptrace or `/proc/PID/mem` by other processes
+/// of the same user. Called first thing by every command, before logging exists; the kernel
+/// does not refuse this flag, so the result is not checked.
+pub fn forbid_core_dumps() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with PR_SET_DUMPABLE takes one integer argument and touches no memory.
+    unsafe {
+        let _ = libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+}
+
 /// glibc gives each thread that allocates its own arena, and memory freed in one is not
 /// returned to the others: a sidecar with a couple of worker and blocking threads then holds
 /// several times the memory it uses. Two arenas are plenty for this workload.

@@ -1,9 +1,11 @@
 //! The daemon as a process among others: signals other than SIGTERM/SIGINT do not kill it
-//! (SIGHUP asks for a resync), and a log reader that went away does not kill it. The real
-//! binary; timeouts are failure bounds.
+//! (SIGHUP asks for a resync), a log reader that went away does not kill it, and it opts out of
+//! core dumps (they would hold the key). The real binary; timeouts are failure bounds.
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
@@ -123,4 +125,47 @@ impl Drop for KillOnDrop<'_> {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+#[test]
+fn every_command_opts_out_of_core_dumps() {
+    // The files under /proc/PID (environ, mem, …) of a process that is not dumpable
+    // (PR_SET_DUMPABLE 0) are owned by root instead of by the process' user (the directory
+    // itself keeps the user's): run certgate as nobody and look. `probe` against a peer that
+    // never answers stays up long enough to look at.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/readyz", silent.local_addr().unwrap());
+    let mut cmd = util::command();
+    cmd.args(["probe", "--url", &url, "--timeout", "10s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    const NOBODY: u32 = 65534;
+    // SAFETY: setgid/setuid are async-signal-safe; they only change the child being spawned.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setgid(NOBODY) != 0 || libc::setuid(NOBODY) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let guard = KillOnDrop(&mut child);
+    let environ = format!("/proc/{}/environ", guard.0.id());
+    let owner = || std::fs::metadata(&environ).map(|m| m.uid()).ok();
+    // Right after exec the process is still dumpable for a moment; give it time to opt out.
+    let mut last = owner();
+    for _ in 0..100 {
+        if last == Some(0) || !alive(guard.0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        last = owner();
+    }
+    assert!(alive(guard.0), "probe exited early");
+    assert_eq!(
+        last,
+        Some(0),
+        "/proc/PID/environ owned by {last:?}: certgate is still dumpable"
+    );
 }
