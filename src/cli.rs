@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::admin::AdminLimits;
 use crate::config::{self, ConfigError, LogFormat, RawDaemon, RawReload, RawSet};
 use crate::duration::clap_duration;
 use crate::pipeline::validate::Usage;
@@ -83,8 +84,28 @@ impl SetArgs {
         })
     }
 
-    fn any_given(&self) -> bool {
-        self.cert.is_some() || self.key.is_some() || self.trust.is_some() || !self.names.is_empty()
+    /// The per-set flags given (by flag or environment), by name.
+    fn given(&self) -> [(&'static str, bool); 6] {
+        [
+            ("--cert", self.cert.is_some()),
+            ("--key", self.key.is_some()),
+            ("--trust", self.trust.is_some()),
+            ("--name", !self.names.is_empty()),
+            ("--usage", self.usage.is_some()),
+            ("--min-remaining", self.min_remaining.is_some()),
+        ]
+    }
+}
+
+/// Refuses the first flag of `given` that was given along with `--config`: the file holds every
+/// set's settings, and a flag silently ignored would look like it applied.
+fn refuse_with_config(given: &[(&'static str, bool)]) -> Result<(), ConfigError> {
+    match given.iter().find(|(_, g)| *g) {
+        Some((flag, _)) => Err(ConfigError::new(format!(
+            "{flag} (or its CERTGATE_* variable) cannot be combined with --config: per-set \
+             settings come from the config file"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -146,14 +167,9 @@ pub struct RunArgs {
     /// Watch every set of this TOML config instead of flags.
     #[arg(long, env = "CERTGATE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Name of the set given by flags (a metric label).
-    #[arg(
-        long,
-        env = "CERTGATE_SET_NAME",
-        default_value = "default",
-        value_name = "NAME"
-    )]
-    pub set_name: String,
+    /// Name of the set given by flags (a metric label) [default: default].
+    #[arg(long, env = "CERTGATE_SET_NAME", value_name = "NAME")]
+    pub set_name: Option<String>,
     /// Publish validated material here (kubelet-style); without it certgate only monitors.
     #[arg(long, env = "CERTGATE_PUBLISH_DIR", value_name = "DIR")]
     pub publish_dir: Option<PathBuf>,
@@ -199,22 +215,59 @@ pub struct RunArgs {
     /// Skip the loopback self-handshake.
     #[arg(long, env = "CERTGATE_NO_HANDSHAKE")]
     pub no_handshake: bool,
+    /// Most admin connections open at once; at the cap the oldest is closed [default: 128,
+    /// lowered to fit the open-file limit].
+    #[arg(long, env = "CERTGATE_ADMIN_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub admin_max_connections: Option<u32>,
+    /// An admin request head must arrive within this; closes idle keep-alive, half-open and
+    /// slow peers [default: 5s].
+    #[arg(long, env = "CERTGATE_ADMIN_HEADER_TIMEOUT", value_parser = positive_duration, value_name = "DURATION")]
+    pub admin_header_timeout: Option<Duration>,
+    /// Total lifetime of one admin connection [default: 60s].
+    #[arg(long, env = "CERTGATE_ADMIN_CONNECTION_TIMEOUT", value_parser = positive_duration, value_name = "DURATION")]
+    pub admin_connection_timeout: Option<Duration>,
 }
 
 impl RunArgs {
+    /// The bounds on admin peers: flags over the defaults.
+    pub fn admin_limits(&self) -> AdminLimits {
+        let d = AdminLimits::default();
+        AdminLimits {
+            max_connections: self
+                .admin_max_connections
+                .map_or(d.max_connections, |n| n as usize),
+            header_read_timeout: self.admin_header_timeout.unwrap_or(d.header_read_timeout),
+            connection_timeout: self
+                .admin_connection_timeout
+                .unwrap_or(d.connection_timeout),
+        }
+    }
+
     /// The validated config: from `--config` (flags for daemon settings override it) or flags.
     pub fn to_config(&self) -> Result<config::Config, ConfigError> {
         let mut raw = match &self.config {
             Some(path) => {
-                if self.set.any_given() || self.publish_dir.is_some() {
-                    return Err(ConfigError::new(
-                        "--config and per-set flags (--cert, --publish-dir, …) are mutually exclusive",
-                    ));
-                }
+                refuse_with_config(&self.set.given())?;
+                refuse_with_config(&[
+                    ("--set-name", self.set_name.is_some()),
+                    ("--publish-dir", self.publish_dir.is_some()),
+                    ("--key-mode", self.key_mode.is_some()),
+                    ("--warn-before", self.warn_before.is_some()),
+                    ("--fail-ready-before", self.fail_ready_before.is_some()),
+                    ("--verify-addr", self.verify_addr.is_some()),
+                    ("--verify-timeout", self.verify_timeout.is_some()),
+                    ("--reload-signal", self.reload_signal.is_some()),
+                    ("--reload-pid-file", self.reload_pid_file.is_some()),
+                    ("--reload-process", self.reload_process.is_some()),
+                    ("--reload-url", self.reload_url.is_some()),
+                    ("--no-handshake", self.no_handshake),
+                ])?;
                 config::read_raw(path)?
             }
             None => {
-                let mut set = self.set.to_raw(&self.set_name)?;
+                let mut set = self
+                    .set
+                    .to_raw(self.set_name.as_deref().unwrap_or("default"))?;
                 set.publish_dir = self.publish_dir.clone();
                 set.key_mode = self.key_mode.clone();
                 set.warn_before = self.warn_before;
@@ -261,11 +314,7 @@ impl CheckArgs {
     pub fn to_config(&self) -> Result<config::Config, ConfigError> {
         match &self.config {
             Some(path) => {
-                if self.set.any_given() {
-                    return Err(ConfigError::new(
-                        "--config and --cert/--key/--trust/--name are mutually exclusive",
-                    ));
-                }
+                refuse_with_config(&self.set.given())?;
                 config::Config::from_file(path)
             }
             None => config::Config::from_raw(config::RawConfig {

@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use crate::admin::Server;
+use crate::admin::{AdminLimits, Server};
 use crate::cli::{CheckArgs, InspectArgs, ProbeArgs, RunArgs};
 use crate::config::{Config, SetConfig};
 use crate::http;
@@ -25,9 +25,10 @@ pub enum Outcome {
     Usage = 2,
 }
 
-/// Prints `certgate: MSG` on stderr; the outcome for a usage or configuration error.
+/// Prints `certgate: MSG` on stderr; the outcome for a usage or configuration error. A broken
+/// stderr loses the message but keeps the exit code (`eprintln!` would panic).
 pub fn usage_error(msg: impl std::fmt::Display) -> Outcome {
-    eprintln!("certgate: {msg}");
+    let _ = writeln!(std::io::stderr(), "certgate: {msg}");
     Outcome::Usage
 }
 
@@ -143,6 +144,18 @@ pub fn inspect(args: &InspectArgs) -> Outcome {
     }
 }
 
+/// Makes the process not dumpable (`prctl(PR_SET_DUMPABLE, 0)`): no core dump, which would
+/// hold the private keys certgate reads, and no ptrace or `/proc/PID/mem` by other processes
+/// of the same user. Called first thing by every command, before logging exists; the kernel
+/// does not refuse this flag, so the result is not checked.
+pub fn forbid_core_dumps() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with PR_SET_DUMPABLE takes one integer argument and touches no memory.
+    unsafe {
+        let _ = libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+}
+
 /// glibc gives each thread that allocates its own arena, and memory freed in one is not
 /// returned to the others: a sidecar with a couple of worker and blocking threads then holds
 /// several times the memory it uses. Two arenas are plenty for this workload.
@@ -170,20 +183,27 @@ pub fn run(args: &RunArgs) -> Outcome {
         Ok(rt) => rt,
         Err(e) => return usage_error(format!("cannot start runtime: {e}")),
     };
-    rt.block_on(serve(config))
+    rt.block_on(serve(config, args.admin_limits()))
 }
 
-/// Runs the daemon and its admin server until SIGTERM/SIGINT (a second signal aborts).
-pub async fn serve(config: Config) -> Outcome {
+/// Runs the daemon and its admin server (its peers bounded by `limits`) until SIGTERM/SIGINT
+/// (a second signal aborts). SIGHUP asks for a resync; SIGUSR1, SIGUSR2 and SIGQUIT are logged.
+pub async fn serve(config: Config, limits: AdminLimits) -> Outcome {
     let (shutdown, watch) = match shutdown::sigint_or_sigterm() {
         Ok(s) => s,
         Err(e) => return usage_error(e),
     };
-    let server = match Server::bind(config).await {
+    let others = match shutdown::hup_and_others() {
         Ok(s) => s,
         Err(e) => return usage_error(e),
     };
+    let server = match Server::bind(config).await {
+        Ok(s) => s.with_limits(limits),
+        Err(e) => return usage_error(e),
+    };
     tokio::spawn(shutdown.run(|| {}));
+    let resync = server.resync_handle();
+    tokio::spawn(others.run(move || resync.request()));
     match server.run(watch.signaled()).await {
         Ok(()) => Outcome::Ok,
         Err(e) => {

@@ -15,6 +15,8 @@ use certgate::commands;
 mod demo;
 
 fn main() -> ExitCode {
+    // Before anything reads a key: a core dump would hold it.
+    commands::forbid_core_dumps();
     let cli = Cli::parse();
     // rustls needs one process-wide provider; ring is our only one. Failure means another was
     // installed first, which is fine.

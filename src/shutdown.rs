@@ -1,7 +1,8 @@
 //! Shutdown as a value (after kubert's `shutdown.rs`): [`sigint_or_sigterm`] registers the
 //! handlers up front, so a failure to register is an error at start-up rather than a process
 //! that never stops; the first SIGTERM or SIGINT asks every [`Watch`] to stop in order, a second
-//! one aborts.
+//! one aborts. [`hup_and_others`] keeps the other signals a shared-PID pod may send from
+//! killing the daemon: SIGHUP asks for a resync, the rest are logged.
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
@@ -64,6 +65,57 @@ impl Shutdown {
         tokio::select! {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+/// The other signals a shared-PID pod may send certgate, whose default action would kill it:
+/// SIGHUP (the usual "reload") asks for a resync; SIGUSR1, SIGUSR2 and SIGQUIT are logged and
+/// ignored. Run by [`OtherSignals::run`].
+#[derive(Debug)]
+pub struct OtherSignals {
+    hup: Signal,
+    usr1: Signal,
+    usr2: Signal,
+    quit: Signal,
+}
+
+/// Registers SIGHUP, SIGUSR1, SIGUSR2 and SIGQUIT handlers; from then on none of them kills
+/// the process. Needs a tokio runtime with I/O enabled.
+pub fn hup_and_others() -> Result<OtherSignals, RegisterError> {
+    let register = |kind: SignalKind, signal: &'static str| {
+        tokio::signal::unix::signal(kind).map_err(|source| RegisterError { signal, source })
+    };
+    Ok(OtherSignals {
+        hup: register(SignalKind::hangup(), "SIGHUP")?,
+        usr1: register(SignalKind::user_defined1(), "SIGUSR1")?,
+        usr2: register(SignalKind::user_defined2(), "SIGUSR2")?,
+        quit: register(SignalKind::quit(), "SIGQUIT")?,
+    })
+}
+
+// === impl OtherSignals ===
+
+impl OtherSignals {
+    /// Calls `on_hup` at each SIGHUP and logs the others, until the runtime stops. Meant to be
+    /// spawned.
+    pub async fn run(mut self, on_hup: impl Fn()) {
+        loop {
+            let name = tokio::select! {
+                Some(()) = self.hup.recv() => {
+                    tracing::info!(signal = "SIGHUP", "resync requested");
+                    on_hup();
+                    continue;
+                }
+                Some(()) = self.usr1.recv() => "SIGUSR1",
+                Some(()) = self.usr2.recv() => "SIGUSR2",
+                Some(()) = self.quit.recv() => "SIGQUIT",
+                else => return,
+            };
+            tracing::info!(
+                signal = name,
+                "signal ignored (SIGHUP resyncs; SIGTERM or SIGINT stops)"
+            );
         }
     }
 }

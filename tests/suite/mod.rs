@@ -1,10 +1,12 @@
 //! The suites, compiled into the one integration-test binary.
 
+mod admin;
 mod cli;
 mod daemon;
 #[cfg(feature = "demo")]
 mod demo;
 mod faults;
 mod pipeline;
+mod process;
 mod prometheus;
 mod volume;

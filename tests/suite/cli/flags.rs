@@ -74,7 +74,7 @@ fn usage_and_config_errors_exit_2() {
         (vec!["check", "--config", &absent], "absent.toml"),
         (
             vec!["check", "--config", &good, "--cert", cert],
-            "mutually exclusive",
+            "--cert (or its CERTGATE_* variable) cannot be combined with --config",
         ),
         // Limits that would refuse every file or every handshake are mistakes, not verdicts.
         (
@@ -109,6 +109,79 @@ fn usage_and_config_errors_exit_2() {
         &util::certgate(&["check", "--config", &good, "--no-handshake"]),
         1,
     );
+}
+
+/// Runs the binary; kills it after `bound` (a `run` that started instead of refusing).
+fn output_within(args: &[&str], bound: std::time::Duration) -> Output {
+    let mut child = util::command()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn certgate");
+    let start = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() && start.elapsed() < bound {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait_with_output().expect("output")
+}
+
+#[test]
+fn per_set_flags_with_config_are_refused_not_ignored() {
+    let h = Hierarchy::shared(Alg::P256);
+    let files = Files::of(h, &h.leaf);
+    let dir = files.dir.path();
+    let config = write(
+        dir,
+        "good.toml",
+        format!(
+            "[[set]]\nname = \"web\"\ncert = \"{}\"\nkey = \"{}\"\ntrust = \"{}\"\n",
+            files.cert, files.key, files.trust
+        ),
+    );
+    let run_flags: &[&[&str]] = &[
+        &["--usage", "server"],
+        &["--min-remaining", "1d"],
+        &["--no-handshake"],
+        &["--key-mode", "0640"],
+        &["--verify-addr", "127.0.0.1:8443"],
+        &["--verify-timeout", "5s"],
+        &["--reload-signal", "SIGHUP"],
+        &["--reload-pid-file", "/run/app.pid"],
+        &["--reload-process", "app"],
+        &["--reload-url", "http://127.0.0.1:8080/-/reload"],
+        &["--set-name", "web"],
+        &["--warn-before", "7d"],
+        &["--fail-ready-before", "1d"],
+    ];
+    let check_flags: &[&[&str]] = &[&["--usage", "server"], &["--min-remaining", "1d"]];
+    let cases = run_flags
+        .iter()
+        .map(|f| ("run", *f))
+        .chain(check_flags.iter().map(|f| ("check", *f)));
+    for (command, flag) in cases {
+        let mut args = vec![command, "--config", &config];
+        if command == "run" {
+            args.extend(["--listen", "127.0.0.1:0"]);
+        }
+        args.extend_from_slice(flag);
+        let out = output_within(&args, std::time::Duration::from_secs(10));
+        let (_, stderr) = texts(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}\n{}", show(&out));
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: one line\n{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{} (or its CERTGATE_* variable) cannot be combined with --config",
+                flag[0]
+            )),
+            "{args:?}: names {}\n{stderr}",
+            flag[0]
+        );
+    }
+    // Flags that apply to the whole run or check stay allowed with --config.
+    let out = util::certgate(&["check", "--config", &config, "--no-handshake", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
 }
 
 #[test]
