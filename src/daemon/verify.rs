@@ -44,8 +44,16 @@ pub async fn probe(
     };
     let config = match &material.key {
         Some(key) => {
-            match builder.with_client_auth_cert(material.chain.to_vec(), key.der().clone_key()) {
-                Ok(c) => c,
+            // The signer is built from a borrow of the key (wiped when dropped), as in the
+            // self-handshake; with_client_auth_cert would take an unwiped copy.
+            match rustls::crypto::ring::sign::any_supported_type(&key.der()) {
+                Ok(signer) => {
+                    let certified =
+                        rustls::sign::CertifiedKey::new(material.chain.to_vec(), signer);
+                    builder.with_client_cert_resolver(Arc::new(
+                        rustls::sign::SingleCertAndKey::from(certified),
+                    ))
+                }
                 Err(e) => return Served::Failed(format!("client config: {e}")),
             }
         }
