@@ -64,6 +64,15 @@ pub struct SetArgs {
     /// Fail material that expires within this (e.g. 24h, 7d).
     #[arg(long, env = "CERTGATE_MIN_REMAINING", value_parser = clap_duration, value_name = "DURATION")]
     pub min_remaining: Option<Duration>,
+    /// TLS versions the self-handshake (and the workload check) must succeed with
+    /// [default: 1.3,1.2].
+    #[arg(
+        long,
+        env = "CERTGATE_TLS_VERSIONS",
+        value_delimiter = ',',
+        value_name = "VERSION"
+    )]
+    pub tls_versions: Vec<String>,
 }
 
 impl SetArgs {
@@ -80,12 +89,13 @@ impl SetArgs {
             names: self.names.clone(),
             usage: self.usage,
             min_remaining: self.min_remaining,
+            tls_versions: (!self.tls_versions.is_empty()).then(|| self.tls_versions.clone()),
             ..RawSet::default()
         })
     }
 
     /// The per-set flags given (by flag or environment), by name.
-    fn given(&self) -> [(&'static str, bool); 6] {
+    fn given(&self) -> [(&'static str, bool); 7] {
         [
             ("--cert", self.cert.is_some()),
             ("--key", self.key.is_some()),
@@ -93,6 +103,7 @@ impl SetArgs {
             ("--name", !self.names.is_empty()),
             ("--usage", self.usage.is_some()),
             ("--min-remaining", self.min_remaining.is_some()),
+            ("--tls-versions", !self.tls_versions.is_empty()),
         ]
     }
 }
@@ -176,6 +187,15 @@ pub struct RunArgs {
     /// Mode of the published key file (0600, or 0640 for fsGroup setups).
     #[arg(long, env = "CERTGATE_KEY_MODE", value_name = "MODE")]
     pub key_mode: Option<String>,
+    /// How published files are encoded: pem (certificates and key as PEM, whatever the
+    /// source encoding) or as-is (the key byte for byte) [default: pem].
+    #[arg(
+        long,
+        env = "CERTGATE_PUBLISH_FORMAT",
+        value_enum,
+        value_name = "FORMAT"
+    )]
+    pub publish_format: Option<config::PublishFormat>,
     /// Warn this long before expiry.
     #[arg(long, env = "CERTGATE_WARN_BEFORE", value_parser = clap_duration, value_name = "DURATION")]
     pub warn_before: Option<Duration>,
@@ -252,6 +272,7 @@ impl RunArgs {
                     ("--set-name", self.set_name.is_some()),
                     ("--publish-dir", self.publish_dir.is_some()),
                     ("--key-mode", self.key_mode.is_some()),
+                    ("--publish-format", self.publish_format.is_some()),
                     ("--warn-before", self.warn_before.is_some()),
                     ("--fail-ready-before", self.fail_ready_before.is_some()),
                     ("--verify-addr", self.verify_addr.is_some()),
@@ -270,6 +291,7 @@ impl RunArgs {
                     .to_raw(self.set_name.as_deref().unwrap_or("default"))?;
                 set.publish_dir = self.publish_dir.clone();
                 set.key_mode = self.key_mode.clone();
+                set.publish_format = self.publish_format;
                 set.warn_before = self.warn_before;
                 set.fail_ready_before = self.fail_ready_before;
                 set.verify_addr = self.verify_addr.clone();

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::duration::{parse_duration, serde_str};
+use crate::pipeline::handshake::TlsVersions;
 use crate::pipeline::load::{SourcePaths, DEFAULT_MAX_FILE_SIZE};
 use crate::pipeline::validate::{ExpectedName, Policy, Usage};
 use crate::pipeline::EvalOptions;
@@ -114,6 +115,15 @@ pub struct RawSet {
     /// How long the workload has to serve the new leaf.
     #[serde(default, deserialize_with = "serde_str::option")]
     pub verify_timeout: Option<Duration>,
+    /// Swap back after this many consecutive handshake failures of the workload …
+    pub verify_failures: Option<u32>,
+    /// … spanning at least this long.
+    #[serde(default, deserialize_with = "serde_str::option")]
+    pub verify_failure_window: Option<Duration>,
+    /// TLS versions the material must work with: `["1.2", "1.3"]` by default.
+    pub tls_versions: Option<Vec<String>>,
+    /// How the published files are encoded: `pem` (default) or `as_is`.
+    pub publish_format: Option<PublishFormat>,
     /// How to tell the workload to reload.
     pub reload: Option<RawReload>,
 }
@@ -172,6 +182,23 @@ pub struct PublishSettings {
     pub dir: PathBuf,
     /// Mode of the key file.
     pub key_mode: u32,
+    /// How the files are encoded.
+    pub format: PublishFormat,
+}
+
+/// How published files are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum PublishFormat {
+    /// Certificates as PEM `CERTIFICATE` blocks, the key as a PEM block of its own form
+    /// (`PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE KEY`), whatever the source encoding:
+    /// what every workload loads.
+    #[default]
+    Pem,
+    /// Certificates as PEM blocks, the key file byte for byte as the source has it (a DER
+    /// key stays DER).
+    #[value(name = "as-is", alias = "as_is")]
+    AsIs,
 }
 
 /// Which process to signal.
@@ -201,9 +228,18 @@ pub struct VerifySettings {
     pub addr: SocketAddr,
     /// Name to verify.
     pub name: Option<ExpectedName>,
-    /// Deadline for the workload to serve the new leaf.
+    /// Deadline for the workload to serve the new leaf; the bound when it does not answer.
     pub timeout: Duration,
+    /// Swap back at once after this many consecutive handshakes the workload failed …
+    pub failures: u32,
+    /// … when they span at least this long (a reload settling is not a refusal).
+    pub failure_window: Duration,
 }
+
+/// Default of `verify_failures`.
+pub const DEFAULT_VERIFY_FAILURES: u32 = 3;
+/// Default of `verify_failure_window`.
+pub const DEFAULT_VERIFY_FAILURE_WINDOW: Duration = Duration::from_secs(2);
 
 /// One validated cert set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -491,11 +527,16 @@ pub fn validate_set(raw: &RawSet) -> Result<SetConfig, ConfigError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ConfigError(format!("names: {e}")))?;
     let defaults = Policy::default();
+    let tls_versions = match &raw.tls_versions {
+        None => defaults.tls_versions,
+        Some(v) => TlsVersions::parse(v).map_err(|e| ConfigError(format!("tls_versions: {e}")))?,
+    };
     let policy = Policy {
         usage: raw.usage.unwrap_or_default(),
         names,
         min_remaining: raw.min_remaining.unwrap_or(defaults.min_remaining),
         warn_before: raw.warn_before.unwrap_or(defaults.warn_before),
+        tls_versions,
     };
     let publish = raw
         .publish_dir
@@ -508,6 +549,7 @@ pub fn validate_set(raw: &RawSet) -> Result<SetConfig, ConfigError> {
             Ok::<_, ConfigError>(PublishSettings {
                 dir: dir.clone(),
                 key_mode,
+                format: raw.publish_format.unwrap_or_default(),
             })
         })
         .transpose()?;
@@ -517,6 +559,40 @@ pub fn validate_set(raw: &RawSet) -> Result<SetConfig, ConfigError> {
     if raw.key_mode.is_some() && publish.is_none() {
         return Err(ConfigError::new(
             "key_mode: only meaningful with publish_dir",
+        ));
+    }
+    if raw.publish_format.is_some() && publish.is_none() {
+        return Err(ConfigError::new(
+            "publish_format: only meaningful with publish_dir",
+        ));
+    }
+    let failures = raw.verify_failures.unwrap_or(DEFAULT_VERIFY_FAILURES);
+    if !(1..=100).contains(&failures) {
+        return Err(ConfigError(format!(
+            "verify_failures: {failures} must be between 1 and 100"
+        )));
+    }
+    let timeout = raw.verify_timeout.unwrap_or(Duration::from_secs(30));
+    if timeout.is_zero() {
+        return Err(ConfigError::new("verify_timeout: must be positive"));
+    }
+    // The default window shrinks to a short verify_timeout; a window set longer than the
+    // timeout could never act, which is a mistake to name.
+    let failure_window = raw
+        .verify_failure_window
+        .unwrap_or(DEFAULT_VERIFY_FAILURE_WINDOW.min(timeout));
+    if failure_window > timeout {
+        return Err(ConfigError(format!(
+            "verify_failure_window: {} must not exceed verify_timeout ({})",
+            crate::duration::format_duration(failure_window),
+            crate::duration::format_duration(timeout)
+        )));
+    }
+    if raw.verify_addr.is_none()
+        && (raw.verify_failures.is_some() || raw.verify_failure_window.is_some())
+    {
+        return Err(ConfigError::new(
+            "verify_failures, verify_failure_window: only meaningful with verify_addr",
         ));
     }
     let reload = raw.reload.as_ref().map(validate_reload).transpose()?;
@@ -534,7 +610,9 @@ pub fn validate_set(raw: &RawSet) -> Result<SetConfig, ConfigError> {
                 .map(ExpectedName::parse)
                 .transpose()
                 .map_err(|e| ConfigError(format!("verify_name: {e}")))?,
-            timeout: raw.verify_timeout.unwrap_or(Duration::from_secs(30)),
+            timeout,
+            failures,
+            failure_window,
         }),
     };
     if verify.is_some() && publish.is_none() {

@@ -102,6 +102,8 @@ labels! {
         PublishFailed => "publish_failed",
         /// The workload could not serve the published material: swapped back.
         WorkloadRefused => "workload_refused",
+        /// A reload was sent (or failed) and the workload still serves an earlier generation.
+        ReloadRejected => "reload_rejected",
     }
 }
 

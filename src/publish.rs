@@ -7,7 +7,8 @@
 //! Certificate files are written re-encoded from their decoded certificates (PEM
 //! `CERTIFICATE` blocks only), so nothing else a source file carries — a private key in a
 //! combined PEM, comments — reaches a world-readable file; the key goes only into the key
-//! file, at `key_mode`. A write that fails before the commit leaves nothing behind; once
+//! file, at `key_mode`, as one PEM block of its own form whatever the source encoding (a DER
+//! key is what nginx and HAProxy refuse to load), unless `publish_format = "as_is"`. A write that fails before the commit leaves nothing behind; once
 //! `..data` is renamed the rotation is published, and what fails after (links, state file) is
 //! a warning. At most three generations exist at once (live, previous, one being written):
 //! size the volume for three.
@@ -19,10 +20,12 @@ use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 use crate::bounded;
+use crate::config::PublishFormat;
 use crate::ids::{Fingerprint, GenerationName};
-use crate::pipeline::load::{SourcePaths, DATA_LINK};
+use crate::pipeline::load::{KeyEncoding, PrivateKey, SourcePaths, DATA_LINK};
 use crate::pipeline::Approved;
 
 /// Name of the state file kept in the publish directory.
@@ -148,6 +151,7 @@ pub struct DirLock {
 pub struct Publisher {
     dir: PathBuf,
     key_mode: u32,
+    format: PublishFormat,
     cert_name: OsString,
     key_name: Option<OsString>,
     trust_name: Option<OsString>,
@@ -162,21 +166,48 @@ fn base_name(p: &Path) -> OsString {
 fn pem_certificates(certs: &[rustls_pki_types::CertificateDer<'_>]) -> Vec<u8> {
     let mut out = Vec::new();
     for der in certs {
-        out.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
-        let b64 = base64(der.as_ref());
-        for line in b64.as_bytes().chunks(64) {
-            out.extend_from_slice(line);
-            out.push(b'\n');
-        }
-        out.extend_from_slice(b"-----END CERTIFICATE-----\n");
+        pem_block(&mut out, "CERTIFICATE", der.as_ref());
     }
     out
 }
 
-/// Standard base64 with padding.
-fn base64(data: &[u8]) -> String {
+/// The key as one PEM block of its own form (`PRIVATE KEY` for PKCS#8, `RSA PRIVATE KEY`,
+/// `EC PRIVATE KEY`), in a buffer sized up front (no reallocation leaves a copy behind) and
+/// wiped when dropped.
+fn pem_key(key: &PrivateKey) -> Zeroizing<Vec<u8>> {
+    let label = match key.encoding {
+        KeyEncoding::Pkcs8 => "PRIVATE KEY",
+        KeyEncoding::Pkcs1 => "RSA PRIVATE KEY",
+        KeyEncoding::Sec1 => "EC PRIVATE KEY",
+    };
+    let der = key.der();
+    let der = der.secret_der();
+    let b64 = der.len().div_ceil(3) * 4;
+    let mut out = Zeroizing::new(Vec::with_capacity(
+        2 * (label.len() + 17) + b64 + b64.div_ceil(64),
+    ));
+    pem_block(&mut out, label, der);
+    out
+}
+
+/// Appends one PEM block: 64 columns, LF.
+fn pem_block(out: &mut Vec<u8>, label: &str, der: &[u8]) {
+    out.extend_from_slice(b"-----BEGIN ");
+    out.extend_from_slice(label.as_bytes());
+    out.extend_from_slice(b"-----\n");
+    // 48 bytes of DER are one 64-column line.
+    for chunk in der.chunks(48) {
+        base64_into(out, chunk);
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"-----END ");
+    out.extend_from_slice(label.as_bytes());
+    out.extend_from_slice(b"-----\n");
+}
+
+/// Appends standard base64 with padding of `data` to `out`.
+fn base64_into(out: &mut Vec<u8>, data: &[u8]) {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
         let b = [
             chunk[0],
@@ -186,13 +217,12 @@ fn base64(data: &[u8]) -> String {
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]);
             } else {
-                out.push('=');
+                out.push(b'=');
             }
         }
     }
-    out
 }
 
 impl Publisher {
@@ -201,10 +231,16 @@ impl Publisher {
         Self {
             dir: dir.to_path_buf(),
             key_mode,
+            format: PublishFormat::default(),
             cert_name: base_name(&source.cert),
             key_name: source.key.as_deref().map(base_name),
             trust_name: source.trust.as_deref().map(base_name),
         }
+    }
+
+    /// Encodes published files as `format` (PEM by default).
+    pub fn with_format(self, format: PublishFormat) -> Self {
+        Self { format, ..self }
     }
 
     /// The publish directory.
@@ -321,21 +357,41 @@ impl Publisher {
         Ok(Published { state, warnings })
     }
 
-    /// Writes the files of one generation: certificates re-encoded, the key at `key_mode`.
+    /// Writes the files of one generation: certificates re-encoded as PEM, the key as PEM
+    /// (or as given, with `as_is`) at `key_mode`.
     fn write_generation(&self, gen: &Path, approved: &Approved) -> Result<(), PublishError> {
         let material = approved.material();
-        // One source file holding chain and key (HAProxy style) is published as it is, at
-        // key_mode: it is a key file.
+        let key = match (self.format, &material.key, &material.raw.key) {
+            (PublishFormat::Pem, Some(key), _) => Some(pem_key(key)),
+            (_, _, Some(raw)) => Some(Zeroizing::new(raw.bytes().to_vec())),
+            _ => None,
+        };
+        // One source file holding chain and key (HAProxy style): as PEM, the chain then the
+        // key, at key_mode (it is a key file); as_is, the file as it is.
         let combined = self.key_name.as_ref() == Some(&self.cert_name);
-        if !combined {
+        if combined {
+            if let (Some(name), Some(key)) = (&self.key_name, key) {
+                let bytes = match self.format {
+                    PublishFormat::Pem => {
+                        let chain = pem_certificates(material.chain.as_slice());
+                        let mut both = Zeroizing::new(Vec::with_capacity(chain.len() + key.len()));
+                        both.extend_from_slice(&chain);
+                        both.extend_from_slice(&key);
+                        both
+                    }
+                    PublishFormat::AsIs => key,
+                };
+                write_synced(&gen.join(name), &bytes, self.key_mode)?;
+            }
+        } else {
             write_synced(
                 &gen.join(&self.cert_name),
                 &pem_certificates(material.chain.as_slice()),
                 0o644,
             )?;
-        }
-        if let (Some(name), Some(key)) = (&self.key_name, &material.raw.key) {
-            write_synced(&gen.join(name), key.bytes(), self.key_mode)?;
+            if let (Some(name), Some(key)) = (&self.key_name, key) {
+                write_synced(&gen.join(name), &key, self.key_mode)?;
+            }
         }
         if let Some(name) = &self.trust_name {
             write_synced(&gen.join(name), &pem_certificates(&material.trust), 0o644)?;
@@ -539,6 +595,12 @@ mod tests {
 
     /// Source files in `dir/src` (the cert file holding `extra` after the chain), approved.
     fn approved(dir: &Path, extra: &str) -> (Approved, SourcePaths) {
+        let paths = write_source(dir, extra);
+        (approve(&paths), paths)
+    }
+
+    /// Writes source files into `dir/src`: the cert file holds `extra` after the chain.
+    fn write_source(dir: &Path, extra: &str) -> SourcePaths {
         let ca = Ca::root("publish test root", Alg::P256);
         let leaf = ca.leaf(&LeafSpec::new("localhost"));
         let src = dir.join("src");
@@ -551,6 +613,11 @@ mod tests {
         fs::write(&paths.cert, format!("{}{extra}", leaf.cert_pem)).unwrap();
         fs::write(paths.key.as_ref().unwrap(), leaf.key.pkcs8_pem()).unwrap();
         fs::write(paths.trust.as_ref().unwrap(), &ca.cert_pem).unwrap();
+        paths
+    }
+
+    /// The source at `paths`, approved (no self-handshake).
+    fn approve(paths: &SourcePaths) -> Approved {
         let opts = EvalOptions {
             handshake: false,
             ..EvalOptions::default()
@@ -559,11 +626,9 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let eval = rt.block_on(pipeline::evaluate(&paths, &Policy::default(), &opts, now));
-        let approved = eval
-            .into_approved()
-            .unwrap_or_else(|e| panic!("{:?}", e.problems()));
-        (approved, paths)
+        let eval = rt.block_on(pipeline::evaluate(paths, &Policy::default(), &opts, now));
+        eval.into_approved()
+            .unwrap_or_else(|e| panic!("{:?}", e.problems()))
     }
 
     fn publisher(dir: &Path, paths: &SourcePaths) -> Publisher {
@@ -757,10 +822,44 @@ mod tests {
 
     #[test]
     fn base64_matches_the_standard() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        let b64 = |d: &[u8]| {
+            let mut out = Vec::new();
+            base64_into(&mut out, d);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(b64(b""), "");
+        assert_eq!(b64(b"f"), "Zg==");
+        assert_eq!(b64(b"fo"), "Zm8=");
+        assert_eq!(b64(b"foo"), "Zm9v");
+        assert_eq!(b64(b"foobar"), "Zm9vYmFy");
+    }
+
+    /// A DER key is published as the PEM block of its form (what nginx and HAProxy load), at
+    /// key_mode; `as_is` keeps the source bytes.
+    #[test]
+    fn der_keys_are_published_as_pem_unless_as_is() {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::PrivateKeyDer;
+        for format in [PublishFormat::Pem, PublishFormat::AsIs] {
+            let tmp = tempfile::tempdir().unwrap();
+            let paths = write_source(tmp.path(), "");
+            let key_path = paths.key.clone().unwrap();
+            let pem = fs::read(&key_path).unwrap();
+            let der = PrivateKeyDer::from_pem_slice(&pem).unwrap();
+            fs::write(&key_path, der.secret_der()).unwrap();
+            let approved = approve(&paths);
+            let p = publisher(tmp.path(), &paths).with_format(format);
+            p.publish(&approved).unwrap();
+            let published = fs::read(tmp.path().join("out/tls.key")).unwrap();
+            match format {
+                PublishFormat::Pem => {
+                    assert!(published.starts_with(b"-----BEGIN PRIVATE KEY-----\n"));
+                    let back = PrivateKeyDer::from_pem_slice(&published).unwrap();
+                    assert_eq!(back.secret_der(), der.secret_der());
+                }
+                PublishFormat::AsIs => assert_eq!(published, der.secret_der()),
+            }
+            assert_eq!(mode(&tmp.path().join("out/tls.key")), 0o600);
+        }
     }
 }

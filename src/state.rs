@@ -104,6 +104,13 @@ pub struct WorkloadStatus {
     pub serving_live_cert: bool,
     /// Fingerprint of what it served, if anything.
     pub served_fingerprint_sha256: Option<Fingerprint>,
+    /// Why it is not serving the live leaf: `reload_rejected` (a reload was sent, or failed,
+    /// and it still serves an earlier generation), `workload_refused` (it failed the
+    /// handshake or served something certgate never published); none while verifying, when
+    /// serving, or when stale with no reload sent.
+    pub reason: Option<crate::labels::Reason>,
+    /// What it served at each TLS version checked.
+    pub versions: Vec<crate::daemon::verify::VersionServed>,
     /// Human summary.
     pub message: String,
     /// When, RFC 3339.

@@ -102,6 +102,7 @@ fn policies() -> &'static [Policy; 2] {
                 names,
                 min_remaining: Duration::from_secs(86_400),
                 warn_before: Duration::from_secs(30 * 86_400),
+                ..Policy::default()
             },
         ]
     })

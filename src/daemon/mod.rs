@@ -93,7 +93,7 @@ impl Daemon {
             |cfg| {
                 cfg.publish
                     .as_ref()
-                    .map(|p| Publisher::new(&p.dir, p.key_mode, &cfg.paths))
+                    .map(|p| Publisher::new(&p.dir, p.key_mode, &cfg.paths).with_format(p.format))
             },
         );
         (Self { core }, shared)

@@ -132,7 +132,18 @@ impl<P: Publish, W: Workload> Core<P, W> {
                         format!("kept published generation {generation}"),
                     );
                     self.metrics.set_live(s.name(), Some(&live.view), now);
+                    if let Some(fp) = live
+                        .publish
+                        .as_ref()
+                        .and_then(|st| st.previous_fingerprint_sha256.as_ref())
+                    {
+                        s.remember_published(fp);
+                    }
+                    s.remember_published(&live.fingerprint);
                     s.set_live(Some(live), now);
+                    // certgate may have stopped between the publish and the reload: unless the
+                    // workload already serves this generation, tell it, as after a publish.
+                    self.spawn_follow_up(SetId(i), FollowUp::Adopted);
                 }
                 Err(eval) => {
                     let why = eval
@@ -349,6 +360,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
         metrics.rotation(s.name(), Outcome::Published, None, Some(reaction), now);
         let live = Live::new(&approved, Some(state), &publisher.published_paths(), now);
         metrics.set_live(s.name(), Some(&live.view), now);
+        s.remember_published(&fingerprint);
         s.previous = s.live.take();
         s.set_live(Some(live), now);
         let st = s.status_mut();
@@ -378,6 +390,8 @@ impl<P: Publish, W: Workload> Core<P, W> {
             s.status_mut().workload = Some(WorkloadStatus {
                 serving_live_cert: false,
                 served_fingerprint_sha256: None,
+                reason: None,
+                versions: Vec::new(),
                 message: format!("verifying the workload serves generation {generation}"),
                 checked_at: rfc3339(now),
             });

@@ -1,6 +1,7 @@
 //! Per-set runtime state: what is live, what was live before it (for swap-back), what the source
 //! looked like last time, and the timers and flags the loop schedules the set by.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -118,7 +119,13 @@ pub(super) struct SetRuntime<P> {
     /// One rotation is in flight per set, so a swap back always returns to material the
     /// workload was seen serving (or that was live before certgate started).
     pub(super) verifying: Option<InFlight>,
+    /// The leaves this process published (or adopted at start), newest last, bounded: a
+    /// workload serving one of them is stale, not refusing the live one.
+    pub(super) published: VecDeque<Fingerprint>,
 }
+
+/// How many published leaves a set remembers.
+const PUBLISHED_HISTORY: usize = 64;
 
 impl<P> SetRuntime<P> {
     pub(super) fn new(cfg: SetConfig, publisher: Option<P>) -> Self {
@@ -153,7 +160,25 @@ impl<P> SetRuntime<P> {
             dirty: true,
             wake_at: None,
             verifying: None,
+            published: VecDeque::new(),
         }
+    }
+
+    /// Remembers a leaf as published by this process.
+    pub(super) fn remember_published(&mut self, fp: &Fingerprint) {
+        if self.published.back() == Some(fp) {
+            return;
+        }
+        self.published.retain(|p| p != fp);
+        if self.published.len() >= PUBLISHED_HISTORY {
+            self.published.pop_front();
+        }
+        self.published.push_back(fp.clone());
+    }
+
+    /// Whether this process published (or adopted) `fp`.
+    pub(super) fn published_before(&self, fp: &Fingerprint) -> bool {
+        self.published.contains(fp)
     }
 
     /// The set's name.

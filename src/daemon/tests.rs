@@ -14,13 +14,14 @@ use tokio::time::Instant;
 
 use super::event_loop::Core;
 use super::follow_up::{FollowUpReport, FollowUpRequest, Workload};
-use super::verify::Served;
+use super::verify::{Observation, Served};
 use super::watch::{Trigger, Triggers};
 use super::{Clock, Shared};
 use crate::config::Config;
 use crate::ids::{Fingerprint, GenerationName};
 use crate::labels::{EventKind, Outcome, Reason};
 use crate::metrics::Metrics;
+use crate::pipeline::handshake::TlsVersion;
 use crate::pipeline::load::SourcePaths;
 use crate::pipeline::Approved;
 use crate::publish::{Publish, PublishError, PublishState, Published};
@@ -143,6 +144,12 @@ enum Answer {
     Serve,
     /// Every handshake fails.
     Fail,
+    /// It never reloads: it serves the first leaf it was asked about.
+    Old,
+    /// It serves a leaf certgate never published.
+    Foreign,
+    /// Nothing answers.
+    Silent,
 }
 
 /// A workload whose verdicts are scripted; with `hold`, each verdict waits for a permit.
@@ -151,6 +158,8 @@ struct FakeWorkload {
     hold: bool,
     permits: Semaphore,
     asked: Mutex<Vec<Fingerprint>>,
+    /// Follow-ups after a restart that found the workload already serving the live leaf.
+    reloads_skipped: std::sync::atomic::AtomicUsize,
 }
 
 impl FakeWorkload {
@@ -160,6 +169,7 @@ impl FakeWorkload {
             hold,
             permits: Semaphore::new(0),
             asked: Mutex::new(Vec::new()),
+            reloads_skipped: Default::default(),
         }
     }
     fn answer(&self, a: Answer) {
@@ -176,13 +186,30 @@ impl Workload for FakeWorkload {
             }
         }
         let answer = *self.answer.lock().unwrap();
-        let served = request.verify.as_ref().map(|_| match answer {
+        let first = self.asked.lock().unwrap()[0].clone();
+        let served = match answer {
             Answer::Serve => Served::Leaf(request.expected.clone()),
-            Answer::Fail => Served::Failed("handshake: alert handshake_failure".into()),
-        });
+            Answer::Fail => Served::Refused("handshake: alert handshake_failure".into()),
+            Answer::Old => Served::Leaf(first),
+            Answer::Foreign => Served::Leaf(Fingerprint::of(b"not published")),
+            Answer::Silent => Served::NoAnswer("connect: connection refused".into()),
+        };
+        if request.reload_unless_serving && answer == Answer::Serve {
+            self.reloads_skipped
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        let observed = request
+            .verify
+            .as_ref()
+            .map(|_| Observation(vec![(TlsVersion::Tls13, served)]));
+        let reload = match &request.reload {
+            Some(_) => vec![Ok("sent SIGHUP to pid 4242 (from /run/app.pid)".to_string())],
+            None => Vec::new(),
+        };
         FollowUpReport {
-            reload: Vec::new(),
-            served,
+            reload,
+            observed,
+            refused_early: answer == Answer::Fail,
         }
     }
 }
@@ -638,6 +665,136 @@ async fn a_restart_adopts_the_published_generation() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(h.publisher.dir().published.is_empty());
     assert_eq!(h.rotations(Outcome::Published, None), 0);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_checks_the_workload_serves_the_adopted_generation() {
+    // certgate may have died between a publish and the reload: after the restart the workload
+    // is looked at (and reloaded unless it serves the live generation), never left unknown.
+    let mut h = Harness::start(Setup {
+        adopted: true,
+        ..Setup::default()
+    })
+    .await;
+    let snap = h.until("adopted and verified", serving).await;
+    assert_eq!(live_generation(&snap.sets[0]), Some("..gen-0"));
+    assert_eq!(h.workload.asked.lock().unwrap().len(), 1);
+    assert_eq!(
+        h.workload
+            .reloads_skipped
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "it looked before reloading"
+    );
+    h.stop().await;
+}
+
+/// Publishes two more leaves to a workload that never takes them; the status after each
+/// verdict.
+async fn two_rotations_to_a_stale_workload(h: &mut Harness, answer: Answer) -> Vec<SetStatus> {
+    h.until("verified", serving).await;
+    h.workload.answer(answer);
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let next = h.pki.leaf();
+        h.rotate(&next);
+        let fp = next.fingerprint.clone();
+        let snap = h
+            .until("the verdict on the new leaf", move |s| {
+                live_fp(s) == Some(fp.as_str())
+                    && s.workload
+                        .as_ref()
+                        .is_some_and(|w| !w.message.starts_with("verifying"))
+            })
+            .await;
+        seen.push(snap.sets[0].as_ref().clone());
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_workload_that_does_not_reload_is_stale_twice_never_rolled_back() {
+    let mut h = Harness::start(Setup::default()).await;
+    let seen = two_rotations_to_a_stale_workload(&mut h, Answer::Old).await;
+    for st in &seen {
+        let w = st.workload.as_ref().unwrap();
+        assert!(!w.serving_live_cert);
+        assert_eq!(w.reason, None, "no reload was configured: {w:?}");
+        assert!(w.message.contains("no reload is configured"), "{w:?}");
+    }
+    assert_eq!(h.publisher.dir().swap_backs, 0, "never rolled back");
+    assert_eq!(h.publisher.dir().published.len(), 3);
+    assert_eq!(
+        h.rotations(Outcome::RolledBack, Some(Reason::WorkloadRefused)),
+        0
+    );
+    let stale = h
+        .status()
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::Stale)
+        .count();
+    assert_eq!(stale, 2, "{:#?}", h.status().events);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_workload_serving_what_certgate_never_published_is_swapped_back() {
+    // Negative control of the stale test: the same rotation, but the workload serves a leaf
+    // that is in no generation this pod published.
+    let mut h = Harness::start(Setup::default()).await;
+    h.until("verified", serving).await;
+    h.workload.answer(Answer::Foreign);
+    h.rotate(&h.pki.leaf());
+    h.until("swap back", |s| outcome(s) == Some(Outcome::RolledBack))
+        .await;
+    assert_eq!(h.publisher.dir().swap_backs, 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_reload_the_workload_does_not_take_is_reported_as_rejected() {
+    let mut h = Harness::start(Setup {
+        extra: "[set.reload]\ncommand = [\"/bin/true\"]\n",
+        ..Setup::default()
+    })
+    .await;
+    h.until("verified", serving).await;
+    h.workload.answer(Answer::Old);
+    h.rotate(&h.pki.leaf());
+    let snap = h
+        .until("stale", |s| {
+            s.workload
+                .as_ref()
+                .is_some_and(|w| w.reason == Some(Reason::ReloadRejected))
+        })
+        .await;
+    let w = snap.sets[0].workload.as_ref().unwrap();
+    assert!(
+        w.message.contains("reload sent (sent SIGHUP to pid 4242"),
+        "says what was sent: {w:?}"
+    );
+    assert_eq!(h.publisher.dir().swap_backs, 0);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn silence_after_a_restart_does_not_swap_back() {
+    // After a restart the workload may be starting too: no answer is not evidence.
+    let mut h = Harness::start(Setup {
+        adopted: true,
+        ..Setup::default()
+    })
+    .await;
+    h.workload.answer(Answer::Silent);
+    let snap = h
+        .until("a verdict", |s| {
+            s.workload.as_ref().is_some_and(|w| w.reason.is_some())
+        })
+        .await;
+    assert_eq!(live_generation(&snap.sets[0]), Some("..gen-0"));
+    assert_eq!(h.publisher.dir().swap_backs, 0);
     h.stop().await;
 }
 

@@ -3,7 +3,13 @@
 //! usage includes `client`, the candidate is also presented as the client certificate to a
 //! server that verifies it against the bundle. Both sides verify certificates as of the `now`
 //! they are given (the time validation used, e.g. `check --at`), never the wall clock.
+//!
+//! One handshake per protocol version the set allows ([`TlsVersions`], TLS 1.3 and 1.2 by
+//! default): clients on TLS 1.2 are still common (older OpenSSL builds, Java 8, embedded
+//! stacks), and what a TLS 1.2 handshake needs of a certificate and key (an ECDHE suite for the
+//! key type, a signature scheme both sides share) is not what TLS 1.3 needs.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +19,10 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::SingleCertAndKey;
 use rustls::time_provider::TimeProvider;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme,
+    SupportedProtocolVersion,
+};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -25,13 +34,126 @@ use super::validate::{Failure, Policy};
 /// Default bound on the whole self-handshake.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What a successful self-handshake negotiated.
+/// A TLS protocol version certgate can speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// TLS 1.2 (RFC 5246), with ECDHE suites only.
+    Tls12,
+    /// TLS 1.3 (RFC 8446).
+    Tls13,
+}
+
+impl TlsVersion {
+    /// `"1.2"` or `"1.3"`: as written in the configuration and reports.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Tls12 => "1.2",
+            Self::Tls13 => "1.3",
+        }
+    }
+
+    pub(crate) fn rustls(self) -> &'static SupportedProtocolVersion {
+        match self {
+            Self::Tls12 => &rustls::version::TLS12,
+            Self::Tls13 => &rustls::version::TLS13,
+        }
+    }
+}
+
+impl fmt::Display for TlsVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TLS {}", self.as_str())
+    }
+}
+
+impl Serialize for TlsVersion {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// The protocol versions a set's material must work with: never empty, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsVersions(Vec<TlsVersion>);
+
+impl Default for TlsVersions {
+    /// TLS 1.3 and TLS 1.2: what clients speak today.
+    fn default() -> Self {
+        Self(vec![TlsVersion::Tls13, TlsVersion::Tls12])
+    }
+}
+
+impl TlsVersions {
+    /// Parses `["1.2", "1.3"]` (also `TLSv1.2`, `tls1.3`); empty, unknown or repeated
+    /// versions are errors.
+    pub fn parse<S: AsRef<str>>(items: &[S]) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for item in items {
+            let raw = item.as_ref();
+            let v = raw.trim().to_ascii_lowercase();
+            let v = v
+                .strip_prefix("tlsv")
+                .or_else(|| v.strip_prefix("tls"))
+                .unwrap_or(&v);
+            let version = match v {
+                "1.2" => TlsVersion::Tls12,
+                "1.3" => TlsVersion::Tls13,
+                _ => {
+                    return Err(format!(
+                        "{raw:?} is not a TLS version certgate speaks (\"1.2\" or \"1.3\")"
+                    ))
+                }
+            };
+            if out.contains(&version) {
+                return Err(format!("{raw:?} is listed twice"));
+            }
+            out.push(version);
+        }
+        if out.is_empty() {
+            return Err("must list at least one of \"1.2\" and \"1.3\"".into());
+        }
+        out.sort_by(|a, b| b.cmp(a));
+        Ok(Self(out))
+    }
+
+    /// The versions, newest first.
+    pub fn iter(&self) -> impl Iterator<Item = TlsVersion> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+impl fmt::Display for TlsVersions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, v) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What one version's handshake negotiated.
 #[derive(Debug, Clone, Serialize)]
-pub struct HandshakeReport {
-    /// `TLSv1_3` or `TLSv1_2`.
+pub struct Negotiated {
+    /// The version asked for.
+    pub version: TlsVersion,
+    /// `TLSv1_3` or `TLSv1_2`, as negotiated.
     pub protocol: String,
     /// Negotiated cipher suite.
     pub cipher_suite: String,
+}
+
+/// What a successful self-handshake negotiated.
+#[derive(Debug, Clone, Serialize)]
+pub struct HandshakeReport {
+    /// The newest version's protocol: `TLSv1_3` or `TLSv1_2`.
+    pub protocol: String,
+    /// The newest version's cipher suite.
+    pub cipher_suite: String,
+    /// Every version's handshake, newest first.
+    pub versions: Vec<Negotiated>,
     /// Server name the client verified.
     pub server_name: String,
     /// Whether the candidate was also verified as a client certificate.
@@ -41,7 +163,8 @@ pub struct HandshakeReport {
 }
 
 /// Runs the loopback self-handshake at `now` (Unix seconds: both sides verify certificates as
-/// of that time), bounded by `timeout`.
+/// of that time) once per version of `policy.tls_versions`, each bounded by `timeout`. The
+/// first version that fails is the failure, named in it.
 pub async fn self_handshake(
     material: &Material,
     policy: &Policy,
@@ -78,73 +201,130 @@ pub async fn self_handshake(
         .map_err(|e| fail(format!("certificate and key: {e}")))?;
     let certified = Arc::new(certified);
 
-    let server_builder = ServerConfig::builder_with_details(provider.clone(), clock.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| fail(e.to_string()))?;
-    let server_builder = if policy.usage.client() {
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-            .build()
-            .map_err(|e| fail(format!("client verifier: {e}")))?;
-        server_builder.with_client_cert_verifier(verifier)
-    } else {
-        server_builder.with_no_client_auth()
-    };
-    let server_config =
-        server_builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified.clone())));
-
-    let client_builder = ClientConfig::builder_with_details(provider.clone(), clock)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| fail(e.to_string()))?;
-    let client_builder = if policy.usage.server() && chain_only {
-        let anchors = material
-            .trust
-            .iter()
-            .filter_map(|c| {
-                webpki::anchor_from_trusted_cert(c)
-                    .ok()
-                    .map(|a| a.to_owned())
-            })
-            .collect();
-        client_builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(LoopbackVerifier {
-                provider: provider.clone(),
-                anchors: Some(anchors),
-            }))
-    } else if policy.usage.server() {
-        client_builder.with_root_certificates(roots)
-    } else {
-        // Client-only material: the server side is our own candidate and not what is tested;
-        // only the server's verification of the client certificate matters.
-        client_builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(LoopbackVerifier {
-                provider: provider.clone(),
-                anchors: None,
-            }))
-    };
-    let client_config = if policy.usage.client() {
-        client_builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(certified)))
-    } else {
-        client_builder.with_no_client_auth()
-    };
-
     let started = Instant::now();
-    let run = handshake_pair(
-        Arc::new(server_config),
-        Arc::new(client_config),
-        server_name.clone(),
-    );
-    let (protocol, cipher_suite) = tokio::time::timeout(timeout, run)
-        .await
-        .map_err(|_| fail(format!("timed out after {} ms", timeout.as_millis())))??;
+    let mut versions = Vec::new();
+    for version in policy.tls_versions.iter() {
+        let pair = Configs {
+            provider: &provider,
+            clock: &clock,
+            roots: &roots,
+            certified: &certified,
+            chain_only,
+        }
+        .build(material, policy, version)
+        .map_err(|e| fail(format!("{version}: {e}")))?;
+        let run = handshake_pair(Arc::new(pair.0), Arc::new(pair.1), server_name.clone());
+        let (protocol, cipher_suite) = tokio::time::timeout(timeout, run)
+            .await
+            .map_err(|_| {
+                fail(format!(
+                    "{version}: timed out after {} ms",
+                    timeout.as_millis()
+                ))
+            })?
+            .map_err(|f| match f {
+                Failure::Handshake { detail } => fail(format!("{version}: {detail}")),
+                other => other,
+            })?;
+        versions.push(Negotiated {
+            version,
+            protocol,
+            cipher_suite,
+        });
+    }
+    let newest = versions.first().cloned();
     Ok(HandshakeReport {
-        protocol,
-        cipher_suite,
+        protocol: newest
+            .as_ref()
+            .map(|n| n.protocol.clone())
+            .unwrap_or_default(),
+        cipher_suite: newest.map(|n| n.cipher_suite).unwrap_or_default(),
+        versions,
         server_name: server_name.to_str().into_owned(),
         client_auth: policy.usage.client(),
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
     })
+}
+
+/// What both sides of one version's self-handshake are built from.
+struct Configs<'a> {
+    provider: &'a Arc<CryptoProvider>,
+    clock: &'a Arc<dyn TimeProvider>,
+    roots: &'a Arc<RootCertStore>,
+    certified: &'a Arc<rustls::sign::CertifiedKey>,
+    chain_only: bool,
+}
+
+impl Configs<'_> {
+    /// The server and client configs of a handshake at `version` only.
+    fn build(
+        &self,
+        material: &Material,
+        policy: &Policy,
+        version: TlsVersion,
+    ) -> Result<(ServerConfig, ClientConfig), String> {
+        let Self {
+            provider,
+            clock,
+            roots,
+            certified,
+            chain_only,
+        } = *self;
+        let versions = &[version.rustls()];
+        let server_builder = ServerConfig::builder_with_details(provider.clone(), clock.clone())
+            .with_protocol_versions(versions)
+            .map_err(|e| e.to_string())?;
+        let server_builder = if policy.usage.client() {
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+                    .build()
+                    .map_err(|e| format!("client verifier: {e}"))?;
+            server_builder.with_client_cert_verifier(verifier)
+        } else {
+            server_builder.with_no_client_auth()
+        };
+        let server_config =
+            server_builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified.clone())));
+
+        let client_builder = ClientConfig::builder_with_details(provider.clone(), clock.clone())
+            .with_protocol_versions(versions)
+            .map_err(|e| e.to_string())?;
+        let client_builder = if policy.usage.server() && chain_only {
+            let anchors = material
+                .trust
+                .iter()
+                .filter_map(|c| {
+                    webpki::anchor_from_trusted_cert(c)
+                        .ok()
+                        .map(|a| a.to_owned())
+                })
+                .collect();
+            client_builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(LoopbackVerifier {
+                    provider: provider.clone(),
+                    anchors: Some(anchors),
+                }))
+        } else if policy.usage.server() {
+            client_builder.with_root_certificates(roots.clone())
+        } else {
+            // Client-only material: the server side is our own candidate and not what is tested;
+            // only the server's verification of the client certificate matters.
+            client_builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(LoopbackVerifier {
+                    provider: provider.clone(),
+                    anchors: None,
+                }))
+        };
+        let client_config = if policy.usage.client() {
+            client_builder
+                .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(certified.clone())))
+        } else {
+            client_builder.with_no_client_auth()
+        };
+        Ok((server_config, client_config))
+    }
 }
 
 /// The clock both sides of the self-handshake read: the evaluation time, fixed.

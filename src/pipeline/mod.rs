@@ -421,10 +421,14 @@ pub async fn evaluate_material(
     } else {
         match handshake::self_handshake(&material, policy, now, opts.handshake_timeout).await {
             Ok(r) => {
+                let versions = r
+                    .versions
+                    .iter()
+                    .map(|n| format!("{} {}", n.protocol, n.cipher_suite))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 let msg = format!(
-                    "{} {} with {}{} in {:.1} ms",
-                    r.protocol,
-                    r.cipher_suite,
+                    "{versions} with {}{} in {:.1} ms",
                     r.server_name,
                     if r.client_auth { " (mutual)" } else { "" },
                     r.duration_ms

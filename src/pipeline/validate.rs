@@ -102,6 +102,8 @@ pub struct Policy {
     pub min_remaining: Duration,
     /// Warn about trust anchors expiring within this.
     pub warn_before: Duration,
+    /// The TLS versions the self-handshake (and the workload probe) must succeed with.
+    pub tls_versions: super::handshake::TlsVersions,
 }
 
 impl Default for Policy {
@@ -111,6 +113,7 @@ impl Default for Policy {
             names: Vec::new(),
             min_remaining: Duration::ZERO,
             warn_before: Duration::from_secs(7 * 86_400),
+            tls_versions: super::handshake::TlsVersions::default(),
         }
     }
 }

@@ -405,7 +405,7 @@ fn workload_starting_after_the_first_publish_is_seen_serving_at_the_next_resync(
     .expect("rewrite config");
     let d = Running::start(&config);
     wait_live(&d, &a);
-    wait_workload_message(&d, "failed");
+    wait_workload_message(&d, "did not answer");
     assert_eq!(serving(&d), Some(0.0));
     let _w = Workload::start_on(&port.to_string(), f.publish(), Behaviour::Reloading);
     wait_until(BOUND, "workload seen serving", || serving(&d) == Some(1.0));
@@ -438,7 +438,15 @@ fn workload_that_never_reloads_is_reported_stale() {
     let b = f.good();
     f.rotate(&b);
     wait_live(&d, &b);
-    wait_workload_message(&d, "stale");
+    wait_workload_message(&d, "published earlier");
+    let w = &d.status()["sets"][0]["workload"];
+    assert!(
+        w["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no reload is configured")),
+        "the stale text says what was sent: {w}"
+    );
+    assert!(w["reason"].is_null(), "no reload, nothing rejected: {w}");
     assert_eq!(serving(&d), Some(0.0));
     assert!(
         f.published_cert().starts_with(&b.cert_pem),
