@@ -92,6 +92,9 @@ pub trait Publish: Clone + Send + Sync + 'static {
     fn read_state(&self) -> Option<PublishState>;
     /// Paths the workload reads.
     fn published_paths(&self) -> SourcePaths;
+    /// The files of one generation, inside its directory; `None` for a name that is not a
+    /// generation's.
+    fn generation_paths(&self, generation: &GenerationName) -> Option<SourcePaths>;
     /// Checks that the layout serves `live` (`..data` → its generation, which exists; every
     /// user-visible name a link into `..data`) and repairs what it can. Returns the repairs
     /// made; `Err` when the live generation itself is gone (publish it again).
@@ -132,6 +135,9 @@ impl Publish for Publisher {
     }
     fn published_paths(&self) -> SourcePaths {
         Publisher::published_paths(self)
+    }
+    fn generation_paths(&self, generation: &GenerationName) -> Option<SourcePaths> {
+        Publisher::generation_paths(self, generation)
     }
 }
 
@@ -257,18 +263,43 @@ impl Publisher {
         }
     }
 
+    /// The files of `generation`, inside its directory; `None` for a name that is not a
+    /// generation's (a state file cannot point certgate outside the directory).
+    pub fn generation_paths(&self, generation: &GenerationName) -> Option<SourcePaths> {
+        if !is_generation_name(generation.as_str()) {
+            return None;
+        }
+        let gen = self.dir.join(generation.as_str());
+        Some(SourcePaths {
+            cert: gen.join(&self.cert_name),
+            key: self.key_name.as_ref().map(|n| gen.join(n)),
+            trust: self.trust_name.as_ref().map(|n| gen.join(n)),
+        })
+    }
+
     /// The generation `..data` points at now.
+    /// A `..data` pointing anywhere but at a generation directory of this one is not a
+    /// generation certgate made.
     pub fn current(&self) -> Option<GenerationName> {
         fs::read_link(self.dir.join(DATA_LINK))
             .ok()
             .map(|p| GenerationName::new(p.to_string_lossy()))
+            .filter(|g| is_generation_name(g.as_str()))
     }
 
     /// The persisted state, if readable: a regular file of at most 64 KiB (a FIFO or a link to
-    /// a device there must not hang or grow a restart).
+    /// a device there must not hang or grow a restart), naming only generation directories
+    /// (a state file edited to `../x` must not make a swap back or its cleanup leave the
+    /// directory).
     pub fn read_state(&self) -> Option<PublishState> {
         let bytes = bounded::read_regular(&self.dir.join(STATE_FILE), STATE_FILE_MAX).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        let state: PublishState = serde_json::from_slice(&bytes).ok()?;
+        let names_ok = is_generation_name(state.generation.as_str())
+            && state
+                .previous
+                .as_ref()
+                .map_or(true, |p| is_generation_name(p.as_str()));
+        names_ok.then_some(state)
     }
 
     fn names(&self) -> impl Iterator<Item = &OsString> {
@@ -538,8 +569,15 @@ impl Publisher {
     }
 }
 
+/// `..` then a digit, then only digits, `_` and `.`: the names [`generation_name`] makes. No
+/// `/`, so a name read back from the state file or `..data` cannot lead out of the directory.
 fn is_generation_name(name: &str) -> bool {
-    name.starts_with("..") && name.as_bytes().get(2).is_some_and(u8::is_ascii_digit)
+    name.strip_prefix("..").is_some_and(|rest| {
+        rest.as_bytes().first().is_some_and(u8::is_ascii_digit)
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b == b'_' || b == b'.')
+    })
 }
 
 /// `..YYYY_MM_DD_HH_MM_SS.<nanos><seq>`, kubelet's shape; the sequence keeps names unique
@@ -832,6 +870,33 @@ mod tests {
         assert_eq!(b64(b"fo"), "Zm8=");
         assert_eq!(b64(b"foo"), "Zm9v");
         assert_eq!(b64(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn generation_paths_stay_inside_the_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (approved, paths) = approved(tmp.path(), "");
+        let p = publisher(tmp.path(), &paths);
+        let state = p.publish(&approved).unwrap().state;
+        let inside = p.generation_paths(&state.generation).unwrap();
+        assert_eq!(inside.cert.parent().unwrap().parent().unwrap(), p.dir());
+        assert!(inside.cert.exists());
+        for bad in ["../etc", "..data", "tls.crt", "..2026_x/../../x"] {
+            assert!(
+                p.generation_paths(&GenerationName::new(bad)).is_none(),
+                "{bad}"
+            );
+        }
+        // A state file naming a way out is not read back (swap back and its cleanup go by it).
+        assert!(p.read_state().is_some());
+        let mut forged = state.clone();
+        forged.previous = Some(GenerationName::new("..1/../../victim"));
+        fs::write(
+            p.dir().join(STATE_FILE),
+            serde_json::to_vec(&forged).unwrap(),
+        )
+        .unwrap();
+        assert!(p.read_state().is_none());
     }
 
     /// A DER key is published as the PEM block of its form (what nginx and HAProxy load), at

@@ -11,7 +11,7 @@ use super::evaluate::{read_off_loop, Done};
 use super::event_loop::Core;
 use super::follow_up::{FollowUp, Workload};
 use super::set::{InFlight, Live};
-use crate::ids::{Fingerprint, SetId};
+use crate::ids::{Fingerprint, GenerationName, SetId};
 use crate::labels::{EventKind, Outcome, Reason};
 use crate::pipeline::load::FileRole;
 use crate::pipeline::{self, Approved, EvalOptions, Evaluation, FileSummary, Problem};
@@ -73,6 +73,39 @@ fn not_valid_until(eval: &Evaluation) -> Option<i64> {
         .flatten()
 }
 
+/// The previous generation recorded in the state file, as something to swap back to: only
+/// when its files are still there, hold the leaf recorded, and pass validation now.
+async fn adopt_previous<P: Publish>(
+    publisher: &P,
+    generation: &GenerationName,
+    fingerprint: &Fingerprint,
+    policy: &crate::pipeline::validate::Policy,
+    opts: &EvalOptions,
+    now: i64,
+) -> Option<Live> {
+    let paths = publisher.generation_paths(generation)?;
+    let (raw, read_ms) = read_off_loop(&paths, opts.max_file_size).await;
+    let approved = pipeline::evaluate_raw(raw.ok()?, read_ms, policy, opts, now)
+        .await
+        .into_approved()
+        .ok()?;
+    if approved.fingerprint() != fingerprint {
+        return None;
+    }
+    let state = PublishState {
+        generation: generation.clone(),
+        fingerprint_sha256: Some(fingerprint.clone()),
+        previous: None,
+        previous_fingerprint_sha256: None,
+    };
+    Some(Live::new(
+        &approved,
+        Some(state),
+        &publisher.published_paths(),
+        now,
+    ))
+}
+
 impl<P: Publish, W: Workload> Core<P, W> {
     /// On start, in publish mode, take what the publish dir already holds as live when it is
     /// still valid: a restart must never serve anything worse than what was live.
@@ -123,6 +156,12 @@ impl<P: Publish, W: Workload> Core<P, W> {
                             previous: None,
                             previous_fingerprint_sha256: None,
                         });
+                    let previous = match (&state.previous, &state.previous_fingerprint_sha256) {
+                        (Some(gen), Some(fp)) => {
+                            adopt_previous(&publisher, gen, fp, &s.cfg.policy, &opts, now).await
+                        }
+                        _ => None,
+                    };
                     let live = Live::new(&approved, Some(state), &paths, now);
                     tracing::info!(set = %s.name(), generation = %generation, "serving the previously published generation");
                     // Its source content key is unknown; the first evaluation compares by hash.
@@ -140,6 +179,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
                         s.remember_published(fp);
                     }
                     s.remember_published(&live.fingerprint);
+                    s.previous = previous;
                     s.set_live(Some(live), now);
                     // certgate may have stopped between the publish and the reload: unless the
                     // workload already serves this generation, tell it, as after a publish.

@@ -128,6 +128,11 @@ impl Publish for FakePublisher {
         self.paths.clone()
     }
 
+    fn generation_paths(&self, _generation: &GenerationName) -> Option<SourcePaths> {
+        // Every generation of the fake holds what the source holds now.
+        Some(self.paths.clone())
+    }
+
     fn reconcile(&self, _live: &GenerationName) -> Result<Vec<String>, PublishError> {
         Ok(Vec::new())
     }
@@ -284,6 +289,9 @@ struct Setup {
     hold: bool,
     /// The publish directory already holds the source material as generation `..gen-0`.
     adopted: bool,
+    /// With `adopted`: the state file also records a previous generation (holding the same
+    /// leaf: the fake's generations all read the source).
+    with_previous: bool,
     extra: &'static str,
     /// No file watcher: inotify could not start, so the loop polls at each resync.
     no_watch: bool,
@@ -297,6 +305,7 @@ impl Default for Setup {
             verify: true,
             hold: false,
             adopted: false,
+            with_previous: false,
             extra: "",
             no_watch: false,
             lifetime: None,
@@ -339,8 +348,10 @@ impl Harness {
             publisher.dir().current = Some(PublishState {
                 generation: GenerationName::new("..gen-0"),
                 fingerprint_sha256: Some(first.fingerprint.clone()),
-                previous: None,
-                previous_fingerprint_sha256: None,
+                previous: setup
+                    .with_previous
+                    .then(|| GenerationName::new("..gen-prev")),
+                previous_fingerprint_sha256: setup.with_previous.then(|| first.fingerprint.clone()),
             });
         }
         let workload = Arc::new(FakeWorkload::new(setup.hold));
@@ -775,6 +786,46 @@ async fn a_reload_the_workload_does_not_take_is_reported_as_rejected() {
         w.message.contains("reload sent (sent SIGHUP to pid 4242"),
         "says what was sent: {w:?}"
     );
+    assert_eq!(h.publisher.dir().swap_backs, 0);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_refusal_after_a_restart_swaps_back_to_the_recorded_previous_generation() {
+    // The adopted generation is a publish like any other: a workload that refuses it after
+    // the restart gets the previous generation back, read and validated from the directory.
+    let mut h = Harness::start(Setup {
+        adopted: true,
+        with_previous: true,
+        ..Setup::default()
+    })
+    .await;
+    h.workload.answer(Answer::Fail);
+    let snap = h
+        .until("swap back", |s| outcome(s) == Some(Outcome::RolledBack))
+        .await;
+    assert_eq!(live_generation(&snap.sets[0]), Some("..gen-prev"));
+    assert_eq!(h.publisher.dir().swap_backs, 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_refusal_after_a_restart_without_a_previous_generation_is_reported() {
+    // Negative control: nothing recorded to go back to, so nothing is swapped.
+    let mut h = Harness::start(Setup {
+        adopted: true,
+        ..Setup::default()
+    })
+    .await;
+    h.workload.answer(Answer::Fail);
+    let snap = h
+        .until("the refusal reported", |s| {
+            s.events
+                .iter()
+                .any(|e| e.message.contains("no previous generation"))
+        })
+        .await;
+    assert_eq!(live_generation(&snap.sets[0]), Some("..gen-0"));
     assert_eq!(h.publisher.dir().swap_backs, 0);
     h.stop().await;
 }
