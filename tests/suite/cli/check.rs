@@ -197,8 +197,48 @@ fn json_report_has_files_checks_expiry_and_handshake() {
     );
     assert!(!hs["cipher_suite"].as_str().unwrap().is_empty(), "{hs}");
     assert!(hs["duration_ms"].as_f64().unwrap() > 0.0, "{hs}");
+    // By default one handshake per version clients speak, newest first.
+    let versions: Vec<(&str, &str)> = hs["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_str().unwrap(),
+                v["protocol"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(versions, [("1.3", "TLSv1_3"), ("1.2", "TLSv1_2")], "{hs}");
+    assert!(
+        hs["versions"][1]["cipher_suite"]
+            .as_str()
+            .unwrap()
+            .starts_with("TLS_ECDHE_ECDSA_"),
+        "{hs}"
+    );
     assert_eq!(set["key"]["algorithm"], "ECDSA P-256");
     assert_eq!(set["key"]["encoding"], "PKCS#8");
+}
+
+#[test]
+fn tls_versions_choose_the_self_handshakes() {
+    let h = Hierarchy::shared(Alg::P256);
+    let files = Files::raw(
+        h.chain_pem().as_bytes(),
+        h.leaf.key.pkcs8_pem().as_bytes(),
+        h.root.cert_pem.as_bytes(),
+    );
+    let out = files.check(&["--json", "--tls-versions", "1.2"]);
+    assert_exit(&out, 0);
+    let hs = &json(&out)["sets"][0]["handshake"];
+    assert_eq!(hs["versions"].as_array().unwrap().len(), 1, "{hs}");
+    assert_eq!(hs["protocol"], "TLSv1_2", "{hs}");
+
+    let out = files.check(&["--tls-versions", "1.1"]);
+    assert_exit(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tls_versions") && err.contains("1.1"), "{err}");
 }
 
 #[test]
