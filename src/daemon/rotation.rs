@@ -180,6 +180,22 @@ impl<P: Publish, W: Workload> Core<P, W> {
                     }
                     s.remember_published(&live.fingerprint);
                     s.previous = previous;
+                    if s.cfg.verify.is_some() {
+                        // Until the follow-up reports, the workload is not known to serve it
+                        // (the serving metric exists from the start, so the stale alert can
+                        // fire if it never does).
+                        s.status_mut().workload = Some(WorkloadStatus {
+                            serving_live_cert: false,
+                            served_fingerprint_sha256: None,
+                            reason: None,
+                            versions: Vec::new(),
+                            message: format!(
+                                "verifying the workload serves adopted generation {generation}"
+                            ),
+                            checked_at: rfc3339(now),
+                        });
+                        self.metrics.workload_serving(s.name(), false);
+                    }
                     s.set_live(Some(live), now);
                     // certgate may have stopped between the publish and the reload: unless the
                     // workload already serves this generation, tell it, as after a publish.
