@@ -445,6 +445,7 @@ def deep_merge(base, over):
 
 def scenario(label, chart_dir, values, certgate_values, expect_kinds, readme, whole_pod, verbose):
     print(f"== {label}")
+    before = CHECK.passed, len(CHECK.failures)
     try:
         objects, out = render(chart_dir, values)
     except helm.HelmError as e:
@@ -465,6 +466,7 @@ def scenario(label, chart_dir, values, certgate_values, expect_kinds, readme, wh
             check_pod(f"{label}: {obj['kind']}/{obj['metadata']['name']}",
                       obj["spec"]["template"]["spec"], certgate_values, readme, whole_pod)
     check_monitoring(label, objects, certgate_values)
+    print(f"  {CHECK.passed - before[0]} checks passed, {len(CHECK.failures) - before[1]} failed")
     return objects
 
 
