@@ -6,6 +6,45 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// A trust anchor's identity across re-issues: lowercase hex SHA-256 over the complete DER of
+/// the certificate's subject Name (tag and length included) followed by the complete DER of
+/// its SubjectPublicKeyInfo. A root re-issued with the same name and key (new validity, new
+/// serial, new signature: a new certificate fingerprint) keeps its id, because every peer that
+/// trusted the old one verifies chains to the new one alike; a new key under a reused name gets
+/// a new id, because it does not. Anyone can compute it: in Python's `cryptography`,
+/// `sha256(cert.subject.public_bytes() + cert.public_key().public_bytes(DER,
+/// SubjectPublicKeyInfo))`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AnchorId(String);
+
+impl AnchorId {
+    /// The id of the anchor whose subject Name DER is `subject` and whose
+    /// SubjectPublicKeyInfo DER is `spki` (each a whole TLV).
+    pub fn of(subject: &[u8], spki: &[u8]) -> Self {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(subject);
+        ctx.update(spki);
+        Self(crate::hex(ctx.finish().as_ref()))
+    }
+
+    /// The hex text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The first 16 hex digits, for one-line messages.
+    pub fn short(&self) -> &str {
+        self.0.get(..16).unwrap_or(&self.0)
+    }
+}
+
+impl fmt::Display for AnchorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// SHA-256 over a certificate's DER, lowercase hex: what `/status`, metrics and logs name a
 /// certificate by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

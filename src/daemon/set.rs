@@ -70,12 +70,21 @@ impl Live {
     }
 }
 
-/// SHA-256 over the bundle's anchors' DER, in order; `None` without a bundle.
-fn trust_fingerprint(m: &Material) -> Option<String> {
+/// The bundle's identity as a set of anchors: SHA-256 over the anchors' own SHA-256s, sorted
+/// and without repeats, so the same roots in another order (or one listed twice) are the same
+/// bundle and raise no false skew; `None` without a bundle.
+pub(super) fn trust_fingerprint(m: &Material) -> Option<String> {
     m.raw.trust.as_ref()?;
+    let mut each: Vec<ring::digest::Digest> = m
+        .trust
+        .iter()
+        .map(|a| ring::digest::digest(&ring::digest::SHA256, a.as_ref()))
+        .collect();
+    each.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
+    each.dedup_by(|a, b| a.as_ref() == b.as_ref());
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    for a in &m.trust {
-        ctx.update(a.as_ref());
+    for d in &each {
+        ctx.update(d.as_ref());
     }
     Some(crate::hex(ctx.finish().as_ref()))
 }
@@ -242,5 +251,37 @@ pub(super) fn watched_dir(p: &Path) -> PathBuf {
         Some(d) if d.file_name().is_some_and(|n| n == load::DATA_LINK) => watched_dir(d),
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use certgate_testkit::pki::{Alg, Ca, LeafSpec};
+
+    use super::*;
+
+    #[test]
+    fn the_bundle_fingerprint_is_the_set_of_its_anchors() {
+        let (a, b) = (Ca::root("root a", Alg::P256), Ca::root("root b", Alg::P256));
+        let leaf = a.leaf(&LeafSpec::new("localhost"));
+        let tmp = tempfile::tempdir().unwrap();
+        let fingerprint = |bundle: String| {
+            let paths = load::SourcePaths {
+                cert: tmp.path().join("tls.crt"),
+                key: None,
+                trust: Some(tmp.path().join("ca.crt")),
+            };
+            std::fs::write(&paths.cert, &leaf.cert_pem).unwrap();
+            std::fs::write(paths.trust.as_ref().unwrap(), bundle).unwrap();
+            trust_fingerprint(&load::load_set(&paths, 1 << 20).unwrap()).unwrap()
+        };
+        let ab = fingerprint(format!("{}{}", a.cert_pem, b.cert_pem));
+        assert_eq!(ab, fingerprint(format!("{}{}", b.cert_pem, a.cert_pem)));
+        assert_eq!(
+            ab,
+            fingerprint(format!("{}{}{}", a.cert_pem, b.cert_pem, a.cert_pem))
+        );
+        // Negative control: a different set of anchors is a different bundle.
+        assert_ne!(ab, fingerprint(a.cert_pem.clone()));
     }
 }

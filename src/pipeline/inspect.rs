@@ -12,7 +12,7 @@ use x509_parser::public_key::PublicKey;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
 use crate::hex;
-use crate::ids::Fingerprint;
+use crate::ids::{AnchorId, Fingerprint};
 
 /// Where a certificate stands in a chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -114,6 +114,8 @@ pub struct CertInfo {
     pub key_usage: Vec<String>,
     /// Extended key usages.
     pub extended_key_usage: Vec<String>,
+    /// Its identity as a trust anchor (subject and key; see [`AnchorId`]).
+    pub anchor_id: AnchorId,
 }
 
 impl CertInfo {
@@ -204,6 +206,7 @@ pub fn inspect_cert(der: &CertificateDer<'_>, index: usize) -> Result<CertInfo, 
         key_bits,
         signature_algorithm: oid_name(&cert.signature_algorithm.algorithm),
         fingerprint_sha256: Fingerprint::of(der.as_ref()),
+        anchor_id: AnchorId::of(tbs.subject.as_raw(), tbs.subject_pki.raw),
         is_ca,
         self_issued,
         key_usage,

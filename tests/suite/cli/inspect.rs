@@ -201,3 +201,83 @@ fn inspect_prints_a_negative_serial_signed() {
         "{doc:#}"
     );
 }
+
+/// `anchor_id` is what `scripts/anchor-id.sh` (OpenSSL and coreutils only, documented for
+/// operators) computes; a root re-issued with the same name and key keeps it, a new key under
+/// the same name does not.
+#[test]
+fn anchor_id_follows_name_and_key_and_matches_the_openssl_recipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let subj = ["-subj", "/CN=Anchor Root/O=certgate"];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "k1.pem"],
+            &subj,
+            &["-days", "10", "-out", "first.pem"],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req", "-x509", "-key", "k1.pem"][..],
+            &subj,
+            &["-days", "20", "-out", "reissued.pem"],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "k2.pem"],
+            &subj,
+            &["-days", "10", "-out", "rekeyed.pem"],
+        ]
+        .concat(),
+    );
+    let id = |name: &str| {
+        let path = d.join(name);
+        let out = util::certgate(&["inspect", "--json", path.to_str().unwrap()]);
+        assert_exit(&out, 0);
+        let doc = json(&out);
+        let ours = doc[0]["certificates"][0]["anchor_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/anchor-id.sh");
+        let theirs = std::process::Command::new("sh")
+            .arg(script)
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(theirs.status.success(), "{theirs:?}");
+        assert_eq!(
+            ours,
+            String::from_utf8_lossy(&theirs.stdout).trim(),
+            "{name}"
+        );
+        assert_eq!(ours.len(), 64);
+        ours
+    };
+    let first = id("first.pem");
+    assert_eq!(first, id("reissued.pem"), "same name and key: same anchor");
+    assert_ne!(first, id("rekeyed.pem"), "a new key is a new anchor");
+}
