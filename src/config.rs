@@ -124,6 +124,8 @@ pub struct RawSet {
     pub tls_versions: Option<Vec<String>>,
     /// How the published files are encoded: `pem` (default) or `as_is`.
     pub publish_format: Option<PublishFormat>,
+    /// Above this many anchors in the bundle, only bundle-level series are exported.
+    pub max_exported_anchors: Option<usize>,
     /// How to tell the workload to reload.
     pub reload: Option<RawReload>,
 }
@@ -262,7 +264,12 @@ pub struct SetConfig {
     pub reload: Option<ReloadSettings>,
     /// Workload verification.
     pub verify: Option<VerifySettings>,
+    /// Above this many anchors, per-anchor series are not exported.
+    pub max_exported_anchors: usize,
 }
+
+/// Default of `max_exported_anchors`.
+pub const DEFAULT_MAX_EXPORTED_ANCHORS: usize = 16;
 
 /// The whole validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -596,6 +603,15 @@ pub fn validate_set(raw: &RawSet) -> Result<SetConfig, ConfigError> {
         ));
     }
     let reload = raw.reload.as_ref().map(validate_reload).transpose()?;
+    let max_exported_anchors = raw
+        .max_exported_anchors
+        .unwrap_or(DEFAULT_MAX_EXPORTED_ANCHORS);
+    if max_exported_anchors > 1000 {
+        return Err(ConfigError(format!(
+            "max_exported_anchors: {max_exported_anchors} is above 1000 (each anchor is a few \
+             series in every scrape of every pod)"
+        )));
+    }
     let verify = match &raw.verify_addr {
         None => None,
         Some(addr) => Some(VerifySettings {
@@ -634,6 +650,7 @@ pub fn validate_set(raw: &RawSet) -> Result<SetConfig, ConfigError> {
         publish,
         reload,
         verify,
+        max_exported_anchors,
     })
 }
 

@@ -27,9 +27,12 @@ use crate::config::PublishFormat;
 use crate::ids::{Fingerprint, GenerationName};
 use crate::pipeline::load::{KeyEncoding, PrivateKey, SourcePaths, DATA_LINK};
 use crate::pipeline::Approved;
+use crate::state::FirstSeen;
 
 /// Name of the state file kept in the publish directory.
 pub const STATE_FILE: &str = ".certgate-state.json";
+/// When this pod first went live with each anchor: survives a container restart.
+pub const ANCHORS_FILE: &str = ".certgate-anchors.json";
 const DATA_TMP: &str = "..data_tmp";
 /// The lock file that keeps a second certgate off a publish directory.
 pub const LOCK_FILE: &str = ".certgate.lock";
@@ -95,6 +98,10 @@ pub trait Publish: Clone + Send + Sync + 'static {
     /// The files of one generation, inside its directory; `None` for a name that is not a
     /// generation's.
     fn generation_paths(&self, generation: &GenerationName) -> Option<SourcePaths>;
+    /// When each anchor was first seen live, as saved; empty when unreadable.
+    fn load_first_seen(&self) -> Vec<FirstSeen>;
+    /// Saves when each anchor was first seen live (advisory: atomic, not fsynced).
+    fn save_first_seen(&self, seen: &[FirstSeen]) -> Result<(), PublishError>;
     /// Checks that the layout serves `live` (`..data` → its generation, which exists; every
     /// user-visible name a link into `..data`) and repairs what it can. Returns the repairs
     /// made; `Err` when the live generation itself is gone (publish it again).
@@ -138,6 +145,16 @@ impl Publish for Publisher {
     }
     fn generation_paths(&self, generation: &GenerationName) -> Option<SourcePaths> {
         Publisher::generation_paths(self, generation)
+    }
+    fn load_first_seen(&self) -> Vec<FirstSeen> {
+        bounded::read_regular(&self.dir.join(ANCHORS_FILE), STATE_FILE_MAX * 16)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+    fn save_first_seen(&self, seen: &[FirstSeen]) -> Result<(), PublishError> {
+        let json = serde_json::to_vec_pretty(seen).unwrap_or_default();
+        self.write_atomically(ANCHORS_FILE, &json)
     }
 }
 
@@ -555,13 +572,17 @@ impl Publisher {
     }
 
     fn write_state(&self, state: &PublishState) -> Result<(), PublishError> {
-        let path = self.dir.join(STATE_FILE);
-        let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
         let json = serde_json::to_vec_pretty(state).unwrap_or_default();
+        self.write_atomically(STATE_FILE, &json)
+    }
+
+    /// Advisory files (`..data` is the truth on restart): written atomically but not fsynced,
+    /// two fsyncs fewer on every rotation.
+    fn write_atomically(&self, name: &str, bytes: &[u8]) -> Result<(), PublishError> {
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!("{name}.tmp"));
         let _ = fs::remove_file(&tmp);
-        // Advisory (`..data` is the truth on restart), so written atomically but not fsynced:
-        // two fsyncs fewer on every rotation.
-        if let Err(e) = fs::write(&tmp, &json) {
+        if let Err(e) = fs::write(&tmp, bytes) {
             let _ = fs::remove_file(&tmp);
             return Err(err(&tmp, "write state")(e));
         }

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ids::{Fingerprint, GenerationName};
 use crate::labels::{EventKind, Outcome};
@@ -157,8 +157,71 @@ pub struct SetStatus {
     pub last_rollback: Option<String>,
     /// Workload verification.
     pub workload: Option<WorkloadStatus>,
+    /// The live bundle's anchors: which, since when, and which the live chain verifies to.
+    pub trust: Option<TrustStatus>,
     /// Recent events, newest last.
     pub events: VecDeque<Event>,
+}
+
+/// How this pod came to trust an anchor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// It was in the bundle when the set first went live in this pod.
+    Startup,
+    /// A rotation brought it.
+    Rotation,
+}
+
+impl Via {
+    /// The `via` label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Startup => "startup",
+            Self::Rotation => "rotation",
+        }
+    }
+}
+
+/// When this pod first went live with an anchor; kept in the publish directory's
+/// `.certgate-anchors.json`, so a container restart keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirstSeen {
+    /// The anchor.
+    pub anchor_id: crate::ids::AnchorId,
+    /// Unix seconds.
+    pub at: i64,
+    /// Startup or rotation.
+    pub via: Via,
+}
+
+/// One anchor of the live bundle.
+#[derive(Debug, Clone, Serialize)]
+pub struct AnchorStatus {
+    /// Subject and key identity.
+    pub anchor_id: crate::ids::AnchorId,
+    /// RFC 4514-style subject.
+    pub subject: String,
+    /// Not-after, Unix seconds.
+    pub not_after: i64,
+    /// When this pod first went live with it, Unix seconds.
+    pub first_seen: i64,
+    /// Startup or rotation.
+    pub via: Via,
+}
+
+/// The live bundle as the fleet sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrustStatus {
+    /// Every anchor of the live bundle.
+    pub anchors: Vec<AnchorStatus>,
+    /// The anchors the live chain verifies to (more than one when cross-signed).
+    pub chain_anchors: Vec<crate::ids::AnchorId>,
+    /// Whether the per-anchor series are exported: not above `max_exported_anchors`.
+    pub exported: bool,
+    /// Why they are not, when not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl SetStatus {
@@ -184,6 +247,7 @@ impl SetStatus {
             last_rejection: None,
             last_rollback: None,
             workload: None,
+            trust: None,
             events: VecDeque::new(),
         }
     }

@@ -180,6 +180,12 @@ impl<P: Publish, W: Workload> Core<P, W> {
                     }
                     s.remember_published(&live.fingerprint);
                     s.previous = previous;
+                    let saved = blocking(publisher.clone(), s.publish_dir(), |p| {
+                        Ok(p.load_first_seen())
+                    })
+                    .await
+                    .unwrap_or_default();
+                    s.restore_first_seen(saved);
                     if s.cfg.verify.is_some() {
                         // Until the follow-up reports, the workload is not known to serve it
                         // (the serving metric exists from the start, so the stale alert can
@@ -197,6 +203,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
                         self.metrics.workload_serving(s.name(), false);
                     }
                     s.set_live(Some(live), now);
+                    self.persist_first_seen(SetId(i)).await;
                     // certgate may have stopped between the publish and the reload: unless the
                     // workload already serves this generation, tell it, as after a publish.
                     self.spawn_follow_up(SetId(i), FollowUp::Adopted);
@@ -434,6 +441,8 @@ impl<P: Publish, W: Workload> Core<P, W> {
             EventKind::Published,
             format!("generation {generation} leaf {}", fingerprint.short()),
         );
+        self.persist_first_seen(set).await;
+        let s = self.set(set);
         for w in warnings {
             // The workload reads the new generation; the directory needs attention.
             tracing::warn!(set = %s.name(), generation = %generation, "published, but {w}");
@@ -520,8 +529,26 @@ impl<P: Publish, W: Workload> Core<P, W> {
             EventKind::RolledBack,
             format!("{why}; restored generation {}", restored_state.generation),
         );
+        self.persist_first_seen(set).await;
         // Tell the workload again, and check it serves the restored material.
         self.spawn_follow_up(set, FollowUp::Restored);
+    }
+
+    /// Saves when each anchor of the set's live bundle was first seen live, so a container
+    /// restart keeps it. Advisory: a failure is logged, nothing else depends on it.
+    async fn persist_first_seen(&mut self, set: SetId) {
+        let s = self.set(set);
+        let Some(publisher) = s.publisher.clone() else {
+            return;
+        };
+        let seen = s.first_seen_list();
+        if let Err(e) = blocking(publisher, s.publish_dir(), move |p| {
+            p.save_first_seen(&seen)
+        })
+        .await
+        {
+            tracing::warn!(set = %s.name(), "{e}");
+        }
     }
 
     /// At each resync: the publish directory must still serve the live generation. A stray

@@ -1,7 +1,7 @@
 //! Per-set runtime state: what is live, what was live before it (for swap-back), what the source
 //! looked like last time, and the timers and flags the loop schedules the set by.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -9,11 +9,12 @@ use tokio::time::Instant;
 
 use super::schedule::{next_wakeup, Thresholds};
 use crate::config::SetConfig;
-use crate::ids::{Fingerprint, GenerationName};
+use crate::ids::{AnchorId, Fingerprint, GenerationName};
+use crate::pipeline::anchors::verifying_anchors;
 use crate::pipeline::load::{self, Material};
 use crate::pipeline::{Approved, FileSummary};
 use crate::publish::PublishState;
-use crate::state::{LiveMaterial, Mode, SetStatus};
+use crate::state::{AnchorStatus, FirstSeen, LiveMaterial, Mode, SetStatus, TrustStatus, Via};
 use crate::time_fmt::rfc3339;
 
 /// Live material with what is needed to verify and swap back.
@@ -131,6 +132,10 @@ pub(super) struct SetRuntime<P> {
     /// The leaves this process published (or adopted at start), newest last, bounded: a
     /// workload serving one of them is stale, not refusing the live one.
     pub(super) published: VecDeque<Fingerprint>,
+    /// When this pod first went live with each anchor of the live bundle.
+    pub(super) first_seen: BTreeMap<AnchorId, (i64, Via)>,
+    /// Whether the set was ever live in this pod (an anchor new after that came by rotation).
+    pub(super) ever_live: bool,
 }
 
 /// How many published leaves a set remembers.
@@ -170,6 +175,8 @@ impl<P> SetRuntime<P> {
             wake_at: None,
             verifying: None,
             published: VecDeque::new(),
+            first_seen: BTreeMap::new(),
+            ever_live: false,
         }
     }
 
@@ -220,7 +227,79 @@ impl<P> SetRuntime<P> {
         st.live = live.as_ref().map(|l| l.view.clone());
         st.live_problem = None;
         self.live = live;
+        self.update_trust(now);
         self.schedule(now);
+    }
+
+    /// Records when each anchor of the live bundle was first seen live, and which the live
+    /// chain verifies to, for `/status` and the fleet series.
+    fn update_trust(&mut self, now: i64) {
+        let Some(live) = &self.live else {
+            self.status_mut().trust = None;
+            return;
+        };
+        let via = if self.ever_live {
+            Via::Rotation
+        } else {
+            Via::Startup
+        };
+        let mut anchors = Vec::with_capacity(live.view.anchors.len());
+        for a in live.view.anchors.iter() {
+            let (first_seen, via) = *self
+                .first_seen
+                .entry(a.anchor_id.clone())
+                .or_insert((now, via));
+            anchors.push(AnchorStatus {
+                anchor_id: a.anchor_id.clone(),
+                subject: a.subject.clone(),
+                not_after: a.not_after,
+                first_seen,
+                via,
+            });
+        }
+        self.first_seen
+            .retain(|id, _| anchors.iter().any(|a| a.anchor_id == *id));
+        self.ever_live = true;
+        let limit = self.cfg.max_exported_anchors;
+        let exported = anchors.len() <= limit;
+        let chain_anchors = if exported {
+            verifying_anchors(live.material(), self.cfg.policy.usage, now, limit)
+        } else {
+            Vec::new()
+        };
+        let note = (!exported).then(|| {
+            format!(
+                "{} anchors, above max_exported_anchors ({limit}): only the bundle-level series \
+                 are exported",
+                anchors.len()
+            )
+        });
+        self.status_mut().trust = Some(TrustStatus {
+            anchors,
+            chain_anchors,
+            exported,
+            note,
+        });
+    }
+
+    /// The first-seen times to save.
+    pub(super) fn first_seen_list(&self) -> Vec<FirstSeen> {
+        self.first_seen
+            .iter()
+            .map(|(id, (at, via))| FirstSeen {
+                anchor_id: id.clone(),
+                at: *at,
+                via: *via,
+            })
+            .collect()
+    }
+
+    /// Restores saved first-seen times (at start-up, before the adopted generation goes live).
+    pub(super) fn restore_first_seen(&mut self, saved: Vec<FirstSeen>) {
+        self.first_seen = saved
+            .into_iter()
+            .map(|f| (f.anchor_id, (f.at, f.via)))
+            .collect();
     }
 
     /// Sets the next threshold wake-up from the live material.

@@ -60,6 +60,7 @@ struct Dir {
     published: Vec<Fingerprint>,
     swap_backs: usize,
     fail_next: bool,
+    first_seen: Vec<crate::state::FirstSeen>,
 }
 
 #[derive(Clone)]
@@ -126,6 +127,15 @@ impl Publish for FakePublisher {
 
     fn published_paths(&self) -> SourcePaths {
         self.paths.clone()
+    }
+
+    fn load_first_seen(&self) -> Vec<crate::state::FirstSeen> {
+        self.dir().first_seen.clone()
+    }
+
+    fn save_first_seen(&self, seen: &[crate::state::FirstSeen]) -> Result<(), PublishError> {
+        self.dir().first_seen = seen.to_vec();
+        Ok(())
     }
 
     fn generation_paths(&self, _generation: &GenerationName) -> Option<SourcePaths> {
@@ -292,6 +302,8 @@ struct Setup {
     /// With `adopted`: the state file also records a previous generation (holding the same
     /// leaf: the fake's generations all read the source).
     with_previous: bool,
+    /// With `adopted`: a previous run saved the root as first seen this many seconds ago.
+    saved_first_seen: Option<i64>,
     extra: &'static str,
     /// No file watcher: inotify could not start, so the loop polls at each resync.
     no_watch: bool,
@@ -306,6 +318,7 @@ impl Default for Setup {
             hold: false,
             adopted: false,
             with_previous: false,
+            saved_first_seen: None,
             extra: "",
             no_watch: false,
             lifetime: None,
@@ -353,6 +366,14 @@ impl Harness {
                     .then(|| GenerationName::new("..gen-prev")),
                 previous_fingerprint_sha256: setup.with_previous.then(|| first.fingerprint.clone()),
             });
+        }
+        if let Some(ago) = setup.saved_first_seen {
+            let id = crate::pipeline::inspect::anchor_id_of(&pki.0.cert_der).unwrap();
+            publisher.dir().first_seen = vec![crate::state::FirstSeen {
+                anchor_id: id,
+                at: time::OffsetDateTime::now_utc().unix_timestamp() - ago,
+                via: crate::state::Via::Rotation,
+            }];
         }
         let workload = Arc::new(FakeWorkload::new(setup.hold));
         let clock = Arc::new(TestClock {
@@ -846,6 +867,91 @@ async fn silence_after_a_restart_does_not_swap_back() {
         .await;
     assert_eq!(live_generation(&snap.sets[0]), Some("..gen-0"));
     assert_eq!(h.publisher.dir().swap_backs, 0);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn anchors_are_recorded_with_when_and_how_they_went_live() {
+    let mut h = Harness::start(Setup::default()).await;
+    let snap = h.until("live", |s| s.trust.is_some()).await;
+    let trust = snap.sets[0].trust.clone().unwrap();
+    assert_eq!(trust.anchors.len(), 1);
+    let root = trust.anchors[0].clone();
+    assert_eq!(root.via, crate::state::Via::Startup);
+    assert_eq!(trust.chain_anchors, vec![root.anchor_id.clone()]);
+    assert!(trust.exported);
+
+    // A new root joins the bundle by rotation, two seconds later.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let new_root = Ca::root("daemon test new root", Alg::P256);
+    std::fs::write(
+        h.src.join("ca.crt"),
+        format!("{}{}", h.pki.pem(), new_root.cert_pem),
+    )
+    .unwrap();
+    h.rotate(&h.pki.leaf());
+    let snap = h
+        .until("two anchors", |s| {
+            s.trust.as_ref().is_some_and(|t| t.anchors.len() == 2)
+        })
+        .await;
+    let trust = snap.sets[0].trust.clone().unwrap();
+    let old = trust
+        .anchors
+        .iter()
+        .find(|a| a.anchor_id == root.anchor_id)
+        .unwrap();
+    assert_eq!(
+        (old.first_seen, old.via),
+        (root.first_seen, root.via),
+        "kept"
+    );
+    let new = trust
+        .anchors
+        .iter()
+        .find(|a| a.anchor_id != root.anchor_id)
+        .unwrap();
+    assert_eq!(new.via, crate::state::Via::Rotation);
+    assert!(new.first_seen >= root.first_seen + 2, "{new:?} {root:?}");
+    assert_eq!(
+        trust.chain_anchors,
+        vec![root.anchor_id.clone()],
+        "the leaf chains to the old root only"
+    );
+    // Saved for a restart.
+    let saved = h.publisher.dir().first_seen.clone();
+    assert_eq!(saved.len(), 2);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_keeps_first_seen_times() {
+    // What the previous run of this pod saved: the root seen an hour ago, by rotation.
+    let mut h = Harness::start(Setup {
+        adopted: true,
+        saved_first_seen: Some(3600),
+        ..Setup::default()
+    })
+    .await;
+    let snap = h.until("live", |s| s.trust.is_some()).await;
+    let root = snap.sets[0].trust.clone().unwrap().anchors[0].clone();
+    assert_eq!(root.via, crate::state::Via::Rotation);
+    assert!(h.now() - root.first_seen >= 3600, "{root:?}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_saved_time_an_adopted_anchor_is_seen_at_startup() {
+    // Negative control of the restart test: nothing saved, so the restart is the first sight.
+    let mut h = Harness::start(Setup {
+        adopted: true,
+        ..Setup::default()
+    })
+    .await;
+    let snap = h.until("live", |s| s.trust.is_some()).await;
+    let root = snap.sets[0].trust.clone().unwrap().anchors[0].clone();
+    assert_eq!(root.via, crate::state::Via::Startup);
+    assert!(h.now() - root.first_seen < 60, "{root:?}");
     h.stop().await;
 }
 

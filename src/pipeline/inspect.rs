@@ -125,6 +125,13 @@ impl CertInfo {
     }
 }
 
+/// The [`AnchorId`] of a certificate, when it parses.
+pub fn anchor_id_of(der: &[u8]) -> Option<AnchorId> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let tbs = &cert.tbs_certificate;
+    Some(AnchorId::of(tbs.subject.as_raw(), tbs.subject_pki.raw))
+}
+
 /// A certificate x509-parser could not read.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("certificate #{index}: not a valid X.509 certificate: {detail}")]

@@ -2,6 +2,7 @@
 //! [`load`] → [`inspect`] → [`validate`] → [`handshake`]. Only an [`Approved`] candidate, which
 //! only [`Evaluation::into_approved`] can build, may be published.
 
+pub mod anchors;
 pub mod handshake;
 pub mod inspect;
 pub mod load;
