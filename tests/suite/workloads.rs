@@ -134,9 +134,20 @@ fn start(
     config: &Path,
     live: &Leaf,
 ) -> (Running, RealWorkload) {
+    start_with(config, live, || {
+        RealWorkload::start(spec, &f.workload_dir(spec.kind), &f.publish(), port)
+    })
+}
+
+/// [`start`] with any workload.
+fn start_with(
+    config: &Path,
+    live: &Leaf,
+    workload: impl FnOnce() -> RealWorkload,
+) -> (Running, RealWorkload) {
     let d = Running::start(config);
     wait_live(&d, live);
-    let w = RealWorkload::start(spec, &f.workload_dir(spec.kind), &f.publish(), port);
+    let w = workload();
     wait_until(BOUND, "certgate to see the workload serve", || {
         serving(&d) == Some(1.0)
     });
@@ -227,19 +238,18 @@ fn assert_no_failures(clients: &[Client], what: &str) {
 
 // === zero failed requests over good rotations ===
 
-fn good_rotations_fail_no_request(kind: Kind) {
+/// `ROTATIONS` good rotations through the workload `start` starts (given the fixture and its
+/// port), with `reload` as the set's reload table: no request fails, at TLS 1.2 or 1.3.
+fn good_rotations_fail_no_request(
+    reload: impl FnOnce(&Fixture) -> String,
+    start: impl FnOnce(&Fixture, u16) -> RealWorkload,
+) {
     let f = Fixture::new();
     let a = f.good();
     f.rotate(&a);
     let port = free_port();
-    let config = f.config(
-        port,
-        &format!(
-            "verify_timeout = \"10s\"\n{}",
-            kind.reload_toml(&f.workload_dir(kind))
-        ),
-    );
-    let (d, w) = start(&f, &Spec::new(kind), port, &config, &a);
+    let config = f.config(port, &format!("verify_timeout = \"10s\"\n{}", reload(&f)));
+    let (d, w) = start_with(&config, &a, || start(&f, port));
     let clients = f.clients(w.addr, CLIENT_PAUSE);
     wait_clients_serving(&clients, &a);
     let mut leaves = vec![a];
@@ -253,7 +263,7 @@ fn good_rotations_fail_no_request(kind: Kind) {
         wait_clients_serving(&clients, &next);
         leaves.push(next);
     }
-    assert_no_failures(&clients, kind.as_str());
+    assert_no_failures(&clients, w.name);
     for c in &clients {
         let seen = c.responses();
         assert!(
@@ -284,11 +294,19 @@ fn good_rotations_fail_no_request(kind: Kind) {
     assert_eq!(d.get("/readyz").0, 200);
 }
 
+/// nginx or HAProxy, reloaded by its signal.
+fn good_rotations_through(kind: Kind) {
+    good_rotations_fail_no_request(
+        |f| kind.reload_toml(&f.workload_dir(kind)),
+        |f, port| RealWorkload::start(&Spec::new(kind), &f.workload_dir(kind), &f.publish(), port),
+    );
+}
+
 #[test]
 fn nginx_serves_every_request_through_good_rotations() {
     let _one = serial();
     if available("nginx rotations", &["nginx", "python3", "curl"]) {
-        good_rotations_fail_no_request(Kind::Nginx);
+        good_rotations_through(Kind::Nginx);
     }
 }
 
@@ -296,8 +314,65 @@ fn nginx_serves_every_request_through_good_rotations() {
 fn haproxy_serves_every_request_through_good_rotations() {
     let _one = serial();
     if available("haproxy rotations", &["haproxy", "python3", "curl"]) {
-        good_rotations_fail_no_request(Kind::Haproxy);
+        good_rotations_through(Kind::Haproxy);
     }
+}
+
+/// The README's Go recipe (its one `go` block), with the imports and a `main` around it.
+fn readme_go_server() -> String {
+    let readme = include_str!("../../README.md");
+    let recipe = readme
+        .split("```go\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README.md has a Go recipe");
+    format!(
+        "// The README's Go recipe, built by tests/suite/workloads.rs.
+package main
+
+import (
+\t\"crypto/tls\"
+\t\"fmt\"
+\t\"log\"
+\t\"net/http\"
+\t\"os\"
+\t\"path/filepath\"
+\t\"sync\"
+)
+
+{recipe}
+func main() {{
+\tsrv := &http.Server{{
+\t\tAddr:      os.Args[1],
+\t\tTLSConfig: &tls.Config{{MinVersion: tls.VersionTLS12, GetCertificate: (&keyPair{{dir: os.Args[2]}}).GetCertificate}},
+\t\tHandler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {{
+\t\t\tw.Write([]byte(\"ok\\n\"))
+\t\t}}),
+\t}}
+\tlog.Fatal(srv.ListenAndServeTLS(\"\", \"\"))
+}}
+"
+    )
+}
+
+/// Go is not installed in CI (Debian's golang-go is optional here): without it this test is
+/// skipped even when `CERTGATE_REQUIRE_WORKLOADS` is set.
+#[test]
+fn go_server_reloading_on_data_moves_serves_every_request_through_good_rotations() {
+    let _one = serial();
+    if crate::util::real_workload::program("go").is_none() {
+        eprintln!("SKIPPED Go recipe: go not installed (apt-get install golang-go)");
+        return;
+    }
+    if !available("Go recipe", &["python3", "curl"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let binary = RealWorkload::build_go(&readme_go_server(), dir.path());
+    good_rotations_fail_no_request(
+        |_| String::new(),
+        |f, port| RealWorkload::start_go(&binary, &f.publish(), port),
+    );
 }
 
 // === a leaf OpenSSL refuses never reaches the workload ===

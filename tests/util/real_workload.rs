@@ -1,6 +1,7 @@
-//! Real workloads and real clients for end-to-end tests: Debian's nginx and HAProxy, run as the
-//! test user from a temp dir and serving a certgate publish dir, and OpenSSL-based clients
-//! (Python's `ssl`, curl) making fully verified HTTPS requests at one TLS version each.
+//! Real workloads and real clients for end-to-end tests: Debian's nginx and HAProxy (and, where
+//! Go is installed, a Go program), run as the test user from a temp dir and serving a certgate
+//! publish dir, and OpenSSL-based clients (Python's `ssl`, curl) making fully verified HTTPS
+//! requests at one TLS version each.
 //!
 //! Nothing here is a fake: the servers load `tls.crt`/`tls.key` through the publish dir's
 //! `..data` links and reload on the signal certgate sends (nginx: SIGHUP to the master;
@@ -162,11 +163,12 @@ impl Spec {
 
 // === RealWorkload ===
 
-/// A running nginx or HAProxy serving `publish/tls.crt` + `publish/tls.key` on a loopback
-/// port; stopped (SIGTERM to the master, SIGKILL after a bound) when dropped.
+/// A running server (nginx, HAProxy, or a Go program) serving `publish/tls.crt` +
+/// `publish/tls.key` on a loopback port; stopped (SIGTERM to the master, SIGKILL after a
+/// bound) when dropped.
 pub struct RealWorkload {
-    /// Which server.
-    pub kind: Kind,
+    /// Which server, for messages.
+    pub name: &'static str,
     /// Where it serves HTTPS.
     pub addr: SocketAddr,
     /// Its files: config, pid files, logs, temp paths.
@@ -181,7 +183,6 @@ impl RealWorkload {
     /// [`Kind::reload_toml`] names.
     pub fn start(spec: &Spec, dir: &Path, publish: &Path, port: u16) -> Self {
         std::fs::create_dir_all(dir).expect("workload dir");
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let binary = program(spec.kind.as_str()).expect("server installed (see available())");
         let mut cmd = Command::new(&binary);
         match spec.kind {
@@ -208,6 +209,43 @@ impl RealWorkload {
                     .arg(dir.join("haproxy.pid"));
             }
         }
+        Self::spawn(spec.kind.as_str(), cmd, dir, port)
+    }
+
+    /// Builds the Go program `source` (package main) in `dir` (created) with the installed
+    /// `go`; returns the binary. Build before starting certgate: a cold build takes seconds.
+    pub fn build_go(source: &str, dir: &Path) -> PathBuf {
+        std::fs::create_dir_all(dir).expect("workload dir");
+        std::fs::write(dir.join("main.go"), source).expect("main.go");
+        let out = Command::new(program("go").expect("go installed"))
+            .args(["build", "-o", "server", "main.go"])
+            .current_dir(dir)
+            .env("GOCACHE", dir.join("gocache"))
+            .env("GOPATH", dir.join("gopath"))
+            .env("GO111MODULE", "off")
+            .output()
+            .expect("run go build");
+        assert!(
+            out.status.success(),
+            "go build:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir.join("server")
+    }
+
+    /// Starts a Go server [`RealWorkload::build_go`] built, with the listen address and the
+    /// publish dir as its arguments, like [`RealWorkload::start`].
+    pub fn start_go(binary: &Path, publish: &Path, port: u16) -> Self {
+        let dir = binary.parent().expect("binary in a dir");
+        let mut cmd = Command::new(binary);
+        cmd.arg(format!("127.0.0.1:{port}")).arg(publish);
+        Self::spawn("go server", cmd, dir, port)
+    }
+
+    /// Spawns `cmd` from `dir` with its output in `dir/server.out`, waits until `port`
+    /// accepts connections, then writes the reload pid file.
+    fn spawn(name: &'static str, mut cmd: Command, dir: &Path, port: u16) -> Self {
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let out = std::fs::File::create(dir.join("server.out")).expect("server.out");
         let err = out.try_clone().expect("server.out");
         cmd.current_dir(dir)
@@ -216,7 +254,7 @@ impl RealWorkload {
             .stderr(err);
         let child = cmd.spawn().expect("spawn server");
         let mut w = Self {
-            kind: spec.kind,
+            name,
             addr,
             dir: dir.to_path_buf(),
             child,
@@ -224,16 +262,11 @@ impl RealWorkload {
         let start = Instant::now();
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
             if let Ok(Some(status)) = w.child.try_wait() {
-                panic!(
-                    "{} exited at start ({status}):\n{}",
-                    spec.kind.as_str(),
-                    w.logs()
-                );
+                panic!("{name} exited at start ({status}):\n{}", w.logs());
             }
             assert!(
                 start.elapsed() < START_BOUND,
-                "{} did not listen on {addr}:\n{}",
-                spec.kind.as_str(),
+                "{name} did not listen on {addr}:\n{}",
                 w.logs()
             );
             std::thread::sleep(Duration::from_millis(20));
