@@ -10,3 +10,4 @@ mod pipeline;
 mod process;
 mod prometheus;
 mod volume;
+mod workloads;

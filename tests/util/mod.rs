@@ -8,6 +8,7 @@ pub mod fixtures;
 pub mod kubelet;
 pub mod pki;
 pub mod prometheus;
+pub mod real_workload;
 pub mod workload;
 
 use std::path::{Path, PathBuf};
