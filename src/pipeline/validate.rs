@@ -675,10 +675,8 @@ fn trust_bundle_check<'a>(
     bundle
 }
 
-/// Path building for every side the set needs: webpki builds and verifies the path, and
-/// [`x509_policy::path_refusal`] may refuse one it verified (webpki then tries the others).
-/// When webpki refuses material it departs from RFC 5280 on, [`x509_policy::rfc5280_path`]
-/// verifies it again. Returns the chain as built, for the first side.
+/// Path building for every side the set needs (see [`verify_path`]), with webpki's refusals
+/// named. Returns the chain as built, for the first side.
 fn verify_chain(
     ee: &webpki::EndEntityCert<'_>,
     bundle: &Bundle<'_>,
@@ -687,99 +685,163 @@ fn verify_chain(
     usage: Usage,
     now: i64,
 ) -> Result<Vec<CertInfo>, Failure> {
-    let algs = rustls::crypto::ring::default_provider()
-        .signature_verification_algorithms
-        .all;
-    let intermediates: &[CertificateDer<'_>] = material.chain.intermediates();
-    let sides = Side::of(usage);
     let mut chain = Vec::new();
-    for side in sides.iter().copied() {
-        let refused: RefCell<Option<Failure>> = RefCell::new(None);
-        let rules = |path: &webpki::VerifiedPath<'_>| -> Result<(), webpki::Error> {
-            let mut ders: Vec<&[u8]> = vec![material.chain.leaf().as_ref()];
-            let inters: Vec<CertificateDer<'_>> =
-                path.intermediate_certificates().map(|c| c.der()).collect();
-            ders.extend(inters.iter().map(|c| c.as_ref()));
-            let anchor = bundle_position(bundle, path.anchor());
-            ders.extend(anchor.and_then(|i| bundle.ders.get(i)).copied());
-            match x509_policy::path_refusal(&ders, side) {
-                None => Ok(()),
-                Some(f) => {
-                    refused.borrow_mut().get_or_insert(f);
-                    // The lowest-ranked error: webpki reports any other refusal before it.
-                    Err(webpki::Error::UnknownIssuer)
-                }
-            }
-        };
-        let verified = ee.verify_for_usage(
-            algs,
-            &bundle.anchors,
-            intermediates,
-            unix(now),
-            side.eku(),
-            None,
-            Some(&rules),
-        );
-        let path = match verified {
-            Ok(path) => {
-                let inters: Vec<usize> = path
-                    .intermediate_certificates()
-                    .filter_map(|c| {
-                        let der = c.der();
-                        intermediates
-                            .iter()
-                            .position(|i| i.as_ref() == der.as_ref())
-                    })
-                    .collect();
-                let anchor = bundle_position(bundle, path.anchor());
-                (inters, anchor)
-            }
-            Err(e) => {
-                let retried = x509_policy::webpki_departs(intermediates, &bundle.ders)
-                    .then(|| {
-                        x509_policy::rfc5280_path(
-                            ee,
-                            material.chain.leaf().as_ref(),
-                            intermediates,
-                            &bundle.ders,
-                            &[side],
-                            now,
-                        )
-                    })
-                    .flatten();
-                match retried {
-                    Some(Ok(p)) => (p.intermediates, Some(p.anchor)),
-                    Some(Err(f)) => return Err(f),
-                    None => {
-                        return Err(match refused.into_inner() {
-                            Some(f) => f,
-                            None => map_webpki_error(
-                                e,
-                                material.chain.as_slice(),
-                                given,
-                                &bundle.infos,
-                                side,
-                                now,
-                            ),
-                        })
-                    }
-                }
-            }
-        };
+    for side in Side::of(usage) {
+        let path = verify_path(
+            ee,
+            material.chain.leaf().as_ref(),
+            material.chain.intermediates(),
+            bundle,
+            side,
+            now,
+        )
+        .map_err(|refused| match refused {
+            PathRefused::Rule(f) => f,
+            PathRefused::Webpki(e) => map_webpki_error(
+                e,
+                material.chain.as_slice(),
+                given,
+                &bundle.infos,
+                side,
+                now,
+            ),
+        })?;
         if chain.is_empty() {
             chain.push(given[0].clone());
             // `given` is the chain file in order: the intermediates are its positions 1…
-            for info in path.0.iter().filter_map(|i| given.get(i + 1)) {
+            for info in path.intermediates.iter().filter_map(|i| given.get(i + 1)) {
                 let mut info = info.clone();
                 info.role = Role::Intermediate;
                 chain.push(info);
             }
-            if let Some(info) = path.1.and_then(|i| bundle.infos.get(i)) {
+            if let Some(info) = path.anchor.and_then(|i| bundle.infos.get(i)) {
                 chain.push(info.clone());
             }
         }
     }
     Ok(chain)
+}
+
+/// A path that verified: the intermediates it uses (indexes into those given, leaf side
+/// first) and its anchor (an index into the bundle).
+struct BuiltPath {
+    intermediates: Vec<usize>,
+    anchor: Option<usize>,
+}
+
+/// Why no path verified.
+enum PathRefused {
+    /// A path verified but a rule of [`x509_policy`] refuses it (and no other passed).
+    Rule(Failure),
+    /// webpki's refusal, the most specific over every path it tried.
+    Webpki(webpki::Error),
+}
+
+/// The one path verification validation and the self-handshake share, for one side: webpki
+/// builds and verifies the path, and [`x509_policy::path_refusal`] may refuse one it verified
+/// (webpki then tries the others). When webpki refuses material it departs from RFC 5280 on,
+/// [`x509_policy::rfc5280_path`] verifies it again.
+fn verify_path(
+    ee: &webpki::EndEntityCert<'_>,
+    leaf: &[u8],
+    intermediates: &[CertificateDer<'_>],
+    bundle: &Bundle<'_>,
+    side: Side,
+    now: i64,
+) -> Result<BuiltPath, PathRefused> {
+    let algs = rustls::crypto::ring::default_provider()
+        .signature_verification_algorithms
+        .all;
+    let refused: RefCell<Option<Failure>> = RefCell::new(None);
+    let rules = |path: &webpki::VerifiedPath<'_>| -> Result<(), webpki::Error> {
+        let mut ders: Vec<&[u8]> = vec![leaf];
+        let inters: Vec<CertificateDer<'_>> =
+            path.intermediate_certificates().map(|c| c.der()).collect();
+        ders.extend(inters.iter().map(|c| c.as_ref()));
+        let anchor = bundle_position(bundle, path.anchor());
+        ders.extend(anchor.and_then(|i| bundle.ders.get(i)).copied());
+        match x509_policy::path_refusal(&ders, side) {
+            None => Ok(()),
+            Some(f) => {
+                refused.borrow_mut().get_or_insert(f);
+                // The lowest-ranked error: webpki reports any other refusal before it.
+                Err(webpki::Error::UnknownIssuer)
+            }
+        }
+    };
+    let verified = ee.verify_for_usage(
+        algs,
+        &bundle.anchors,
+        intermediates,
+        unix(now),
+        side.eku(),
+        None,
+        Some(&rules),
+    );
+    match verified {
+        Ok(path) => Ok(BuiltPath {
+            intermediates: path
+                .intermediate_certificates()
+                .filter_map(|c| {
+                    let der = c.der();
+                    intermediates
+                        .iter()
+                        .position(|i| i.as_ref() == der.as_ref())
+                })
+                .collect(),
+            anchor: bundle_position(bundle, path.anchor()),
+        }),
+        Err(e) => {
+            let retried = x509_policy::webpki_departs(intermediates, &bundle.ders)
+                .then(|| {
+                    x509_policy::rfc5280_path(ee, leaf, intermediates, &bundle.ders, &[side], now)
+                })
+                .flatten();
+            match retried {
+                Some(Ok(p)) => Ok(BuiltPath {
+                    intermediates: p.intermediates,
+                    anchor: Some(p.anchor),
+                }),
+                Some(Err(f)) => Err(PathRefused::Rule(f)),
+                None => Err(match refused.into_inner() {
+                    Some(f) => PathRefused::Rule(f),
+                    None => PathRefused::Webpki(e),
+                }),
+            }
+        }
+    }
+}
+
+/// Verifies a chain presented in a TLS handshake for `side`, as validation verifies a chain
+/// (see [`verify_path`]), against the bundle `trust`: for the self-handshake's verifiers
+/// ([`super::verifier`]), so that the handshake and validation cannot disagree.
+pub(crate) fn verify_presented(
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    trust: &[CertificateDer<'_>],
+    side: Side,
+    now: UnixTime,
+) -> Result<(), String> {
+    let ee = webpki::EndEntityCert::try_from(end_entity)
+        .map_err(|e| format!("{} certificate: {e:?}", side.as_str()))?;
+    let mut bundle = Bundle {
+        anchors: Vec::new(),
+        infos: Vec::new(),
+        ders: Vec::new(),
+    };
+    for der in trust {
+        if let Ok(anchor) = webpki::anchor_from_trusted_cert(der) {
+            bundle.anchors.push(anchor.to_owned());
+            bundle.ders.push(der.as_ref());
+        }
+    }
+    let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    verify_path(&ee, end_entity.as_ref(), intermediates, &bundle, side, now)
+        .map(|_| ())
+        .map_err(|refused| match refused {
+            PathRefused::Rule(f) => f.to_string(),
+            PathRefused::Webpki(e) => format!("{} certificate: {e:?}", side.as_str()),
+        })
 }
 
 /// Which of the bundle's anchors webpki chose.
