@@ -794,9 +794,12 @@ fn verify_candidate(
         let Some(signer) = nodes.get(i + 1) else {
             return false;
         };
-        if !(ca.strict_ok && in_window && is_ca && eku_ok)
-            || !signed_by(ca.cert.as_raw(), signer.spki, algs)
-        {
+        let link_ok = ca.strict_ok
+            && in_window
+            && is_ca
+            && eku_ok
+            && signed_by(ca.cert.as_raw(), signer.spki, algs);
+        if !link_ok {
             return false;
         }
     }
