@@ -168,9 +168,7 @@ pub(crate) fn tls_key_usage(
             return Err(Failure::NonConforming {
                 role: Role::Leaf,
                 subject: cert.subject().to_string(),
-                detail: format!(
-                    "its keyUsage extension is malformed or repeated ({e}); OpenSSL refuses it"
-                ),
+                detail: format!("its keyUsage extension is malformed or repeated ({e})"),
             })
         }
     };
@@ -563,6 +561,9 @@ fn subject_key_id<'a>(cert: &'a X509Certificate<'_>) -> Option<&'a [u8]> {
 const MAX_INTERMEDIATES: usize = 6;
 /// At most this many candidate paths are verified again.
 const MAX_CANDIDATES: usize = 32;
+/// At most this many steps of the search for them: a chain file of many certificates of one
+/// name cannot make the search explode (webpki bounds its own the same way).
+const MAX_SEARCH_STEPS: usize = 2_000;
 
 /// Whether the material holds what webpki refuses but RFC 5280 and OpenSSL accept, so that a
 /// refusal by webpki is worth [`rfc5280_path`]: a CA (intermediate or anchor) with a
@@ -666,16 +667,16 @@ pub(crate) fn rfc5280_path(
         .collect();
     let roots: Vec<Option<Node<'_>>> = anchors.iter().map(|d| Node::parse(d, true)).collect();
 
-    let mut candidates = Vec::new();
-    let mut path = Vec::new();
-    candidate_paths(
-        &leaf_node,
-        leaf_node.issuer,
-        &inters,
-        &roots,
-        &mut path,
-        &mut candidates,
-    );
+    let mut search = Search {
+        leaf: &leaf_node,
+        inters: &inters,
+        roots: &roots,
+        path: Vec::new(),
+        out: Vec::new(),
+        steps: MAX_SEARCH_STEPS,
+    };
+    search.from(leaf_node.issuer);
+    let candidates = search.out;
 
     let mut refused = None;
     for (chain, anchor) in candidates {
@@ -717,48 +718,57 @@ pub(crate) fn rfc5280_path(
     refused.map(Err)
 }
 
-/// Every path from `head` (whose issuer is `issuer`) up to an anchor by issuer name, as webpki
-/// builds them: no intermediate twice, none with the subject and key of one already on the
-/// path (RFC 4158 §5.2), at most [`MAX_INTERMEDIATES`], at most [`MAX_CANDIDATES`] paths.
-fn candidate_paths(
-    leaf: &Node<'_>,
-    issuer: &[u8],
-    inters: &[Option<Node<'_>>],
-    roots: &[Option<Node<'_>>],
-    path: &mut Vec<usize>,
-    out: &mut Vec<(Vec<usize>, usize)>,
-) {
-    for (a, root) in roots.iter().enumerate() {
-        if out.len() >= MAX_CANDIDATES {
+/// The search for candidate paths, as webpki builds them: by issuer name, no intermediate
+/// twice, none with the subject and key of one already on the path (RFC 4158 §5.2), at most
+/// [`MAX_INTERMEDIATES`], [`MAX_CANDIDATES`] paths and [`MAX_SEARCH_STEPS`] steps.
+struct Search<'s, 'a> {
+    leaf: &'s Node<'a>,
+    inters: &'s [Option<Node<'a>>],
+    roots: &'s [Option<Node<'a>>],
+    /// The intermediates on the path so far, leaf side first.
+    path: Vec<usize>,
+    /// Complete paths: intermediates and anchor.
+    out: Vec<(Vec<usize>, usize)>,
+    steps: usize,
+}
+
+impl Search<'_, '_> {
+    /// Extends the path, whose last certificate names `issuer`.
+    fn from(&mut self, issuer: &[u8]) {
+        for (a, root) in self.roots.iter().enumerate() {
+            if self.out.len() >= MAX_CANDIDATES {
+                return;
+            }
+            if root.as_ref().is_some_and(|r| r.subject == issuer) {
+                self.out.push((self.path.clone(), a));
+            }
+        }
+        if self.path.len() >= MAX_INTERMEDIATES {
             return;
         }
-        if root.as_ref().is_some_and(|r| r.subject == issuer) {
-            out.push((path.clone(), a));
+        for (i, node) in self.inters.iter().enumerate() {
+            if self.out.len() >= MAX_CANDIDATES || self.steps == 0 {
+                return;
+            }
+            self.steps -= 1;
+            let Some(node) = node else { continue };
+            if node.subject != issuer || self.path.contains(&i) {
+                continue;
+            }
+            let seen = std::iter::once(self.leaf)
+                .chain(
+                    self.path
+                        .iter()
+                        .filter_map(|p| self.inters.get(*p).and_then(Option::as_ref)),
+                )
+                .any(|prev| prev.subject == node.subject && prev.spki == node.spki);
+            if seen {
+                continue;
+            }
+            self.path.push(i);
+            self.from(node.issuer);
+            self.path.pop();
         }
-    }
-    if path.len() >= MAX_INTERMEDIATES {
-        return;
-    }
-    for (i, node) in inters.iter().enumerate() {
-        if out.len() >= MAX_CANDIDATES {
-            return;
-        }
-        let Some(node) = node else { continue };
-        if node.subject != issuer || path.contains(&i) {
-            continue;
-        }
-        let seen = std::iter::once(leaf)
-            .chain(
-                path.iter()
-                    .filter_map(|p| inters.get(*p).and_then(Option::as_ref)),
-            )
-            .any(|prev| prev.subject == node.subject && prev.spki == node.spki);
-        if seen {
-            continue;
-        }
-        path.push(i);
-        candidate_paths(leaf, node.issuer, inters, roots, path, out);
-        path.pop();
     }
 }
 

@@ -634,3 +634,23 @@ fn a_self_issued_intermediate_does_not_count_against_path_len() {
         None
     );
 }
+
+#[test]
+fn the_search_for_paths_is_bounded() {
+    // Forty self-issued CAs of one name and a bundle without that name: every order of them
+    // is a partial path by name (40^6 of them without a bound), none reaches an anchor.
+    let root = Ca::root("loop", Alg::P256);
+    let many: Vec<Ca> = (0..40)
+        .map(|_| root.intermediate("loop", Alg::P256))
+        .collect();
+    let leaf = many[0].leaf(&LeafSpec::new(NAME));
+    let refs: Vec<&Ca> = many.iter().collect();
+    let m = Material::new(&leaf, &refs, &[&Ca::root("elsewhere", Alg::P256)]);
+    let started = std::time::Instant::now();
+    assert_eq!(m.rfc5280(), None);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
