@@ -654,3 +654,60 @@ fn the_search_for_paths_is_bounded() {
         started.elapsed()
     );
 }
+
+#[test]
+fn mutated_certificates_never_panic() {
+    let root = Ca::root_with("fuzz root", Alg::P256, |p| {
+        p.name_constraints = Some(NameConstraints {
+            permitted_subtrees: vec![GeneralSubtree::DirectoryName(dn(&[(
+                DnType::CommonName,
+                "fuzz",
+            )]))],
+            excluded_subtrees: vec![GeneralSubtree::DnsName("evil.example".into())],
+        });
+    });
+    let inter = root.intermediate("fuzz", Alg::P256);
+    let leaf = inter.leaf(&LeafSpec::new(NAME).extension(&[2, 5, 29, 35], false, akid(&[7; 20])));
+    let algs = rustls::crypto::ring::default_provider()
+        .signature_verification_algorithms
+        .all;
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for round in 0..1_000 {
+        let pick = |d: &Vec<u8>, n: u64| -> Vec<u8> {
+            let mut d = d.clone();
+            let at = (n as usize) % d.len();
+            match round % 3 {
+                0 => d[at] ^= 1 << ((n >> 32) % 8),
+                1 => d.truncate(at),
+                _ => d[at] = 0xff,
+            }
+            d
+        };
+        let (l, i, r) = (
+            pick(&leaf.cert_der, next()),
+            pick(&inter.cert_der, next()),
+            pick(&root.cert_der, next()),
+        );
+        for side in [Side::Server, Side::Client] {
+            let _ = path_refusal(&[&l, &i, &r], side);
+            let _ = path_refusal(&[&l], side);
+        }
+        let _ = anchor_refusal(&r);
+        let _ = tls_key_usage(&l, "ECDSA P-256", Usage::Both);
+        let _ = signed_by(&i, &r, algs);
+        let _ = signed_parts(&l);
+        let _ = split_directory_names(&r);
+        let inters = [CertificateDer::from(i.clone())];
+        let _ = webpki_departs(&inters, &[&r]);
+        let good_leaf = CertificateDer::from(leaf.cert_der.as_slice());
+        if let Ok(ee) = webpki::EndEntityCert::try_from(&good_leaf) {
+            let _ = rfc5280_path(&ee, &leaf.cert_der, &inters, &[&r], &[Side::Server], now());
+        }
+    }
+}
