@@ -78,8 +78,10 @@ labels! {
         NotYetValid => "not_yet_valid",
         /// The chain expires within `min_remaining`.
         ExpiringSoon => "expiring_soon",
-        /// The leaf lacks the extended key usage the set needs.
+        /// A certificate of the chain lacks the extended key usage the set needs.
         WrongUsage => "wrong_usage",
+        /// The leaf's keyUsage forbids the signature TLS needs of its key.
+        KeyUsage => "key_usage",
         /// A CA certificate was given as the leaf.
         CaAsLeaf => "ca_as_leaf",
         /// A signature in the chain does not verify.

@@ -16,12 +16,10 @@ use std::time::{Duration, Instant};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::server::WebPkiClientVerifier;
 use rustls::sign::SingleCertAndKey;
 use rustls::time_provider::TimeProvider;
 use rustls::{
-    ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme,
-    SupportedProtocolVersion,
+    ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme, SupportedProtocolVersion,
 };
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,6 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::inspect::San;
 use super::load::Material;
 use super::validate::{Failure, Policy};
+use super::verifier::ChainVerifier;
 
 /// Default bound on the whole self-handshake.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -187,9 +186,6 @@ pub async fn self_handshake(
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let clock: Arc<dyn TimeProvider> = Arc::new(FixedTime(unix_time(now)));
-    let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(material.trust.iter().cloned());
-    let roots = Arc::new(roots);
     // The signer is built from a borrow of the key, which wipes its DER when dropped; rustls'
     // `with_single_cert` would take (and drop, unwiped) a copy. What ring keeps inside the
     // signer is ring's, and not wiped.
@@ -207,7 +203,6 @@ pub async fn self_handshake(
         let pair = Configs {
             provider: &provider,
             clock: &clock,
-            roots: &roots,
             certified: &certified,
             chain_only,
         }
@@ -250,7 +245,6 @@ pub async fn self_handshake(
 struct Configs<'a> {
     provider: &'a Arc<CryptoProvider>,
     clock: &'a Arc<dyn TimeProvider>,
-    roots: &'a Arc<RootCertStore>,
     certified: &'a Arc<rustls::sign::CertifiedKey>,
     chain_only: bool,
 }
@@ -266,7 +260,6 @@ impl Configs<'_> {
         let Self {
             provider,
             clock,
-            roots,
             certified,
             chain_only,
         } = *self;
@@ -274,12 +267,10 @@ impl Configs<'_> {
         let server_builder = ServerConfig::builder_with_details(provider.clone(), clock.clone())
             .with_protocol_versions(versions)
             .map_err(|e| e.to_string())?;
+        // Both sides verify chains as validation does (super::verifier).
         let server_builder = if policy.usage.client() {
-            let verifier =
-                WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-                    .build()
-                    .map_err(|e| format!("client verifier: {e}"))?;
-            server_builder.with_client_cert_verifier(verifier)
+            let verifier = ChainVerifier::new(provider.clone(), &material.trust, false);
+            server_builder.with_client_cert_verifier(Arc::new(verifier))
         } else {
             server_builder.with_no_client_auth()
         };
@@ -289,24 +280,11 @@ impl Configs<'_> {
         let client_builder = ClientConfig::builder_with_details(provider.clone(), clock.clone())
             .with_protocol_versions(versions)
             .map_err(|e| e.to_string())?;
-        let client_builder = if policy.usage.server() && chain_only {
-            let anchors = material
-                .trust
-                .iter()
-                .filter_map(|c| {
-                    webpki::anchor_from_trusted_cert(c)
-                        .ok()
-                        .map(|a| a.to_owned())
-                })
-                .collect();
+        let client_builder = if policy.usage.server() {
+            let verifier = ChainVerifier::new(provider.clone(), &material.trust, !chain_only);
             client_builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(LoopbackVerifier {
-                    provider: provider.clone(),
-                    anchors: Some(anchors),
-                }))
-        } else if policy.usage.server() {
-            client_builder.with_root_certificates(roots.clone())
+                .with_custom_certificate_verifier(Arc::new(verifier))
         } else {
             // Client-only material: the server side is our own candidate and not what is tested;
             // only the server's verification of the client certificate matters.

@@ -7,6 +7,8 @@ pub mod handshake;
 pub mod inspect;
 pub mod load;
 pub mod validate;
+mod verifier;
+mod x509_policy;
 
 use std::time::Duration;
 

@@ -2,6 +2,7 @@
 //! trust bundle, expected names, key match, validity of every certificate in the built chain,
 //! remaining lifetime, key strength and trust-bundle health.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use serde::Serialize;
 
 use super::inspect::{inspect_cert, CertInfo, Role, San};
 use super::load::Material;
+use super::x509_policy::{self, KeyUsageOk, Side};
 use crate::duration::format_duration;
 use crate::labels::Reason;
 use crate::time_fmt::rfc3339;
@@ -184,13 +186,43 @@ pub enum Failure {
         /// The configured minimum.
         min_remaining: Duration,
     },
-    /// The leaf lacks the extended key usage the set needs.
-    #[error("leaf is not valid for {needed} use (its extended key usages: {present})")]
+    /// A certificate of the chain has an extendedKeyUsage without the purpose the set needs:
+    /// the leaf's, or a CA's (which limits every certificate under it).
+    #[error("{role} {subject:?} has extendedKeyUsage ({present}) without {needed}: {refused_by} refuse {} as a {side} certificate", if *role == Role::Leaf { "it" } else { "every leaf under it" })]
     WrongUsage {
-        /// The usage the set needs.
+        /// Which certificate.
+        role: Role,
+        /// The certificate's subject.
+        subject: String,
+        /// `server` or `client`.
+        side: &'static str,
+        /// The purpose missing: `serverAuth` or `clientAuth`.
         needed: &'static str,
-        /// The leaf's extended key usages.
+        /// The certificate's extended key usages.
         present: String,
+        /// Who refuses such a certificate.
+        refused_by: &'static str,
+    },
+    /// The leaf's keyUsage forbids the signature TLS needs of its key.
+    #[error("leaf's keyUsage ({present}) lacks digitalSignature, which {needs}: {refused_by}")]
+    KeyUsage {
+        /// The keyUsage flags present.
+        present: String,
+        /// What needs digitalSignature, per side.
+        needs: String,
+        /// Who refuses such a leaf, per side.
+        refused_by: String,
+    },
+    /// A certificate webpki accepts but OpenSSL 3 (and RFC 5280) refuse: see
+    /// [`super::x509_policy`].
+    #[error("{role} {subject:?} refused: {detail}")]
+    NonConforming {
+        /// Which certificate.
+        role: Role,
+        /// The certificate's subject.
+        subject: String,
+        /// The rule, and who enforces it.
+        detail: String,
     },
     /// A CA certificate was given as the leaf.
     #[error("leaf {subject:?} is a CA certificate, not an end-entity certificate")]
@@ -268,13 +300,16 @@ impl Failure {
             Self::NotYetValid { .. } => Reason::NotYetValid,
             Self::ExpiringSoon { .. } => Reason::ExpiringSoon,
             Self::WrongUsage { .. } => Reason::WrongUsage,
+            Self::KeyUsage { .. } => Reason::KeyUsage,
             Self::CaAsLeaf { .. } => Reason::CaAsLeaf,
             Self::BadSignature { .. } => Reason::BadSignature,
             Self::WeakKey { .. } => Reason::WeakKey,
             Self::NameMismatch { .. } => Reason::NameMismatch,
             Self::KeyMismatch => Reason::KeyMismatch,
             Self::UnsupportedKey { .. } => Reason::UnsupportedKey,
-            Self::Unverifiable { .. } | Self::Chain { .. } => Reason::ChainInvalid,
+            Self::Unverifiable { .. } | Self::NonConforming { .. } | Self::Chain { .. } => {
+                Reason::ChainInvalid
+            }
             Self::Handshake { .. } => Reason::HandshakeFailed,
         }
     }
@@ -297,7 +332,8 @@ pub enum Status {
 /// One named check and its result.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
-    /// `trust_bundle`, `chain`, `names`, `key`, `strength`, `validity`, `handshake`.
+    /// `trust_bundle`, `chain`, `key_usage`, `names`, `key`, `strength`, `validity`,
+    /// `handshake`.
     pub check: &'static str,
     /// Result.
     pub status: Status,
@@ -449,13 +485,13 @@ pub fn validate(material: &Material, policy: &Policy, now: i64) -> Verdict {
         .trust
         .as_ref()
         .map(|t| t.path.display().to_string());
-    let (anchors, anchor_infos) = trust_bundle_check(material, policy, now, &mut checks);
+    let bundle = trust_bundle_check(material, policy, now, &mut checks);
     let _ = &trust_file;
 
     // Chain.
     let mut built: Option<Vec<CertInfo>> = None;
     let ee = webpki::EndEntityCert::try_from(material.chain.leaf());
-    match (&ee, anchors.is_empty()) {
+    match (&ee, bundle.anchors.is_empty()) {
         (Err(e), _) => checks.push(Check::fail(
             "chain",
             refused_certificate(material.chain.leaf(), &given[0], e).unwrap_or_else(|| {
@@ -466,32 +502,29 @@ pub fn validate(material: &Material, policy: &Policy, now: i64) -> Verdict {
             }),
         )),
         (Ok(_), true) => checks.push(Check::skip("chain", "no usable trust anchor")),
-        (Ok(ee), false) => {
-            match verify_chain(
-                ee,
-                &anchors,
-                &anchor_infos,
-                material,
-                &given,
-                policy.usage,
-                now,
-            ) {
-                Ok(chain) => {
-                    let path = chain
-                        .iter()
-                        .map(|c| format!("{:?}", c.subject_cn_or_subject()))
-                        .collect::<Vec<_>>()
-                        .join(" → ");
-                    checks.push(Check::pass(
-                        "chain",
-                        format!("verified for {} use: {path}", usage_name(policy.usage)),
-                    ));
-                    built = Some(chain);
-                }
-                Err(f) => checks.push(Check::fail("chain", f)),
+        (Ok(ee), false) => match verify_chain(ee, &bundle, material, &given, policy.usage, now) {
+            Ok(chain) => {
+                let path = chain
+                    .iter()
+                    .map(|c| format!("{:?}", c.subject_cn_or_subject()))
+                    .collect::<Vec<_>>()
+                    .join(" → ");
+                checks.push(Check::pass(
+                    "chain",
+                    format!("verified for {} use: {path}", usage_name(policy.usage)),
+                ));
+                built = Some(chain);
             }
-        }
+            Err(f) => checks.push(Check::fail("chain", f)),
+        },
     }
+
+    // What TLS stacks require of the leaf's keyUsage for its key type.
+    checks.push(key_usage_check(
+        material.chain.leaf(),
+        &given[0],
+        policy.usage,
+    ));
 
     // Names.
     match (&ee, policy.names.is_empty()) {
@@ -513,7 +546,7 @@ pub fn validate(material: &Material, policy: &Policy, now: i64) -> Verdict {
     checks.push(validity_check(relied, effective_expiry, policy, now));
 
     let chain = built.unwrap_or(given);
-    finish(now, checks, chain, anchor_infos, effective_expiry)
+    finish(now, checks, chain, bundle.infos, effective_expiry)
 }
 
 fn finish(
@@ -551,19 +584,29 @@ impl CertInfo {
     }
 }
 
+/// The trust bundle's usable anchors, each with its description and its DER.
+struct Bundle<'a> {
+    anchors: Vec<rustls_pki_types::TrustAnchor<'a>>,
+    infos: Vec<CertInfo>,
+    ders: Vec<&'a [u8]>,
+}
+
 fn trust_bundle_check<'a>(
     material: &'a Material,
     policy: &Policy,
     now: i64,
     checks: &mut Vec<Check>,
-) -> (Vec<rustls_pki_types::TrustAnchor<'a>>, Vec<CertInfo>) {
+) -> Bundle<'a> {
+    let mut bundle = Bundle {
+        anchors: Vec::new(),
+        infos: Vec::new(),
+        ders: Vec::new(),
+    };
     let Some(trust) = material.raw.trust.as_ref() else {
         checks.push(Check::fail("trust_bundle", Failure::NoTrustBundle));
-        return (Vec::new(), Vec::new());
+        return bundle;
     };
     let file = trust.path.display().to_string();
-    let mut anchors = Vec::new();
-    let mut infos = Vec::new();
     let mut notes = Vec::new();
     let (mut expired, mut unusable) = (0, 0);
     for (i, der) in material.trust.iter().enumerate() {
@@ -594,8 +637,16 @@ fn trust_bundle_check<'a>(
                         rfc3339(info.not_after)
                     ));
                 }
-                anchors.push(anchor.to_owned());
-                infos.push(info);
+                // Kept, so the chain check names the rule when a chain leads to it.
+                if let Some(why) = x509_policy::anchor_refusal(der) {
+                    notes.push(format!(
+                        "anchor {:?} will be refused: {why}",
+                        info.subject_cn_or_subject()
+                    ));
+                }
+                bundle.anchors.push(anchor.to_owned());
+                bundle.infos.push(info);
+                bundle.ders.push(der.as_ref());
             }
             Err(e) => {
                 unusable += 1;
@@ -604,7 +655,7 @@ fn trust_bundle_check<'a>(
             }
         }
     }
-    let usable = anchors.len() - expired;
+    let usable = bundle.anchors.len() - expired;
     let summary = format!("{} anchor(s), {usable} usable now", material.trust.len());
     if usable == 0 {
         let detail = if notes.is_empty() {
@@ -624,68 +675,187 @@ fn trust_bundle_check<'a>(
             format!("{summary}: {}", notes.join("; ")),
         ));
     }
-    (anchors, infos)
+    bundle
 }
 
+/// Path building for every side the set needs (see [`verify_path`]), with webpki's refusals
+/// named. Returns the chain as built, for the first side.
 fn verify_chain(
     ee: &webpki::EndEntityCert<'_>,
-    anchors: &[rustls_pki_types::TrustAnchor<'_>],
-    anchor_infos: &[CertInfo],
+    bundle: &Bundle<'_>,
     material: &Material,
     given: &[CertInfo],
     usage: Usage,
     now: i64,
 ) -> Result<Vec<CertInfo>, Failure> {
-    let algs = rustls::crypto::ring::default_provider()
-        .signature_verification_algorithms
-        .all;
-    let intermediates: &[CertificateDer<'_>] = material.chain.intermediates();
-    let mut usages = Vec::new();
-    if usage.server() {
-        usages.push(webpki::KeyUsage::server_auth());
-    }
-    if usage.client() {
-        usages.push(webpki::KeyUsage::client_auth());
-    }
     let mut chain = Vec::new();
-    for (i, eku) in usages.into_iter().enumerate() {
-        let path = ee
-            .verify_for_usage(algs, anchors, intermediates, unix(now), eku, None, None)
-            .map_err(|e| {
-                map_webpki_error(
-                    e,
-                    material.chain.as_slice(),
-                    given,
-                    anchor_infos,
-                    i == 0 && usage.server(),
-                    now,
-                )
-            })?;
+    for side in Side::of(usage) {
+        let path = verify_path(
+            ee,
+            material.chain.leaf().as_ref(),
+            material.chain.intermediates(),
+            bundle,
+            side,
+            now,
+        )
+        .map_err(|refused| match refused {
+            PathRefused::Rule(f) => f,
+            PathRefused::Webpki(e) => map_webpki_error(
+                e,
+                material.chain.as_slice(),
+                given,
+                &bundle.infos,
+                side,
+                now,
+            ),
+        })?;
         if chain.is_empty() {
             chain.push(given[0].clone());
-            for cert in path.intermediate_certificates() {
-                let der = cert.der();
-                let pos = material
-                    .chain
-                    .iter()
-                    .position(|c| c.as_ref() == der.as_ref());
-                if let Some(info) = pos.and_then(|p| given.get(p)) {
-                    let mut info = info.clone();
-                    info.role = Role::Intermediate;
-                    chain.push(info);
-                }
+            // `given` is the chain file in order: the intermediates are its positions 1…
+            for info in path.intermediates.iter().filter_map(|i| given.get(i + 1)) {
+                let mut info = info.clone();
+                info.role = Role::Intermediate;
+                chain.push(info);
             }
-            let anchor = path.anchor();
-            let found = anchors.iter().position(|a| {
-                a.subject.as_ref() == anchor.subject.as_ref()
-                    && a.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref()
-            });
-            if let Some(info) = found.and_then(|i| anchor_infos.get(i)) {
+            if let Some(info) = path.anchor.and_then(|i| bundle.infos.get(i)) {
                 chain.push(info.clone());
             }
         }
     }
     Ok(chain)
+}
+
+/// A path that verified: the intermediates it uses (indexes into those given, leaf side
+/// first) and its anchor (an index into the bundle).
+struct BuiltPath {
+    intermediates: Vec<usize>,
+    anchor: Option<usize>,
+}
+
+/// Why no path verified.
+enum PathRefused {
+    /// A path verified but a rule of [`x509_policy`] refuses it (and no other passed).
+    Rule(Failure),
+    /// webpki's refusal, the most specific over every path it tried.
+    Webpki(webpki::Error),
+}
+
+/// The one path verification validation and the self-handshake share, for one side: webpki
+/// builds and verifies the path, and [`x509_policy::path_refusal`] may refuse one it verified
+/// (webpki then tries the others). When webpki refuses material it departs from RFC 5280 on,
+/// [`x509_policy::rfc5280_path`] verifies it again.
+fn verify_path(
+    ee: &webpki::EndEntityCert<'_>,
+    leaf: &[u8],
+    intermediates: &[CertificateDer<'_>],
+    bundle: &Bundle<'_>,
+    side: Side,
+    now: i64,
+) -> Result<BuiltPath, PathRefused> {
+    let algs = rustls::crypto::ring::default_provider()
+        .signature_verification_algorithms
+        .all;
+    let refused: RefCell<Option<Failure>> = RefCell::new(None);
+    let rules = |path: &webpki::VerifiedPath<'_>| -> Result<(), webpki::Error> {
+        let mut ders: Vec<&[u8]> = vec![leaf];
+        let inters: Vec<CertificateDer<'_>> =
+            path.intermediate_certificates().map(|c| c.der()).collect();
+        ders.extend(inters.iter().map(|c| c.as_ref()));
+        let anchor = bundle_position(bundle, path.anchor());
+        ders.extend(anchor.and_then(|i| bundle.ders.get(i)).copied());
+        match x509_policy::path_refusal(&ders, side) {
+            None => Ok(()),
+            Some(f) => {
+                refused.borrow_mut().get_or_insert(f);
+                // The lowest-ranked error: webpki reports any other refusal before it.
+                Err(webpki::Error::UnknownIssuer)
+            }
+        }
+    };
+    let verified = ee.verify_for_usage(
+        algs,
+        &bundle.anchors,
+        intermediates,
+        unix(now),
+        side.eku(),
+        None,
+        Some(&rules),
+    );
+    match verified {
+        Ok(path) => Ok(BuiltPath {
+            intermediates: path
+                .intermediate_certificates()
+                .filter_map(|c| {
+                    let der = c.der();
+                    intermediates
+                        .iter()
+                        .position(|i| i.as_ref() == der.as_ref())
+                })
+                .collect(),
+            anchor: bundle_position(bundle, path.anchor()),
+        }),
+        Err(e) => {
+            let retried = x509_policy::webpki_departs(intermediates, &bundle.ders)
+                .then(|| {
+                    x509_policy::rfc5280_path(ee, leaf, intermediates, &bundle.ders, &[side], now)
+                })
+                .flatten();
+            match retried {
+                Some(Ok(p)) => Ok(BuiltPath {
+                    intermediates: p.intermediates,
+                    anchor: Some(p.anchor),
+                }),
+                Some(Err(f)) => Err(PathRefused::Rule(f)),
+                None => Err(match refused.into_inner() {
+                    Some(f) => PathRefused::Rule(f),
+                    None => PathRefused::Webpki(e),
+                }),
+            }
+        }
+    }
+}
+
+/// Verifies a chain presented in a TLS handshake for `side`, as validation verifies a chain
+/// (see [`verify_path`]), against the bundle `trust`: for the self-handshake's verifiers
+/// ([`super::verifier`]), so that the handshake and validation cannot disagree.
+pub(crate) fn verify_presented(
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    trust: &[CertificateDer<'_>],
+    side: Side,
+    now: UnixTime,
+) -> Result<(), String> {
+    let ee = webpki::EndEntityCert::try_from(end_entity)
+        .map_err(|e| format!("{} certificate: {e:?}", side.as_str()))?;
+    let mut bundle = Bundle {
+        anchors: Vec::new(),
+        infos: Vec::new(),
+        ders: Vec::new(),
+    };
+    for der in trust {
+        if let Ok(anchor) = webpki::anchor_from_trusted_cert(der) {
+            bundle.anchors.push(anchor.to_owned());
+            bundle.ders.push(der.as_ref());
+        }
+    }
+    let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    verify_path(&ee, end_entity.as_ref(), intermediates, &bundle, side, now)
+        .map(|_| ())
+        .map_err(|refused| match refused {
+            PathRefused::Rule(f) => f.to_string(),
+            PathRefused::Webpki(e) => format!("{} certificate: {e:?}", side.as_str()),
+        })
+}
+
+/// Which of the bundle's anchors webpki chose.
+fn bundle_position(
+    bundle: &Bundle<'_>,
+    anchor: &rustls_pki_types::TrustAnchor<'_>,
+) -> Option<usize> {
+    bundle.anchors.iter().position(|a| {
+        a.subject.as_ref() == anchor.subject.as_ref()
+            && a.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref()
+    })
 }
 
 /// What webpki refuses about a certificate that parses as X.509, when that is something
@@ -727,7 +897,7 @@ fn map_webpki_error(
     ders: &[CertificateDer<'_>],
     given: &[CertInfo],
     anchors: &[CertInfo],
-    as_server: bool,
+    side: Side,
     now: i64,
 ) -> Failure {
     use webpki::Error as E;
@@ -771,17 +941,39 @@ fn map_webpki_error(
             }
         }
         #[allow(deprecated)]
-        E::RequiredEkuNotFound | E::RequiredEkuNotFoundContext(_) => Failure::WrongUsage {
-            needed: if as_server {
-                "server (serverAuth)"
-            } else {
-                "client (clientAuth)"
-            },
-            present: if leaf.extended_key_usage.is_empty() {
-                "none".into()
-            } else {
-                leaf.extended_key_usage.join(", ")
-            },
+        E::RequiredEkuNotFound | E::RequiredEkuNotFoundContext(_) => {
+            // webpki checks every certificate of the path: name the one that lacks it, the
+            // leaf unless its own extendedKeyUsage has the purpose (or it has none).
+            let lacks = |c: &&CertInfo| {
+                !c.extended_key_usage.is_empty()
+                    && !c.extended_key_usage.iter().any(|e| e == side.eku_name())
+            };
+            let culprit = std::iter::once(leaf)
+                .filter(lacks)
+                .chain(given.iter().skip(1).filter(|c| c.is_ca).filter(lacks))
+                .next()
+                .unwrap_or(leaf);
+            Failure::WrongUsage {
+                role: culprit.role,
+                subject: culprit.subject.clone(),
+                side: side.as_str(),
+                needed: side.eku_name(),
+                present: if culprit.extended_key_usage.is_empty() {
+                    "none".into()
+                } else {
+                    culprit.extended_key_usage.join(", ")
+                },
+                refused_by: side.eku_refused_by(),
+            }
+        }
+        E::NameConstraintViolation => Failure::Chain {
+            detail: "a name of a certificate is outside the name constraints of a CA above it \
+                     (a directoryName constraint is checked per RFC 5280; other forms as webpki \
+                     checks them)"
+                .into(),
+        },
+        E::PathLenConstraintViolated => Failure::Chain {
+            detail: "a CA has more intermediates under it than its pathLenConstraint allows".into(),
         },
         E::CaUsedAsEndEntity => Failure::CaAsLeaf {
             subject: leaf.subject.clone(),
@@ -803,6 +995,25 @@ fn map_webpki_error(
         other => Failure::Chain {
             detail: format!("{other:?}"),
         },
+    }
+}
+
+/// The leaf's keyUsage against what TLS needs of its key, per side: see
+/// [`x509_policy::tls_key_usage`].
+fn key_usage_check(leaf_der: &[u8], leaf: &CertInfo, usage: Usage) -> Check {
+    match x509_policy::tls_key_usage(leaf_der, &leaf.key_algorithm, usage) {
+        Ok(KeyUsageOk::Absent) => Check::pass(
+            "key_usage",
+            "no keyUsage extension: the key may sign TLS handshakes",
+        ),
+        Ok(KeyUsageOk::Allows(flags)) => Check::pass(
+            "key_usage",
+            format!(
+                "keyUsage ({flags}) allows the TLS signatures {} use needs",
+                usage_name(usage)
+            ),
+        ),
+        Err(f) => Check::fail("key_usage", f),
     }
 }
 

@@ -6,11 +6,17 @@ use std::net::IpAddr;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType, SerialNumber,
 };
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::EncodePrivateKey;
 use time::{Duration, OffsetDateTime};
+
+/// rcgen itself, for tests that shape a certificate beyond what the builders offer (see
+/// [`Ca::root_with`]).
+pub use rcgen;
+/// keyUsage bits, for [`LeafSpec::key_usage`].
+pub use rcgen::KeyUsagePurpose;
 
 /// Key algorithms the tests use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,6 +319,8 @@ pub struct LeafSpec {
     pub is_ca: bool,
     /// Extra extensions: OID arcs, critical flag, DER content of the extension value.
     pub extensions: Vec<(Vec<u64>, bool, Vec<u8>)>,
+    /// keyUsage bits; `None`: digitalSignature and keyEncipherment; empty: no extension.
+    pub key_usages: Option<Vec<KeyUsagePurpose>>,
 }
 
 impl LeafSpec {
@@ -331,6 +339,7 @@ impl LeafSpec {
             eku: Eku::Both,
             is_ca: false,
             extensions: Vec::new(),
+            key_usages: None,
         }
     }
     /// Sets the key algorithm.
@@ -362,6 +371,11 @@ impl LeafSpec {
     /// Adds a URI SAN (e.g. a SPIFFE ID).
     pub fn uri(mut self, uri: &str) -> Self {
         self.uris.push(uri.to_string());
+        self
+    }
+    /// Sets the keyUsage bits (an empty slice: no keyUsage extension at all).
+    pub fn key_usage(mut self, usages: &[KeyUsagePurpose]) -> Self {
+        self.key_usages = Some(usages.to_vec());
         self
     }
     /// Issues the "leaf" as a CA certificate (basicConstraints CA:TRUE).
@@ -438,6 +452,45 @@ impl Ca {
         Self::root_valid(cn, alg, now - Duration::days(1), now + Duration::days(3650))
     }
 
+    /// A self-signed root valid from a day ago for ten years, its parameters (basicConstraints
+    /// CA, keyUsage keyCertSign, cRLSign and digitalSignature) adjusted by `shape` first.
+    pub fn root_with(cn: &str, alg: Alg, shape: impl FnOnce(&mut CertificateParams)) -> Self {
+        let now = OffsetDateTime::now_utc();
+        let key = Key::generate(alg);
+        let mut params = ca_params(cn, now - Duration::days(1), now + Duration::days(3650));
+        shape(&mut params);
+        let cert = params.self_signed(key.signer()).expect("self-sign root");
+        Self {
+            cert_der: cert.der().to_vec(),
+            cert_pem: cert.pem(),
+            key,
+            params,
+        }
+    }
+
+    /// An intermediate signed by this CA, valid for five years, its parameters adjusted by
+    /// `shape` first (as for [`Ca::root_with`]).
+    pub fn intermediate_with(
+        &self,
+        cn: &str,
+        alg: Alg,
+        shape: impl FnOnce(&mut CertificateParams),
+    ) -> Self {
+        let now = OffsetDateTime::now_utc();
+        let key = Key::generate(alg);
+        let mut params = ca_params(cn, now - Duration::days(1), now + Duration::days(1825));
+        shape(&mut params);
+        let cert = params
+            .signed_by(&key.public(), &self.issuer())
+            .expect("sign intermediate");
+        Self {
+            cert_der: cert.der().to_vec(),
+            cert_pem: cert.pem(),
+            key,
+            params,
+        }
+    }
+
     /// A self-signed root with an explicit validity window.
     pub fn root_valid(
         cn: &str,
@@ -508,10 +561,12 @@ impl Ca {
         p.not_before = spec.not_before;
         p.not_after = spec.not_after;
         p.serial_number = Some(serial());
-        p.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
+        p.key_usages = spec.key_usages.clone().unwrap_or_else(|| {
+            vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ]
+        });
         p.extended_key_usages = match spec.eku {
             Eku::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
             Eku::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],

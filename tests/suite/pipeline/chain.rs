@@ -1,5 +1,6 @@
 //! Building the chain to a trust anchor: order in the chain file, bundles of several roots,
-//! unknown or missing issuers, no bundle, extended key usage, and a CA given as the leaf.
+//! unknown or missing issuers, no bundle, extended and plain key usage, a CA given as the leaf,
+//! and roots OpenSSL refuses (openssl.rs compares every X.509 rule with OpenSSL itself).
 
 use certgate::pipeline::inspect::Role;
 use certgate::pipeline::validate::{Failure, Policy, Status, Usage};
@@ -229,4 +230,97 @@ fn leaf_webpki_refuses_fails_once_saying_why() {
         assert_eq!(key.status, Status::Skip, "{}", describe(&eval));
         assert!(key.message.contains("cannot tell"), "{}", key.message);
     }
+}
+
+/// A leaf whose keyUsage lacks digitalSignature is refused before any handshake, for every key
+/// type, with a message saying who refuses it; without a keyUsage extension, or with
+/// digitalSignature, it passes.
+#[test]
+fn leaf_key_usage_must_allow_signatures() {
+    use crate::util::pki::KeyUsagePurpose as Ku;
+    let h = Hierarchy::shared(Alg::P256);
+    for (alg, says) in [
+        (Alg::P256, "cannot use it for TLS 1.2"),
+        (Alg::Ed25519, "cannot use it for TLS 1.2"),
+        (Alg::Rsa2048, "static-RSA"),
+    ] {
+        let leaf = h.intermediate.leaf(
+            &LeafSpec::new(NAME)
+                .alg(alg)
+                .key_usage(&[Ku::KeyEncipherment]),
+        );
+        let eval = evaluate(&Set::of(h, &leaf).paths, &policy(&[NAME]));
+        let f = assert_check_fails(&eval, "key_usage", "key_usage");
+        assert!(matches!(f, Failure::KeyUsage { .. }), "{f:?}");
+        assert!(f.to_string().contains(says), "{alg:?}: {f}");
+        assert_eq!(
+            check(&eval, "chain").status,
+            Status::Pass,
+            "{}",
+            describe(&eval)
+        );
+    }
+    let mut client = policy(&[NAME]);
+    client.usage = Usage::Client;
+    let leaf = h
+        .intermediate
+        .leaf(&LeafSpec::new(NAME).key_usage(&[Ku::KeyAgreement]));
+    let eval = evaluate(&Set::of(h, &leaf).paths, &client);
+    let f = assert_check_fails(&eval, "key_usage", "key_usage");
+    assert!(f.to_string().contains("CertificateVerify"), "{f}");
+    for ku in [&[][..], &[Ku::DigitalSignature][..]] {
+        let leaf = h.intermediate.leaf(&LeafSpec::new(NAME).key_usage(ku));
+        for usage in [Usage::Server, Usage::Both] {
+            let mut p = policy(&[NAME]);
+            p.usage = usage;
+            let eval = evaluate(&Set::of(h, &leaf).paths, &p);
+            assert_passes_with_handshake(&eval);
+            assert_eq!(check(&eval, "key_usage").status, Status::Pass);
+        }
+    }
+}
+
+/// A root OpenSSL will not use is named in the trust-bundle check, and refused when a chain
+/// leads to it; the other roots of the bundle still serve.
+#[test]
+fn roots_openssl_refuses_are_warned_about_and_refused_when_used() {
+    let h = Hierarchy::shared(Alg::P256);
+    let bare = Ca::root_with("bare root", Alg::P256, |p| {
+        p.is_ca = crate::util::pki::rcgen::IsCa::NoCa;
+        p.key_usages.clear();
+    });
+    let bundle = format!("{}{}", h.root.cert_pem, bare.cert_pem);
+    let set = Set::new(
+        h.chain_pem(),
+        Some(h.leaf.key.pkcs8_pem().as_bytes()),
+        Some(bundle.as_bytes()),
+    );
+    let eval = evaluate(&set.paths, &policy(&[NAME]));
+    assert_passes_with_handshake(&eval);
+    let trust = check(&eval, "trust_bundle");
+    assert_eq!(trust.status, Status::Warn, "{}", describe(&eval));
+    assert!(
+        trust.message.contains("\"bare root\" will be refused")
+            && trust.message.contains("no basicConstraints"),
+        "{}",
+        trust.message
+    );
+    let leaf = bare.leaf(&LeafSpec::new(NAME));
+    let set = Set::new(
+        &leaf.cert_pem,
+        Some(leaf.key.pkcs8_pem().as_bytes()),
+        Some(bundle.as_bytes()),
+    );
+    let eval = evaluate(&set.paths, &policy(&[NAME]));
+    let f = assert_check_fails(&eval, "chain", "chain_invalid");
+    assert!(
+        matches!(
+            f,
+            Failure::NonConforming {
+                role: Role::Anchor,
+                ..
+            }
+        ),
+        "{f:?}"
+    );
 }

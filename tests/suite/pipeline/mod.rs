@@ -7,6 +7,7 @@ mod files;
 mod generations;
 mod keys;
 mod names;
+mod openssl;
 mod robustness;
 mod time;
 
