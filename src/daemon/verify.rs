@@ -127,10 +127,7 @@ pub async fn probe(
     {
         Ok(b) => b
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(LoopbackVerifier {
-                provider,
-                anchors: None,
-            })),
+            .with_custom_certificate_verifier(Arc::new(LoopbackVerifier { provider })),
         Err(e) => return Served::NoAnswer(format!("client config: {e}")),
     };
     let config = match &material.key {

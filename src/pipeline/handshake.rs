@@ -292,7 +292,6 @@ impl Configs<'_> {
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(LoopbackVerifier {
                     provider: provider.clone(),
-                    anchors: None,
                 }))
         };
         let client_config = if policy.usage.client() {
@@ -388,40 +387,23 @@ async fn handshake_pair(
     client_result
 }
 
-/// The client's view of our own loopback server when the standard verifier cannot be used:
-/// with `anchors`, the server's chain is verified to the bundle for serverAuth but not its name
-/// (leaves with only URI SANs, whose names validation already checked); without, any server
-/// certificate is accepted (client-only material: only the server's check of *our* client
-/// certificate is under test). Handshake signatures are always verified.
+/// A client that accepts any server certificate and checks only the handshake signatures: for
+/// client-only material (only the server's check of *our* client certificate is under test)
+/// and for the workload probe (what matters is *which* leaf it serves).
 #[derive(Debug)]
 pub(crate) struct LoopbackVerifier {
     pub(crate) provider: Arc<CryptoProvider>,
-    pub(crate) anchors: Option<Vec<rustls::pki_types::TrustAnchor<'static>>>,
 }
 
 impl ServerCertVerifier for LoopbackVerifier {
     fn verify_server_cert(
         &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
-        now: UnixTime,
+        _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if let Some(anchors) = &self.anchors {
-            let ee = webpki::EndEntityCert::try_from(end_entity)
-                .map_err(|e| rustls::Error::General(format!("server certificate: {e}")))?;
-            ee.verify_for_usage(
-                self.provider.signature_verification_algorithms.all,
-                anchors,
-                intermediates,
-                now,
-                webpki::KeyUsage::server_auth(),
-                None,
-                None,
-            )
-            .map_err(|e| rustls::Error::General(format!("server certificate: {e}")))?;
-        }
         Ok(ServerCertVerified::assertion())
     }
 
