@@ -451,3 +451,434 @@ fn enix_labels(path: &str, c: &CertInfo) -> Vec<String> {
         c.issuer_o.clone(),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::ids::Fingerprint;
+    use crate::state::{Mode, SetStatus};
+
+    /// When the fixture is scraped.
+    const NOW: i64 = 1_700_000_000;
+    const DAY: i64 = 86_400;
+
+    fn cert(role: Role, cn: &str, o: &str, issuer: (&str, &str), serial: &str) -> CertInfo {
+        CertInfo {
+            role,
+            subject: format!("CN={cn}, O={o}"),
+            subject_cn: cn.into(),
+            subject_o: o.into(),
+            issuer: format!("CN={}, O={}", issuer.0, issuer.1),
+            issuer_cn: issuer.0.into(),
+            issuer_o: issuer.1.into(),
+            serial: serial.into(),
+            serial_der: None,
+            sans: Vec::new(),
+            not_before: NOW - 10 * DAY,
+            not_after: NOW + 20 * DAY,
+            key_algorithm: "ECDSA P-256".into(),
+            key_bits: 256,
+            signature_algorithm: "ecdsa-with-SHA256".into(),
+            fingerprint_sha256: Fingerprint::of(format!("{cn}/{serial}").as_bytes()),
+            is_ca: role != Role::Leaf,
+            self_issued: role == Role::Anchor,
+            key_usage: Vec::new(),
+            extended_key_usage: Vec::new(),
+        }
+    }
+
+    fn live(cert_path: &str, trust_path: Option<&str>, chain: Vec<CertInfo>) -> LiveMaterial {
+        let anchors: Vec<CertInfo> = if trust_path.is_some() {
+            chain
+                .iter()
+                .filter(|c| c.role == Role::Anchor)
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        LiveMaterial {
+            generation: None,
+            cert_path: cert_path.into(),
+            trust_path: trust_path.map(Into::into),
+            effective_expiry: chain.iter().map(|c| c.not_after).min().unwrap_or(i64::MIN),
+            trust_fingerprint: trust_path.map(|_| "b0".repeat(32)),
+            chain,
+            anchors,
+            since: crate::time_fmt::rfc3339(NOW - DAY),
+            content_key: Vec::new(),
+        }
+    }
+
+    fn set(name: &str, mode: Mode, live: Option<LiveMaterial>) -> SetStatus {
+        let mut s = SetStatus::new(name, mode, true, DAY as u64, 0);
+        if live.is_some() {
+            s.live_problem = None;
+        }
+        s.live = live;
+        s
+    }
+
+    /// Every kind of set the families describe: published with a bundle of two anchors and a
+    /// subject that needs escaping; monitor mode with two intermediates and no bundle; expired
+    /// material; nothing live yet. Plus the events the daemon reports.
+    fn fixture() -> (Metrics, Snapshot) {
+        let root = cert(Role::Anchor, "Root CA", "Acme", ("Root CA", "Acme"), "01");
+        let other_root = cert(Role::Anchor, "Other Root", "", ("Other Root", ""), "02");
+        let inter = cert(
+            Role::Intermediate,
+            "Issuing CA",
+            "Acme",
+            ("Root CA", "Acme"),
+            "1a",
+        );
+        let mut leaf = cert(
+            Role::Leaf,
+            "web \"quoted\" back\\slash",
+            "Acme, Inc.",
+            ("Issuing CA", "Acme"),
+            "-7f",
+        );
+        leaf.subject = "CN=web \"quoted\" back\\\\slash, O=Acme\\, Inc.".into();
+        leaf.not_after = NOW + 5 * DAY;
+        let mut web = live(
+            "/publish/web/tls.crt",
+            Some("/publish/web/ca.crt"),
+            vec![leaf, inter.clone(), root.clone()],
+        );
+        web.anchors.push(other_root);
+        web.anchors[0].not_after = NOW + 3000 * DAY;
+
+        let mut older = cert(Role::Intermediate, "Old CA", "", ("Root CA", "Acme"), "1b");
+        older.not_before = NOW - 20 * DAY;
+        older.not_after = NOW + 40 * DAY;
+        let mon_leaf = cert(Role::Leaf, "mon.example", "", ("Issuing CA", "Acme"), "2a");
+        let mon = live(
+            "/src/mon/tls.crt",
+            None,
+            vec![mon_leaf, inter.clone(), older],
+        );
+
+        let mut gone = cert(Role::Leaf, "old.example", "", ("Issuing CA", "Acme"), "3a");
+        gone.not_before = NOW - 30 * DAY;
+        gone.not_after = NOW - DAY;
+        let expired = live(
+            "/publish/expired/tls.crt",
+            Some("/publish/expired/ca.crt"),
+            vec![gone, inter, root],
+        );
+
+        let sets = vec![
+            set("web", Mode::Publish, Some(web)),
+            set("mon", Mode::Monitor, Some(mon)),
+            set("expired", Mode::Publish, Some(expired)),
+            set("pending", Mode::Publish, None),
+        ];
+        let m = Metrics::new().unwrap();
+        for s in &sets {
+            m.declare_set(&s.name);
+        }
+        let ms = Duration::from_millis;
+        m.rotation("web", Outcome::Published, None, Some(ms(3)), NOW - 60);
+        m.rotation("mon", Outcome::Accepted, None, Some(ms(2)), NOW - 50);
+        m.rotation("expired", Outcome::Published, None, Some(ms(4)), NOW - 40);
+        m.rotation(
+            "expired",
+            Outcome::Rejected,
+            Some(Reason::UnknownIssuer),
+            Some(ms(1)),
+            NOW - 30,
+        );
+        m.handshake(ms(2));
+        m.workload_serving("web", true);
+        for s in &sets {
+            m.set_live(&s.name, s.live.as_ref(), NOW - 10);
+        }
+        let snapshot = Snapshot {
+            version: env!("CARGO_PKG_VERSION"),
+            initialized: true,
+            sets: sets.into_iter().map(Arc::new).collect(),
+            watch_problem: None,
+        };
+        (m, snapshot)
+    }
+
+    /// What `/metrics` serves for `snapshot` at `now`.
+    fn exposition(m: &Metrics, snapshot: &Snapshot, now: i64) -> String {
+        m.refresh(snapshot, now);
+        m.encode()
+    }
+
+    /// One family of an exposition: HELP, TYPE, and its samples (name, labels sorted, value).
+    #[derive(Debug, Default, PartialEq, Eq)]
+    struct Family {
+        help: String,
+        kind: String,
+        samples: BTreeSet<(String, Vec<(String, String)>, String)>,
+    }
+
+    /// Parses a text exposition into families; panics on a malformed line, a sample outside
+    /// its family, or a duplicate series.
+    fn parse(text: &str) -> BTreeMap<String, Family> {
+        let mut out: BTreeMap<String, Family> = BTreeMap::new();
+        let mut current = String::new();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').unwrap();
+                current = name.to_string();
+                out.entry(current.clone()).or_default().help = help.to_string();
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert_eq!(name, current, "TYPE after its HELP: {line}");
+                out.entry(current.clone()).or_default().kind = kind.to_string();
+                continue;
+            }
+            let name_end = line.find(['{', ' ']).unwrap();
+            let name = &line[..name_end];
+            assert!(
+                name.starts_with(current.as_str()),
+                "{name} outside {current}"
+            );
+            let mut labels = Vec::new();
+            let mut rest = &line[name_end..];
+            if let Some(r) = rest.strip_prefix('{') {
+                let mut chars = r.char_indices();
+                loop {
+                    let (start, c) = chars.next().unwrap();
+                    if c == '}' {
+                        rest = &r[start + 1..];
+                        break;
+                    }
+                    let eq = r[start..].find("=\"").unwrap() + start;
+                    let key = r[start..eq].trim_start_matches(',').to_string();
+                    while chars.next().unwrap().0 < eq + 1 {}
+                    let mut value = String::new();
+                    loop {
+                        match chars.next().unwrap().1 {
+                            '\\' => match chars.next().unwrap().1 {
+                                'n' => value.push('\n'),
+                                c => value.push(c),
+                            },
+                            '"' => break,
+                            c => value.push(c),
+                        }
+                    }
+                    labels.push((key, value));
+                }
+            }
+            labels.sort();
+            let value = rest.trim().to_string();
+            let fresh = out.entry(current.clone()).or_default().samples.insert((
+                name.to_string(),
+                labels,
+                value,
+            ));
+            assert!(fresh, "duplicate series: {line}");
+        }
+        out
+    }
+
+    /// `/metrics` of the fixture as the registry-only implementation served it (certgate
+    /// 0.1.0, before the live-material families were rendered from the snapshot): every
+    /// family, name, label and value the tests and alert rules rely on. `{VERSION}` stands
+    /// for the crate version.
+    const BEFORE: &str = r#"
+# HELP certgate_build_info certgate build (value 1).
+# TYPE certgate_build_info gauge
+certgate_build_info{version="{VERSION}"} 1
+# HELP certgate_cert_effective_expiry_timestamp_seconds Earliest not-after along the live chain.
+# TYPE certgate_cert_effective_expiry_timestamp_seconds gauge
+certgate_cert_effective_expiry_timestamp_seconds{set="expired"} 1699913600
+certgate_cert_effective_expiry_timestamp_seconds{set="mon"} 1701728000
+certgate_cert_effective_expiry_timestamp_seconds{set="web"} 1700432000
+# HELP certgate_cert_info The live chain, one series per certificate (value 1).
+# TYPE certgate_cert_info gauge
+certgate_cert_info{fingerprint_sha256="1db8e55a45b224b8d98b9b6084a886f73a4d3fc586299f831f889d968e149bd8",issuer="CN=Issuing CA, O=Acme",role="leaf",serial="-7f",set="web",subject="CN=web \"quoted\" back\\\\slash, O=Acme\\, Inc."} 1
+certgate_cert_info{fingerprint_sha256="44acefda3b7bc863e8f4a54c5b1fcdd1164ada7f6c720a59b66e000a8887392c",issuer="CN=Root CA, O=Acme",role="intermediate",serial="1a",set="expired",subject="CN=Issuing CA, O=Acme"} 1
+certgate_cert_info{fingerprint_sha256="44acefda3b7bc863e8f4a54c5b1fcdd1164ada7f6c720a59b66e000a8887392c",issuer="CN=Root CA, O=Acme",role="intermediate",serial="1a",set="mon",subject="CN=Issuing CA, O=Acme"} 1
+certgate_cert_info{fingerprint_sha256="44acefda3b7bc863e8f4a54c5b1fcdd1164ada7f6c720a59b66e000a8887392c",issuer="CN=Root CA, O=Acme",role="intermediate",serial="1a",set="web",subject="CN=Issuing CA, O=Acme"} 1
+certgate_cert_info{fingerprint_sha256="4a1a2f92483f7d97aa4897272e1fe8dd8cd5fd2f3938573d970d1b5e421b99e4",issuer="CN=Root CA, O=Acme",role="intermediate",serial="1b",set="mon",subject="CN=Old CA, O="} 1
+certgate_cert_info{fingerprint_sha256="c3675d8c4473f362d8abeb71b2040cec1084274c2298c55e8702d62f6f547d2c",issuer="CN=Issuing CA, O=Acme",role="leaf",serial="3a",set="expired",subject="CN=old.example, O="} 1
+certgate_cert_info{fingerprint_sha256="d1578f7ed01efc9c7afa6b8167000d08302afae04d1125671f56707c0792b114",issuer="CN=Issuing CA, O=Acme",role="leaf",serial="2a",set="mon",subject="CN=mon.example, O="} 1
+certgate_cert_info{fingerprint_sha256="fdd25f9291bc266b2d24a6b4352eedee38a334427b1750740ce48a54bbe773f1",issuer="CN=Root CA, O=Acme",role="anchor",serial="01",set="expired",subject="CN=Root CA, O=Acme"} 1
+certgate_cert_info{fingerprint_sha256="fdd25f9291bc266b2d24a6b4352eedee38a334427b1750740ce48a54bbe773f1",issuer="CN=Root CA, O=Acme",role="anchor",serial="01",set="web",subject="CN=Root CA, O=Acme"} 1
+# HELP certgate_cert_not_after_timestamp_seconds Not-after of the live certificate by chain role (earliest among intermediates).
+# TYPE certgate_cert_not_after_timestamp_seconds gauge
+certgate_cert_not_after_timestamp_seconds{role="anchor",set="expired"} 1701728000
+certgate_cert_not_after_timestamp_seconds{role="anchor",set="web"} 1701728000
+certgate_cert_not_after_timestamp_seconds{role="intermediate",set="expired"} 1701728000
+certgate_cert_not_after_timestamp_seconds{role="intermediate",set="mon"} 1701728000
+certgate_cert_not_after_timestamp_seconds{role="intermediate",set="web"} 1701728000
+certgate_cert_not_after_timestamp_seconds{role="leaf",set="expired"} 1699913600
+certgate_cert_not_after_timestamp_seconds{role="leaf",set="mon"} 1701728000
+certgate_cert_not_after_timestamp_seconds{role="leaf",set="web"} 1700432000
+# HELP certgate_cert_not_before_timestamp_seconds Not-before of the live certificate by chain role (latest among intermediates).
+# TYPE certgate_cert_not_before_timestamp_seconds gauge
+certgate_cert_not_before_timestamp_seconds{role="anchor",set="expired"} 1699136000
+certgate_cert_not_before_timestamp_seconds{role="anchor",set="web"} 1699136000
+certgate_cert_not_before_timestamp_seconds{role="intermediate",set="expired"} 1699136000
+certgate_cert_not_before_timestamp_seconds{role="intermediate",set="mon"} 1699136000
+certgate_cert_not_before_timestamp_seconds{role="intermediate",set="web"} 1699136000
+certgate_cert_not_before_timestamp_seconds{role="leaf",set="expired"} 1697408000
+certgate_cert_not_before_timestamp_seconds{role="leaf",set="mon"} 1699136000
+certgate_cert_not_before_timestamp_seconds{role="leaf",set="web"} 1699136000
+# HELP certgate_cert_valid 1 when the set's live chain is valid now.
+# TYPE certgate_cert_valid gauge
+certgate_cert_valid{set="expired"} 0
+certgate_cert_valid{set="mon"} 1
+certgate_cert_valid{set="pending"} 0
+certgate_cert_valid{set="web"} 1
+# HELP certgate_handshake_duration_seconds Loopback self-handshake duration.
+# TYPE certgate_handshake_duration_seconds histogram
+certgate_handshake_duration_seconds_bucket{le="0.0005"} 0
+certgate_handshake_duration_seconds_bucket{le="0.001"} 0
+certgate_handshake_duration_seconds_bucket{le="0.0025"} 1
+certgate_handshake_duration_seconds_bucket{le="0.005"} 1
+certgate_handshake_duration_seconds_bucket{le="0.01"} 1
+certgate_handshake_duration_seconds_bucket{le="0.025"} 1
+certgate_handshake_duration_seconds_bucket{le="0.05"} 1
+certgate_handshake_duration_seconds_bucket{le="0.1"} 1
+certgate_handshake_duration_seconds_bucket{le="0.25"} 1
+certgate_handshake_duration_seconds_bucket{le="1"} 1
+certgate_handshake_duration_seconds_bucket{le="+Inf"} 1
+certgate_handshake_duration_seconds_sum 0.002
+certgate_handshake_duration_seconds_count 1
+# HELP certgate_last_rotation_timestamp_seconds When a set last saw each outcome.
+# TYPE certgate_last_rotation_timestamp_seconds gauge
+certgate_last_rotation_timestamp_seconds{outcome="accepted",set="mon"} 1699999950
+certgate_last_rotation_timestamp_seconds{outcome="published",set="expired"} 1699999960
+certgate_last_rotation_timestamp_seconds{outcome="published",set="web"} 1699999940
+certgate_last_rotation_timestamp_seconds{outcome="rejected",set="expired"} 1699999970
+# HELP certgate_ready 1 when every required set is ready (as /readyz).
+# TYPE certgate_ready gauge
+certgate_ready 0
+# HELP certgate_rotation_reaction_seconds Source change seen → published or rejected.
+# TYPE certgate_rotation_reaction_seconds histogram
+certgate_rotation_reaction_seconds_bucket{outcome="accepted",le="0.001"} 0
+certgate_rotation_reaction_seconds_bucket{outcome="accepted",le="0.0025"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="accepted",le="0.005"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="accepted",le="0.01"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="accepted",le="0.025"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="accepted",le="0.05"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="accepted",le="0.1"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="accepted",le="0.25"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="accepted",le="0.5"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="accepted",le="1"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="accepted",le="2.5"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="accepted",le="5"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="accepted",le="+Inf"} 1
+certgate_rotation_reaction_seconds_sum{outcome="accepted"} 0.002
+certgate_rotation_reaction_seconds_count{outcome="accepted"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="published",le="0.001"} 0
+certgate_rotation_reaction_seconds_bucket{outcome="published",le="0.0025"} 0
+certgate_rotation_reaction_seconds_bucket{outcome="published",le="0.005"} 2
+certgate_rotation_reaction_seconds_bucket{outcome="published",le="0.01"} 2
+certgate_rotation_reaction_seconds_bucket{outcome="published",le="0.025"} 2
+certgate_rotation_reaction_seconds_bucket{outcome="published",le="0.05"} 2
+certgate_rotation_reaction_seconds_bucket{outcome="published",le="0.1"} 2
+certgate_rotation_reaction_seconds_bucket{outcome="published",le="0.25"} 2
+certgate_rotation_reaction_seconds_bucket{outcome="published",le="0.5"} 2
+certgate_rotation_reaction_seconds_bucket{outcome="published",le="1"} 2
+certgate_rotation_reaction_seconds_bucket{outcome="published",le="2.5"} 2
+certgate_rotation_reaction_seconds_bucket{outcome="published",le="5"} 2
+certgate_rotation_reaction_seconds_bucket{outcome="published",le="+Inf"} 2
+certgate_rotation_reaction_seconds_sum{outcome="published"} 0.007
+certgate_rotation_reaction_seconds_count{outcome="published"} 2
+certgate_rotation_reaction_seconds_bucket{outcome="rejected",le="0.001"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="rejected",le="0.0025"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="rejected",le="0.005"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="rejected",le="0.01"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="rejected",le="0.025"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="rejected",le="0.05"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="rejected",le="0.1"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="rejected",le="0.25"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="rejected",le="0.5"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="rejected",le="1"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="rejected",le="2.5"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="rejected",le="5"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="rejected",le="+Inf"} 1
+certgate_rotation_reaction_seconds_sum{outcome="rejected"} 0.001
+certgate_rotation_reaction_seconds_count{outcome="rejected"} 1
+# HELP certgate_rotations_total Candidates by outcome (published, rejected, rolled_back) and reason.
+# TYPE certgate_rotations_total counter
+certgate_rotations_total{outcome="accepted",reason="ok",set="mon"} 1
+certgate_rotations_total{outcome="published",reason="ok",set="expired"} 1
+certgate_rotations_total{outcome="published",reason="ok",set="web"} 1
+certgate_rotations_total{outcome="rejected",reason="unknown_issuer",set="expired"} 1
+# HELP certgate_source_rejected 1 while the newest source material was refused (rejected or rolled back) and is not live.
+# TYPE certgate_source_rejected gauge
+certgate_source_rejected{set="expired"} 1
+certgate_source_rejected{set="mon"} 0
+certgate_source_rejected{set="pending"} 0
+certgate_source_rejected{set="web"} 0
+# HELP certgate_trust_bundle_anchors Number of anchors in the live trust bundle.
+# TYPE certgate_trust_bundle_anchors gauge
+certgate_trust_bundle_anchors{set="expired"} 1
+certgate_trust_bundle_anchors{set="web"} 2
+# HELP certgate_trust_bundle_earliest_expiry_timestamp_seconds Earliest not-after among the live bundle's anchors.
+# TYPE certgate_trust_bundle_earliest_expiry_timestamp_seconds gauge
+certgate_trust_bundle_earliest_expiry_timestamp_seconds{set="expired"} 1701728000
+certgate_trust_bundle_earliest_expiry_timestamp_seconds{set="web"} 1701728000
+# HELP certgate_trust_bundle_info The live trust bundle (value 1); fingerprint over its anchors.
+# TYPE certgate_trust_bundle_info gauge
+certgate_trust_bundle_info{fingerprint_sha256="b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0",set="expired"} 1
+certgate_trust_bundle_info{fingerprint_sha256="b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0",set="web"} 1
+# HELP certgate_workload_serving_live_cert 1 when the workload serves the live leaf (verification configured).
+# TYPE certgate_workload_serving_live_cert gauge
+certgate_workload_serving_live_cert{set="web"} 1
+# HELP x509_cert_expired 1 when expired (x509-certificate-exporter compatible).
+# TYPE x509_cert_expired gauge
+x509_cert_expired{filename="ca.crt",filepath="/publish/expired/ca.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="01",subject_CN="Root CA",subject_O="Acme"} 0
+x509_cert_expired{filename="ca.crt",filepath="/publish/web/ca.crt",issuer_CN="Other Root",issuer_O="",serial_number="02",subject_CN="Other Root",subject_O=""} 0
+x509_cert_expired{filename="ca.crt",filepath="/publish/web/ca.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="01",subject_CN="Root CA",subject_O="Acme"} 0
+x509_cert_expired{filename="tls.crt",filepath="/publish/expired/tls.crt",issuer_CN="Issuing CA",issuer_O="Acme",serial_number="3a",subject_CN="old.example",subject_O=""} 1
+x509_cert_expired{filename="tls.crt",filepath="/publish/expired/tls.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="1a",subject_CN="Issuing CA",subject_O="Acme"} 0
+x509_cert_expired{filename="tls.crt",filepath="/publish/web/tls.crt",issuer_CN="Issuing CA",issuer_O="Acme",serial_number="-7f",subject_CN="web \"quoted\" back\\slash",subject_O="Acme, Inc."} 0
+x509_cert_expired{filename="tls.crt",filepath="/publish/web/tls.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="1a",subject_CN="Issuing CA",subject_O="Acme"} 0
+x509_cert_expired{filename="tls.crt",filepath="/src/mon/tls.crt",issuer_CN="Issuing CA",issuer_O="Acme",serial_number="2a",subject_CN="mon.example",subject_O=""} 0
+x509_cert_expired{filename="tls.crt",filepath="/src/mon/tls.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="1a",subject_CN="Issuing CA",subject_O="Acme"} 0
+x509_cert_expired{filename="tls.crt",filepath="/src/mon/tls.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="1b",subject_CN="Old CA",subject_O=""} 0
+# HELP x509_cert_not_after Not-after (x509-certificate-exporter compatible).
+# TYPE x509_cert_not_after gauge
+x509_cert_not_after{filename="ca.crt",filepath="/publish/expired/ca.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="01",subject_CN="Root CA",subject_O="Acme"} 1701728000
+x509_cert_not_after{filename="ca.crt",filepath="/publish/web/ca.crt",issuer_CN="Other Root",issuer_O="",serial_number="02",subject_CN="Other Root",subject_O=""} 1701728000
+x509_cert_not_after{filename="ca.crt",filepath="/publish/web/ca.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="01",subject_CN="Root CA",subject_O="Acme"} 1959200000
+x509_cert_not_after{filename="tls.crt",filepath="/publish/expired/tls.crt",issuer_CN="Issuing CA",issuer_O="Acme",serial_number="3a",subject_CN="old.example",subject_O=""} 1699913600
+x509_cert_not_after{filename="tls.crt",filepath="/publish/expired/tls.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="1a",subject_CN="Issuing CA",subject_O="Acme"} 1701728000
+x509_cert_not_after{filename="tls.crt",filepath="/publish/web/tls.crt",issuer_CN="Issuing CA",issuer_O="Acme",serial_number="-7f",subject_CN="web \"quoted\" back\\slash",subject_O="Acme, Inc."} 1700432000
+x509_cert_not_after{filename="tls.crt",filepath="/publish/web/tls.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="1a",subject_CN="Issuing CA",subject_O="Acme"} 1701728000
+x509_cert_not_after{filename="tls.crt",filepath="/src/mon/tls.crt",issuer_CN="Issuing CA",issuer_O="Acme",serial_number="2a",subject_CN="mon.example",subject_O=""} 1701728000
+x509_cert_not_after{filename="tls.crt",filepath="/src/mon/tls.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="1a",subject_CN="Issuing CA",subject_O="Acme"} 1701728000
+x509_cert_not_after{filename="tls.crt",filepath="/src/mon/tls.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="1b",subject_CN="Old CA",subject_O=""} 1703456000
+# HELP x509_cert_not_before Not-before (x509-certificate-exporter compatible).
+# TYPE x509_cert_not_before gauge
+x509_cert_not_before{filename="ca.crt",filepath="/publish/expired/ca.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="01",subject_CN="Root CA",subject_O="Acme"} 1699136000
+x509_cert_not_before{filename="ca.crt",filepath="/publish/web/ca.crt",issuer_CN="Other Root",issuer_O="",serial_number="02",subject_CN="Other Root",subject_O=""} 1699136000
+x509_cert_not_before{filename="ca.crt",filepath="/publish/web/ca.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="01",subject_CN="Root CA",subject_O="Acme"} 1699136000
+x509_cert_not_before{filename="tls.crt",filepath="/publish/expired/tls.crt",issuer_CN="Issuing CA",issuer_O="Acme",serial_number="3a",subject_CN="old.example",subject_O=""} 1697408000
+x509_cert_not_before{filename="tls.crt",filepath="/publish/expired/tls.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="1a",subject_CN="Issuing CA",subject_O="Acme"} 1699136000
+x509_cert_not_before{filename="tls.crt",filepath="/publish/web/tls.crt",issuer_CN="Issuing CA",issuer_O="Acme",serial_number="-7f",subject_CN="web \"quoted\" back\\slash",subject_O="Acme, Inc."} 1699136000
+x509_cert_not_before{filename="tls.crt",filepath="/publish/web/tls.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="1a",subject_CN="Issuing CA",subject_O="Acme"} 1699136000
+x509_cert_not_before{filename="tls.crt",filepath="/src/mon/tls.crt",issuer_CN="Issuing CA",issuer_O="Acme",serial_number="2a",subject_CN="mon.example",subject_O=""} 1699136000
+x509_cert_not_before{filename="tls.crt",filepath="/src/mon/tls.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="1a",subject_CN="Issuing CA",subject_O="Acme"} 1699136000
+x509_cert_not_before{filename="tls.crt",filepath="/src/mon/tls.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="1b",subject_CN="Old CA",subject_O=""} 1698272000
+"#;
+
+    #[test]
+    fn families_are_those_of_before() {
+        let (m, snapshot) = fixture();
+        let text = exposition(&m, &snapshot, NOW);
+        let want = parse(&BEFORE.replace("{VERSION}", env!("CARGO_PKG_VERSION")));
+        let got = parse(&text);
+        for (name, family) in &want {
+            assert_eq!(got.get(name), Some(family), "family {name}");
+        }
+        let extra: Vec<&String> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+        assert!(extra.is_empty(), "families not in BEFORE: {extra:?}");
+    }
+}
