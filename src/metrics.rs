@@ -1,62 +1,35 @@
-//! Every metric certgate exports, registered in one place. Series describing live material are
-//! replaced whole when a set's material changes, so label cardinality stays bounded by what is
-//! live now.
+//! Every metric certgate exports, in one place. Two kinds, kept differently:
+//!
+//! - **What happened** — rotations by outcome and reason, when each outcome was last seen,
+//!   reaction and handshake histograms, the workload verdict, refusals — is counted as it
+//!   happens, in a `prometheus` registry.
+//! - **What is** — each set's live material (expiry, chain and bundle info, the
+//!   x509-certificate-exporter families), its validity and readiness — is rendered at scrape
+//!   time from the daemon's [`Snapshot`], which holds that material anyway. No series are kept
+//!   for it: memory does not grow with sets × certificates × labels, and a series cannot
+//!   outlive the material it describes (it is gone from the first scrape after the material is).
 
-use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
 use crate::labels::{Outcome, Reason};
 use crate::pipeline::inspect::{CertInfo, Role};
-use crate::state::{LiveMaterial, Snapshot};
+use crate::state::{LiveMaterial, SetStatus, Snapshot};
 
-/// The families whose series belong to one set's live material.
-#[derive(Debug, Clone, Copy)]
-enum LiveFamily {
-    NotAfter,
-    NotBefore,
-    EffectiveExpiry,
-    CertInfo,
-    TrustInfo,
-    TrustAnchors,
-    TrustEarliest,
-    X509NotAfter,
-    X509NotBefore,
-    X509Expired,
-}
-
-/// One written series: its family and label values.
-type Series = (LiveFamily, Vec<String>);
-
-/// The registry and its metrics.
+/// The registry of event metrics; the state families are rendered by [`Metrics::render`].
 pub struct Metrics {
     registry: Registry,
-    not_after: GaugeVec,
-    not_before: GaugeVec,
-    effective_expiry: GaugeVec,
-    cert_info: GaugeVec,
-    trust_info: GaugeVec,
-    trust_anchors: GaugeVec,
-    trust_earliest: GaugeVec,
-    cert_valid: GaugeVec,
-    ready: Gauge,
     rotations: IntCounterVec,
     last_rotation: GaugeVec,
     reaction: HistogramVec,
     handshake: prometheus::Histogram,
     workload_serving: GaugeVec,
     source_rejected: GaugeVec,
-    x509_not_after: GaugeVec,
-    x509_not_before: GaugeVec,
-    x509_expired: GaugeVec,
-    /// Label values written per set, so they can be removed when the material changes.
-    live_series: Mutex<HashMap<String, Vec<Series>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -64,16 +37,6 @@ impl std::fmt::Debug for Metrics {
         f.debug_struct("Metrics").finish_non_exhaustive()
     }
 }
-
-const ENIX_LABELS: &[&str] = &[
-    "filepath",
-    "filename",
-    "serial_number",
-    "subject_CN",
-    "subject_O",
-    "issuer_CN",
-    "issuer_O",
-];
 
 fn gauge_vec(
     r: &Registry,
@@ -86,70 +49,12 @@ fn gauge_vec(
     Ok(g)
 }
 
+// === impl Metrics ===
+
 impl Metrics {
-    /// Registers every metric.
+    /// Registers the event metrics.
     pub fn new() -> Result<Self, prometheus::Error> {
         let r = Registry::new();
-        let not_after = gauge_vec(
-            &r,
-            "certgate_cert_not_after_timestamp_seconds",
-            "Not-after of the live certificate by chain role (earliest among intermediates).",
-            &["set", "role"],
-        )?;
-        let not_before = gauge_vec(
-            &r,
-            "certgate_cert_not_before_timestamp_seconds",
-            "Not-before of the live certificate by chain role (latest among intermediates).",
-            &["set", "role"],
-        )?;
-        let effective_expiry = gauge_vec(
-            &r,
-            "certgate_cert_effective_expiry_timestamp_seconds",
-            "Earliest not-after along the live chain.",
-            &["set"],
-        )?;
-        let cert_info = gauge_vec(
-            &r,
-            "certgate_cert_info",
-            "The live chain, one series per certificate (value 1).",
-            &[
-                "set",
-                "role",
-                "fingerprint_sha256",
-                "serial",
-                "subject",
-                "issuer",
-            ],
-        )?;
-        let trust_info = gauge_vec(
-            &r,
-            "certgate_trust_bundle_info",
-            "The live trust bundle (value 1); fingerprint over its anchors.",
-            &["set", "fingerprint_sha256"],
-        )?;
-        let trust_anchors = gauge_vec(
-            &r,
-            "certgate_trust_bundle_anchors",
-            "Number of anchors in the live trust bundle.",
-            &["set"],
-        )?;
-        let trust_earliest = gauge_vec(
-            &r,
-            "certgate_trust_bundle_earliest_expiry_timestamp_seconds",
-            "Earliest not-after among the live bundle's anchors.",
-            &["set"],
-        )?;
-        let cert_valid = gauge_vec(
-            &r,
-            "certgate_cert_valid",
-            "1 when the set's live chain is valid now.",
-            &["set"],
-        )?;
-        let ready = Gauge::new(
-            "certgate_ready",
-            "1 when every required set is ready (as /readyz).",
-        )?;
-        r.register(Box::new(ready.clone()))?;
         let rotations = IntCounterVec::new(
             Opts::new(
                 "certgate_rotations_total",
@@ -206,151 +111,20 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1.0);
-        let x509_not_after = gauge_vec(
-            &r,
-            "x509_cert_not_after",
-            "Not-after (x509-certificate-exporter compatible).",
-            ENIX_LABELS,
-        )?;
-        let x509_not_before = gauge_vec(
-            &r,
-            "x509_cert_not_before",
-            "Not-before (x509-certificate-exporter compatible).",
-            ENIX_LABELS,
-        )?;
-        let x509_expired = gauge_vec(
-            &r,
-            "x509_cert_expired",
-            "1 when expired (x509-certificate-exporter compatible).",
-            ENIX_LABELS,
-        )?;
         Ok(Self {
             registry: r,
-            not_after,
-            not_before,
-            effective_expiry,
-            cert_info,
-            trust_info,
-            trust_anchors,
-            trust_earliest,
-            cert_valid,
-            ready,
             rotations,
             last_rotation,
             reaction,
             handshake,
             workload_serving,
             source_rejected,
-            x509_not_after,
-            x509_not_before,
-            x509_expired,
-            live_series: Mutex::new(HashMap::new()),
         })
     }
 
-    fn family(&self, f: LiveFamily) -> &GaugeVec {
-        match f {
-            LiveFamily::NotAfter => &self.not_after,
-            LiveFamily::NotBefore => &self.not_before,
-            LiveFamily::EffectiveExpiry => &self.effective_expiry,
-            LiveFamily::CertInfo => &self.cert_info,
-            LiveFamily::TrustInfo => &self.trust_info,
-            LiveFamily::TrustAnchors => &self.trust_anchors,
-            LiveFamily::TrustEarliest => &self.trust_earliest,
-            LiveFamily::X509NotAfter => &self.x509_not_after,
-            LiveFamily::X509NotBefore => &self.x509_not_before,
-            LiveFamily::X509Expired => &self.x509_expired,
-        }
-    }
-
-    /// Replaces every live-material series of `set` with those of `live` (none when `None`).
-    pub fn set_live(&self, set: &str, live: Option<&LiveMaterial>, now: i64) {
-        let mut map = self.live_series.lock().unwrap_or_else(|p| p.into_inner());
-        for (family, labels) in map.remove(set).unwrap_or_default() {
-            let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
-            let _ = self.family(family).remove_label_values(&refs);
-        }
-        let Some(live) = live else {
-            return;
-        };
-        let mut written = Vec::new();
-        let mut put = |family: LiveFamily, labels: Vec<String>, value: f64| {
-            let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
-            self.family(family).with_label_values(&refs).set(value);
-            written.push((family, labels));
-        };
-        for role in [Role::Leaf, Role::Intermediate, Role::Anchor] {
-            let of_role = live.chain.iter().filter(|c| c.role == role);
-            if let Some(na) = of_role.clone().map(|c| c.not_after).min() {
-                put(
-                    LiveFamily::NotAfter,
-                    vec![set.into(), role.as_str().into()],
-                    na as f64,
-                );
-            }
-            if let Some(nb) = of_role.map(|c| c.not_before).max() {
-                put(
-                    LiveFamily::NotBefore,
-                    vec![set.into(), role.as_str().into()],
-                    nb as f64,
-                );
-            }
-        }
-        put(
-            LiveFamily::EffectiveExpiry,
-            vec![set.into()],
-            live.effective_expiry as f64,
-        );
-        for c in &live.chain {
-            put(
-                LiveFamily::CertInfo,
-                vec![
-                    set.into(),
-                    c.role.as_str().into(),
-                    c.fingerprint_sha256.to_string(),
-                    c.serial.clone(),
-                    c.subject.clone(),
-                    c.issuer.clone(),
-                ],
-                1.0,
-            );
-        }
-        if let Some(fp) = &live.trust_fingerprint {
-            put(LiveFamily::TrustInfo, vec![set.into(), fp.clone()], 1.0);
-            put(
-                LiveFamily::TrustAnchors,
-                vec![set.into()],
-                live.anchors.len() as f64,
-            );
-            if let Some(e) = live.anchors.iter().map(|a| a.not_after).min() {
-                put(LiveFamily::TrustEarliest, vec![set.into()], e as f64);
-            }
-        }
-        let cert_certs = live.chain.iter().filter(|c| c.role != Role::Anchor);
-        let mut enix = |path: &str, c: &CertInfo| {
-            let labels = enix_labels(path, c);
-            put(LiveFamily::X509NotAfter, labels.clone(), c.not_after as f64);
-            put(
-                LiveFamily::X509NotBefore,
-                labels.clone(),
-                c.not_before as f64,
-            );
-            put(
-                LiveFamily::X509Expired,
-                labels,
-                if c.not_after < now { 1.0 } else { 0.0 },
-            );
-        };
-        for c in cert_certs {
-            enix(&live.cert_path, c);
-        }
-        if let Some(tp) = &live.trust_path {
-            for a in &live.anchors {
-                enix(tp, a);
-            }
-        }
-        map.insert(set.to_string(), written);
-    }
+    /// Does nothing: the live-material families are rendered from the snapshot at scrape time.
+    /// Kept until the daemon's calls are removed.
+    pub fn set_live(&self, _set: &str, _live: Option<&LiveMaterial>, _now: i64) {}
 
     /// Declares a set so its state gauges exist from the start.
     pub fn declare_set(&self, set: &str) {
@@ -401,55 +175,332 @@ impl Metrics {
             .set(if serving { 1.0 } else { 0.0 });
     }
 
-    /// Refreshes the time-dependent gauges from a snapshot at `now`.
-    pub fn refresh(&self, snapshot: &Snapshot, now: i64) {
-        for s in &snapshot.sets {
-            self.cert_valid
-                .with_label_values(&[s.name.as_str()])
-                .set(if s.valid_at(now) { 1.0 } else { 0.0 });
-        }
-        self.ready.set(if snapshot.readiness(now).is_ok() {
-            1.0
-        } else {
-            0.0
-        });
-        // x509_cert_expired flips with time alone.
-        let map = self.live_series.lock().unwrap_or_else(|p| p.into_inner());
-        for series in map.values() {
-            for (family, labels) in series {
-                if let LiveFamily::X509Expired = family {
-                    let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
-                    let not_after = self.x509_not_after.with_label_values(&refs).get();
-                    self.x509_expired
-                        .with_label_values(&refs)
-                        .set(if (now as f64) > not_after { 1.0 } else { 0.0 });
-                }
-            }
-        }
+    /// The event families alone (text exposition format 0.0.4): what happened, without the
+    /// state of the sets, for a reader that has no snapshot.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        self.encode_into(&mut out);
+        out
     }
 
-    /// Text exposition format 0.0.4.
-    pub fn encode(&self) -> String {
-        let mut buf = Vec::with_capacity(16 * 1024);
+    /// `/metrics` (text exposition format 0.0.4): the event families, then the state of every
+    /// set of `snapshot` at `now`.
+    pub fn render(&self, snapshot: &Snapshot, now: i64) -> String {
+        // Sized for the usual set (a leaf, an intermediate, a one-anchor bundle: about 3.8 KB of
+        // series) so the body is written without regrowing.
+        let mut out = String::with_capacity(8 * 1024 + snapshot.sets.len() * 4 * 1024);
+        self.encode_into(&mut out);
+        render_state(&mut out, snapshot, now);
+        out
+    }
+
+    fn encode_into(&self, out: &mut String) {
+        let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+        out.push_str(&String::from_utf8_lossy(&buf));
     }
 }
 
-fn enix_labels(path: &str, c: &CertInfo) -> Vec<String> {
-    let filename = Path::new(path)
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    vec![
-        path.to_string(),
-        filename,
-        c.serial.clone(),
-        c.subject_cn.clone(),
-        c.subject_o.clone(),
-        c.issuer_cn.clone(),
-        c.issuer_o.clone(),
-    ]
+// === state families ===
+
+/// One family of the text exposition.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+}
+
+const NOT_AFTER: Family = Family {
+    name: "certgate_cert_not_after_timestamp_seconds",
+    help: "Not-after of the live certificate by chain role (earliest among intermediates).",
+};
+const NOT_BEFORE: Family = Family {
+    name: "certgate_cert_not_before_timestamp_seconds",
+    help: "Not-before of the live certificate by chain role (latest among intermediates).",
+};
+const EFFECTIVE_EXPIRY: Family = Family {
+    name: "certgate_cert_effective_expiry_timestamp_seconds",
+    help: "Earliest not-after along the live chain.",
+};
+const CERT_INFO: Family = Family {
+    name: "certgate_cert_info",
+    help: "The live chain, one series per certificate (value 1).",
+};
+const TRUST_INFO: Family = Family {
+    name: "certgate_trust_bundle_info",
+    help: "The live trust bundle (value 1); fingerprint over its anchors.",
+};
+const TRUST_ANCHORS: Family = Family {
+    name: "certgate_trust_bundle_anchors",
+    help: "Number of anchors in the live trust bundle.",
+};
+const TRUST_EARLIEST: Family = Family {
+    name: "certgate_trust_bundle_earliest_expiry_timestamp_seconds",
+    help: "Earliest not-after among the live bundle's anchors.",
+};
+const CERT_VALID: Family = Family {
+    name: "certgate_cert_valid",
+    help: "1 when the set's live chain is valid now.",
+};
+const READY: Family = Family {
+    name: "certgate_ready",
+    help: "1 when every required set is ready (as /readyz).",
+};
+const X509_NOT_AFTER: Family = Family {
+    name: "x509_cert_not_after",
+    help: "Not-after (x509-certificate-exporter compatible).",
+};
+const X509_NOT_BEFORE: Family = Family {
+    name: "x509_cert_not_before",
+    help: "Not-before (x509-certificate-exporter compatible).",
+};
+const X509_EXPIRED: Family = Family {
+    name: "x509_cert_expired",
+    help: "1 when expired (x509-certificate-exporter compatible).",
+};
+
+/// Every state family, for docs and tests.
+#[cfg(test)]
+const STATE_FAMILIES: &[&Family] = &[
+    &NOT_AFTER,
+    &NOT_BEFORE,
+    &EFFECTIVE_EXPIRY,
+    &CERT_INFO,
+    &TRUST_INFO,
+    &TRUST_ANCHORS,
+    &TRUST_EARLIEST,
+    &CERT_VALID,
+    &READY,
+    &X509_NOT_AFTER,
+    &X509_NOT_BEFORE,
+    &X509_EXPIRED,
+];
+
+/// Writes the state families of `snapshot` at `now`.
+fn render_state(out: &mut String, snapshot: &Snapshot, now: i64) {
+    let sets = &snapshot.sets;
+    let live = || {
+        sets.iter()
+            .filter_map(|s| s.live.as_ref().map(|l| (s.name.as_str(), l)))
+    };
+    let roles = [Role::Leaf, Role::Intermediate, Role::Anchor];
+
+    let mut w = Gauges::new(out, &NOT_AFTER);
+    for (set, l) in live() {
+        for role in roles {
+            if let Some(t) = of_role(l, role).map(|c| c.not_after).min() {
+                w.series(&[("role", role.as_str()), ("set", set)], t as f64);
+            }
+        }
+    }
+    let mut w = Gauges::new(out, &NOT_BEFORE);
+    for (set, l) in live() {
+        for role in roles {
+            if let Some(t) = of_role(l, role).map(|c| c.not_before).max() {
+                w.series(&[("role", role.as_str()), ("set", set)], t as f64);
+            }
+        }
+    }
+    let mut w = Gauges::new(out, &EFFECTIVE_EXPIRY);
+    for (set, l) in live() {
+        w.series(&[("set", set)], l.effective_expiry as f64);
+    }
+    let mut w = Gauges::new(out, &CERT_INFO);
+    for (set, l) in live() {
+        for (i, c) in l.chain.iter().enumerate() {
+            let same = |o: &CertInfo| {
+                o.role == c.role
+                    && o.fingerprint_sha256 == c.fingerprint_sha256
+                    && o.serial == c.serial
+                    && o.subject == c.subject
+                    && o.issuer == c.issuer
+            };
+            if l.chain[..i].iter().any(same) {
+                continue;
+            }
+            w.series(
+                &[
+                    ("fingerprint_sha256", c.fingerprint_sha256.as_str()),
+                    ("issuer", &c.issuer),
+                    ("role", c.role.as_str()),
+                    ("serial", &c.serial),
+                    ("set", set),
+                    ("subject", &c.subject),
+                ],
+                1.0,
+            );
+        }
+    }
+    let bundled =
+        || live().filter_map(|(set, l)| l.trust_fingerprint.as_ref().map(|fp| (set, l, fp)));
+    let mut w = Gauges::new(out, &TRUST_INFO);
+    for (set, _, fp) in bundled() {
+        w.series(&[("fingerprint_sha256", fp), ("set", set)], 1.0);
+    }
+    let mut w = Gauges::new(out, &TRUST_ANCHORS);
+    for (set, l, _) in bundled() {
+        w.series(&[("set", set)], l.anchors.len() as f64);
+    }
+    let mut w = Gauges::new(out, &TRUST_EARLIEST);
+    for (set, l, _) in bundled() {
+        if let Some(t) = l.anchors.iter().map(|a| a.not_after).min() {
+            w.series(&[("set", set)], t as f64);
+        }
+    }
+    let mut w = Gauges::new(out, &CERT_VALID);
+    for s in sets {
+        w.series(&[("set", &s.name)], flag(s.valid_at(now)));
+    }
+    Gauges::new(out, &READY).series(&[], flag(snapshot.readiness(now).is_ok()));
+
+    let files = x509_files(sets);
+    for (family, value) in [
+        (&X509_NOT_AFTER, X509Value::NotAfter),
+        (&X509_NOT_BEFORE, X509Value::NotBefore),
+        (&X509_EXPIRED, X509Value::Expired),
+    ] {
+        let mut w = Gauges::new(out, family);
+        for &(path, c) in &files {
+            let filename = Path::new(path)
+                .file_name()
+                .and_then(|f| f.to_str())
+                .unwrap_or_default();
+            let v = match value {
+                X509Value::NotAfter => c.not_after as f64,
+                X509Value::NotBefore => c.not_before as f64,
+                X509Value::Expired => flag(c.not_after < now),
+            };
+            w.series(
+                &[
+                    ("filename", filename),
+                    ("filepath", path),
+                    ("issuer_CN", &c.issuer_cn),
+                    ("issuer_O", &c.issuer_o),
+                    ("serial_number", &c.serial),
+                    ("subject_CN", &c.subject_cn),
+                    ("subject_O", &c.subject_o),
+                ],
+                v,
+            );
+        }
+    }
+}
+
+/// What an `x509_cert_*` series carries.
+#[derive(Clone, Copy)]
+enum X509Value {
+    NotAfter,
+    NotBefore,
+    Expired,
+}
+
+/// The certificates of a chain with `role`.
+fn of_role(l: &LiveMaterial, role: Role) -> impl Iterator<Item = &CertInfo> + Clone {
+    l.chain.iter().filter(move |c| c.role == role)
+}
+
+fn flag(on: bool) -> f64 {
+    if on {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// The certificates the x509-certificate-exporter families describe, with the file each is
+/// read from: the chain's leaf and intermediates under the cert file, the bundle's anchors
+/// under the bundle file. Those families carry no `set` label, so two sets reading one file
+/// (a shared CA bundle in monitor mode), or a bundle listing an anchor twice, would give the
+/// same series twice: each is kept once, at its first place.
+fn x509_files(sets: &[std::sync::Arc<SetStatus>]) -> Vec<(&str, &CertInfo)> {
+    let mut files: Vec<(&str, &CertInfo)> = Vec::new();
+    for l in sets.iter().filter_map(|s| s.live.as_ref()) {
+        let certs = l.chain.iter().filter(|c| c.role != Role::Anchor);
+        files.extend(certs.map(|c| (l.cert_path.as_str(), c)));
+        if let Some(tp) = &l.trust_path {
+            files.extend(l.anchors.iter().map(|a| (tp.as_str(), a)));
+        }
+    }
+    fn key<'a>(&(path, c): &(&'a str, &'a CertInfo)) -> [&'a str; 6] {
+        [
+            path,
+            &c.serial,
+            &c.subject_cn,
+            &c.subject_o,
+            &c.issuer_cn,
+            &c.issuer_o,
+        ]
+    }
+    // Equal series sort next to each other; the later ones (by position) are dropped.
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by(|&a, &b| key(&files[a]).cmp(&key(&files[b])).then(a.cmp(&b)));
+    let mut keep = vec![true; files.len()];
+    for pair in order.windows(2) {
+        if key(&files[pair[0]]) == key(&files[pair[1]]) {
+            keep[pair[1]] = false;
+        }
+    }
+    let mut keep = keep.into_iter();
+    files.retain(|_| keep.next().unwrap_or(true));
+    files
+}
+
+/// Writes one gauge family: HELP and TYPE with its first series, none without series (as the
+/// registry leaves out a family with no series).
+struct Gauges<'a> {
+    out: &'a mut String,
+    family: &'static Family,
+    started: bool,
+}
+
+impl<'a> Gauges<'a> {
+    fn new(out: &'a mut String, family: &'static Family) -> Self {
+        Self {
+            out,
+            family,
+            started: false,
+        }
+    }
+
+    /// One series; `labels` in name order, as the registry writes them.
+    fn series(&mut self, labels: &[(&str, &str)], value: f64) {
+        let name = self.family.name;
+        if !self.started {
+            self.started = true;
+            let _ = write!(
+                self.out,
+                "# HELP {name} {}\n# TYPE {name} gauge\n",
+                self.family.help
+            );
+        }
+        self.out.push_str(name);
+        for (i, (k, v)) in labels.iter().enumerate() {
+            self.out.push(if i == 0 { '{' } else { ',' });
+            self.out.push_str(k);
+            self.out.push_str("=\"");
+            escape_label_value(self.out, v);
+            self.out.push('"');
+        }
+        if !labels.is_empty() {
+            self.out.push('}');
+        }
+        // As the registry's encoder writes a value: f64's Display.
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+/// A label value as the text format wants it: `\`, `"` and newline escaped.
+fn escape_label_value(out: &mut String, v: &str) {
+    let mut rest = v;
+    while let Some(i) = rest.find(['\\', '"', '\n']) {
+        out.push_str(&rest[..i]);
+        out.push_str(match rest.as_bytes()[i] {
+            b'\\' => "\\\\",
+            b'"' => "\\\"",
+            _ => "\\n",
+        });
+        rest = &rest[i + 1..];
+    }
+    out.push_str(rest);
 }
 
 #[cfg(test)]
@@ -608,8 +659,7 @@ mod tests {
 
     /// What `/metrics` serves for `snapshot` at `now`.
     fn exposition(m: &Metrics, snapshot: &Snapshot, now: i64) -> String {
-        m.refresh(snapshot, now);
-        m.encode()
+        m.render(snapshot, now)
     }
 
     /// One family of an exposition: HELP, TYPE, and its samples (name, labels sorted, value).
@@ -880,5 +930,152 @@ x509_cert_not_before{filename="tls.crt",filepath="/src/mon/tls.crt",issuer_CN="R
         }
         let extra: Vec<&String> = got.keys().filter(|k| !want.contains_key(*k)).collect();
         assert!(extra.is_empty(), "families not in BEFORE: {extra:?}");
+    }
+
+    #[test]
+    fn a_file_two_sets_read_and_an_anchor_listed_twice_give_one_series() {
+        let root = cert(Role::Anchor, "Root CA", "Acme", ("Root CA", "Acme"), "01");
+        let leaf = |cn: &str, serial: &str| cert(Role::Leaf, cn, "", ("Root CA", "Acme"), serial);
+        // Two monitor-mode sets trusting one bundle file; the second lists its anchor twice.
+        let a = live(
+            "/src/a/tls.crt",
+            Some("/etc/ca.crt"),
+            vec![leaf("a", "0a"), root.clone()],
+        );
+        let mut b = live(
+            "/src/b/tls.crt",
+            Some("/etc/ca.crt"),
+            vec![leaf("b", "0b"), root.clone()],
+        );
+        b.anchors.push(root);
+        let snapshot = Snapshot {
+            version: "test",
+            initialized: true,
+            sets: vec![
+                Arc::new(set("a", Mode::Monitor, Some(a))),
+                Arc::new(set("b", Mode::Monitor, Some(b))),
+            ],
+            watch_problem: None,
+        };
+        let m = Metrics::new().unwrap();
+        // `parse` fails on a duplicate series.
+        let families = parse(&m.render(&snapshot, NOW));
+        let not_after = &families["x509_cert_not_after"].samples;
+        let paths: Vec<&str> = not_after
+            .iter()
+            .map(|(_, labels, _)| {
+                labels
+                    .iter()
+                    .find(|(k, _)| k == "filepath")
+                    .unwrap()
+                    .1
+                    .as_str()
+            })
+            .collect();
+        assert_eq!(paths, ["/etc/ca.crt", "/src/a/tls.crt", "/src/b/tls.crt"]);
+        assert_eq!(families["certgate_trust_bundle_anchors"].samples.len(), 2);
+    }
+
+    #[test]
+    fn series_of_material_no_longer_live_are_gone_from_the_next_scrape() {
+        let (m, mut snapshot) = fixture();
+        let before = parse(&m.render(&snapshot, NOW));
+        assert_eq!(before["certgate_cert_info"].samples.len(), 9);
+        // The monitor-mode set's source turned bad: nothing of it is live.
+        let mut mon = snapshot.sets[1].as_ref().clone();
+        mon.live = None;
+        snapshot.sets[1] = Arc::new(mon);
+        let text = m.render(&snapshot, NOW);
+        let after = parse(&text);
+        assert_eq!(after["certgate_cert_info"].samples.len(), 6);
+        assert!(!text.contains("/src/mon/tls.crt"), "{text}");
+        // What remains of the set says it has nothing valid (besides the event families).
+        let mon: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("set=\"mon\""))
+            .filter(|l| {
+                !l.starts_with("certgate_rotations_total")
+                    && !l.starts_with("certgate_last_rotation")
+            })
+            .collect();
+        assert_eq!(
+            mon,
+            [
+                "certgate_source_rejected{set=\"mon\"} 0",
+                "certgate_cert_valid{set=\"mon\"} 0"
+            ]
+        );
+    }
+
+    #[test]
+    fn time_alone_flips_the_time_dependent_gauges() {
+        let (m, snapshot) = fixture();
+        let later = parse(&m.render(&snapshot, NOW + 6 * DAY));
+        let expired = &later["x509_cert_expired"].samples;
+        let web_leaf = expired
+            .iter()
+            .find(|(_, labels, _)| {
+                labels
+                    .iter()
+                    .any(|(k, v)| k == "serial_number" && v == "-7f")
+            })
+            .unwrap();
+        assert_eq!(web_leaf.2, "1");
+        let valid = &later["certgate_cert_valid"].samples;
+        let web = valid.iter().find(|(_, l, _)| l[0].1 == "web").unwrap();
+        assert_eq!(web.2, "0");
+    }
+
+    #[test]
+    fn help_texts_need_no_escaping() {
+        for f in STATE_FAMILIES {
+            assert!(!f.help.contains(['\\', '\n']), "{}", f.name);
+            assert!(
+                f.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()),
+                "{}",
+                f.name
+            );
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped_as_the_text_format_wants() {
+        let mut out = String::new();
+        escape_label_value(&mut out, "a\\b\"c\nd");
+        assert_eq!(out, r#"a\\b\"c\nd"#);
+    }
+
+    /// Prometheus' own linter accepts the fixture's exposition (escaped subjects included).
+    #[test]
+    fn promtool_accepts_the_exposition() {
+        use std::io::Write as _;
+        use std::process::{Command, Stdio};
+        let Ok(mut child) = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+        else {
+            eprintln!("skipped: promtool not installed");
+            return;
+        };
+        let (m, snapshot) = fixture();
+        let text = m.render(&snapshot, NOW);
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
