@@ -122,10 +122,6 @@ impl Metrics {
         })
     }
 
-    /// Does nothing: the live-material families are rendered from the snapshot at scrape time.
-    /// Kept until the daemon's calls are removed.
-    pub fn set_live(&self, _set: &str, _live: Option<&LiveMaterial>, _now: i64) {}
-
     /// Declares a set so its state gauges exist from the start.
     pub fn declare_set(&self, set: &str) {
         self.source_rejected.with_label_values(&[set]).set(0.0);
@@ -645,9 +641,6 @@ mod tests {
         );
         m.handshake(ms(2));
         m.workload_serving("web", true);
-        for s in &sets {
-            m.set_live(&s.name, s.live.as_ref(), NOW - 10);
-        }
         let snapshot = Snapshot {
             version: env!("CARGO_PKG_VERSION"),
             initialized: true,

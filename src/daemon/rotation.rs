@@ -131,7 +131,6 @@ impl<P: Publish, W: Workload> Core<P, W> {
                         EventKind::Adopted,
                         format!("kept published generation {generation}"),
                     );
-                    self.metrics.set_live(s.name(), Some(&live.view), now);
                     s.set_live(Some(live), now);
                 }
                 Err(eval) => {
@@ -255,7 +254,6 @@ impl<P: Publish, W: Workload> Core<P, W> {
         st.push_event(now, EventKind::Rejected, format!("{reason}: {first}"));
         if monitor {
             // The workload reads the source itself: bad source material is what it has.
-            metrics.set_live(s.name(), None, now);
             s.set_live(None, now);
             s.status_mut().live_problem = Some(format!("{reason}: {first}"));
         } else if s.live.is_none() {
@@ -281,7 +279,6 @@ impl<P: Publish, W: Workload> Core<P, W> {
             let reaction = started.elapsed();
             tracing::info!(set = %s.name(), fingerprint = %fingerprint, outcome = Outcome::Accepted.as_str(), reaction_ms = millis(reaction), "source material valid");
             metrics.rotation(s.name(), Outcome::Accepted, None, Some(reaction), now);
-            metrics.set_live(s.name(), Some(&live.view), now);
             s.set_live(Some(live), now);
             let st = s.status_mut();
             st.last_candidate = Some(candidate(
@@ -348,7 +345,6 @@ impl<P: Publish, W: Workload> Core<P, W> {
         tracing::info!(set = %s.name(), fingerprint = %fingerprint, generation = %generation, outcome = Outcome::Published.as_str(), reaction_ms = millis(reaction), "published");
         metrics.rotation(s.name(), Outcome::Published, None, Some(reaction), now);
         let live = Live::new(&approved, Some(state), &publisher.published_paths(), now);
-        metrics.set_live(s.name(), Some(&live.view), now);
         s.previous = s.live.take();
         s.set_live(Some(live), now);
         let st = s.status_mut();
@@ -430,7 +426,6 @@ impl<P: Publish, W: Workload> Core<P, W> {
         // generation being back in place.
         let reaction = started.map(|t| t.elapsed());
         metrics.rotation(s.name(), Outcome::RolledBack, Some(reason), reaction, now);
-        metrics.set_live(s.name(), restored.as_ref().map(|r| &r.view), now);
         s.set_live(restored, now);
         let st = s.status_mut();
         st.last_rollback = Some(rfc3339(now));
