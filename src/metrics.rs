@@ -553,8 +553,8 @@ mod tests {
             trust_path: trust_path.map(Into::into),
             effective_expiry: chain.iter().map(|c| c.not_after).min().unwrap_or(i64::MIN),
             trust_fingerprint: trust_path.map(|_| "b0".repeat(32)),
-            chain,
-            anchors,
+            chain: chain.into(),
+            anchors: anchors.into(),
             since: crate::time_fmt::rfc3339(NOW - DAY),
             content_key: Vec::new(),
         }
@@ -596,8 +596,10 @@ mod tests {
             Some("/publish/web/ca.crt"),
             vec![leaf, inter.clone(), root.clone()],
         );
-        web.anchors.push(other_root);
-        web.anchors[0].not_after = NOW + 3000 * DAY;
+        let mut anchors = web.anchors.to_vec();
+        anchors[0].not_after = NOW + 3000 * DAY;
+        anchors.push(other_root);
+        web.anchors = anchors.into();
 
         let mut older = cert(Role::Intermediate, "Old CA", "", ("Root CA", "Acme"), "1b");
         older.not_before = NOW - 20 * DAY;
@@ -940,7 +942,7 @@ x509_cert_not_before{filename="tls.crt",filepath="/src/mon/tls.crt",issuer_CN="R
             Some("/etc/ca.crt"),
             vec![leaf("b", "0b"), root.clone()],
         );
-        b.anchors.push(root);
+        b.anchors = [root.clone(), root].into();
         let snapshot = Snapshot {
             version: "test",
             initialized: true,
