@@ -1,35 +1,38 @@
-//! Every metric certgate exports, in one place. Two kinds, kept differently:
+//! Every metric certgate exports, in one place. What happened and what is are kept differently:
 //!
-//! - **What happened** — rotations by outcome and reason, when each outcome was last seen,
-//!   reaction and handshake histograms, the workload verdict, refusals — is counted as it
-//!   happens, in a `prometheus` registry.
+//! - **Histograms** (reaction, self-handshake) and the build info are kept in a `prometheus`
+//!   registry.
+//! - **What happened to each set** — candidates by outcome and reason, when each outcome was
+//!   last seen, the workload verdict, the refusal pending — is kept in a small per-set record
+//!   and written at scrape time. The registry would hold every one of those series with its own
+//!   copy of the family's description and of each label (about 0.5 KiB a series, a few per set);
+//!   the record holds a few numbers.
 //! - **What is** — each set's live material (expiry, chain and bundle info, the
 //!   x509-certificate-exporter families), its validity and readiness — is rendered at scrape
 //!   time from the daemon's [`Snapshot`], which holds that material anyway. No series are kept
 //!   for it: memory does not grow with sets × certificates × labels, and a series cannot
 //!   outlive the material it describes (it is gone from the first scrape after the material is).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, GaugeVec, HistogramOpts, HistogramVec, Opts, Registry, TextEncoder};
 
 use crate::labels::{Outcome, Reason};
 use crate::pipeline::inspect::{CertInfo, Role};
 use crate::state::{LiveMaterial, SetStatus, Snapshot};
 
-/// The registry of event metrics; the state families are rendered by [`Metrics::render`].
+/// Every metric: the registry of histograms and what happened to each set. The state
+/// families are rendered from a snapshot by [`Metrics::render`].
 pub struct Metrics {
     registry: Registry,
-    rotations: IntCounterVec,
-    last_rotation: GaugeVec,
     reaction: HistogramVec,
     handshake: prometheus::Histogram,
-    workload_serving: GaugeVec,
-    source_rejected: GaugeVec,
+    /// Per set name.
+    sets: Mutex<BTreeMap<String, SetEvents>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -38,37 +41,25 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-fn gauge_vec(
-    r: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> Result<GaugeVec, prometheus::Error> {
-    let g = GaugeVec::new(Opts::new(name, help), labels)?;
-    r.register(Box::new(g.clone()))?;
-    Ok(g)
+/// What happened to one set.
+#[derive(Debug, Default)]
+struct SetEvents {
+    /// Candidates by outcome and reason label, in the order first seen.
+    rotations: Vec<(Outcome, &'static str, u64)>,
+    /// When each outcome (by its place in [`Outcome::ALL`]) was last seen, Unix seconds.
+    last: [Option<i64>; Outcome::ALL.len()],
+    /// Whether the workload serves the live leaf, once checked.
+    workload_serving: Option<bool>,
+    /// Whether the newest source material was refused and is not live.
+    refused: bool,
 }
 
 // === impl Metrics ===
 
 impl Metrics {
-    /// Registers the event metrics.
+    /// Registers the histograms and the build info.
     pub fn new() -> Result<Self, prometheus::Error> {
         let r = Registry::new();
-        let rotations = IntCounterVec::new(
-            Opts::new(
-                "certgate_rotations_total",
-                "Candidates by outcome (published, rejected, rolled_back) and reason.",
-            ),
-            &["set", "outcome", "reason"],
-        )?;
-        r.register(Box::new(rotations.clone()))?;
-        let last_rotation = gauge_vec(
-            &r,
-            "certgate_last_rotation_timestamp_seconds",
-            "When a set last saw each outcome.",
-            &["set", "outcome"],
-        )?;
         let reaction = HistogramVec::new(
             HistogramOpts::new(
                 "certgate_rotation_reaction_seconds",
@@ -90,46 +81,40 @@ impl Metrics {
             ]),
         )?;
         r.register(Box::new(handshake.clone()))?;
-        let workload_serving = gauge_vec(
-            &r,
-            "certgate_workload_serving_live_cert",
-            "1 when the workload serves the live leaf (verification configured).",
-            &["set"],
-        )?;
-        let source_rejected = gauge_vec(
-            &r,
-            "certgate_source_rejected",
-            "1 while the newest source material was refused (rejected or rolled back) and is not live.",
-            &["set"],
-        )?;
-        let build_info = gauge_vec(
-            &r,
-            "certgate_build_info",
-            "certgate build (value 1).",
+        let build_info = GaugeVec::new(
+            Opts::new("certgate_build_info", "certgate build (value 1)."),
             &["version"],
         )?;
+        r.register(Box::new(build_info.clone()))?;
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1.0);
         Ok(Self {
             registry: r,
-            rotations,
-            last_rotation,
             reaction,
             handshake,
-            workload_serving,
-            source_rejected,
+            sets: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// The record of `set`, created on first use.
+    fn with_set<T>(&self, set: &str, f: impl FnOnce(&mut SetEvents) -> T) -> T {
+        // A panic elsewhere while the lock was held leaves numbers, not broken invariants.
+        let mut sets = self.sets.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(events) = sets.get_mut(set) {
+            return f(events);
+        }
+        f(sets.entry(set.to_string()).or_default())
     }
 
     /// Declares a set so its state gauges exist from the start.
     pub fn declare_set(&self, set: &str) {
-        self.source_rejected.with_label_values(&[set]).set(0.0);
+        self.with_set(set, |_| ());
     }
 
     /// Records that the source now matches what is live (nothing refused pending).
     pub fn source_is_live(&self, set: &str) {
-        self.source_rejected.with_label_values(&[set]).set(0.0);
+        self.with_set(set, |e| e.refused = false);
     }
 
     /// Counts a candidate's outcome.
@@ -143,15 +128,21 @@ impl Metrics {
         reaction: Option<Duration>,
         now: i64,
     ) {
-        self.rotations
-            .with_label_values(&[set, outcome.as_str(), Reason::label(reason)])
-            .inc();
-        self.source_rejected
-            .with_label_values(&[set])
-            .set(if outcome.refused() { 1.0 } else { 0.0 });
-        self.last_rotation
-            .with_label_values(&[set, outcome.as_str()])
-            .set(now as f64);
+        let reason = Reason::label(reason);
+        self.with_set(set, |e| {
+            match e
+                .rotations
+                .iter_mut()
+                .find(|(o, r, _)| *o == outcome && *r == reason)
+            {
+                Some((_, _, n)) => *n += 1,
+                None => e.rotations.push((outcome, reason, 1)),
+            }
+            if let Some(last) = e.last.get_mut(outcome_index(outcome)) {
+                *last = Some(now);
+            }
+            e.refused = outcome.refused();
+        });
         if let Some(reaction) = reaction {
             self.reaction
                 .with_label_values(&[outcome.as_str()])
@@ -166,34 +157,110 @@ impl Metrics {
 
     /// Records whether the workload serves the live leaf.
     pub fn workload_serving(&self, set: &str, serving: bool) {
-        self.workload_serving
-            .with_label_values(&[set])
-            .set(if serving { 1.0 } else { 0.0 });
+        self.with_set(set, |e| e.workload_serving = Some(serving));
     }
 
-    /// The event families alone (text exposition format 0.0.4): what happened, without the
-    /// state of the sets, for a reader that has no snapshot.
+    /// What happened (text exposition format 0.0.4), without the state of the sets: for a
+    /// reader that has no snapshot.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        self.encode_into(&mut out);
+        self.encode_registry(&mut out);
+        let sets = self.sets.lock().unwrap_or_else(PoisonError::into_inner);
+        render_events(&mut out, &sets, sets.keys().map(String::as_str));
         out
     }
 
-    /// `/metrics` (text exposition format 0.0.4): the event families, then the state of every
-    /// set of `snapshot` at `now`.
+    /// `/metrics` (text exposition format 0.0.4): what happened, then the state of every set of
+    /// `snapshot` at `now`.
     pub fn render(&self, snapshot: &Snapshot, now: i64) -> String {
         // Sized for the usual set (a leaf, an intermediate, a one-anchor bundle: about 3.8 KB of
         // series) so the body is written without regrowing.
         let mut out = String::with_capacity(8 * 1024 + snapshot.sets.len() * 4 * 1024);
-        self.encode_into(&mut out);
+        self.encode_registry(&mut out);
+        {
+            let sets = self.sets.lock().unwrap_or_else(PoisonError::into_inner);
+            let names = snapshot.sets.iter().map(|s| s.name.as_str());
+            render_events(&mut out, &sets, names);
+        }
         render_state(&mut out, snapshot, now);
         out
     }
 
-    fn encode_into(&self, out: &mut String) {
+    fn encode_registry(&self, out: &mut String) {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         out.push_str(&String::from_utf8_lossy(&buf));
+    }
+}
+
+fn outcome_index(outcome: Outcome) -> usize {
+    Outcome::ALL
+        .iter()
+        .position(|o| *o == outcome)
+        .unwrap_or_default()
+}
+
+// === event families ===
+
+const ROTATIONS: Family = Family {
+    name: "certgate_rotations_total",
+    help: "Candidates by outcome (published, rejected, rolled_back) and reason.",
+    kind: "counter",
+};
+const LAST_ROTATION: Family = Family {
+    name: "certgate_last_rotation_timestamp_seconds",
+    help: "When a set last saw each outcome.",
+    kind: "gauge",
+};
+const WORKLOAD_SERVING: Family = Family {
+    name: "certgate_workload_serving_live_cert",
+    help: "1 when the workload serves the live leaf (verification configured).",
+    kind: "gauge",
+};
+const SOURCE_REJECTED: Family = Family {
+    name: "certgate_source_rejected",
+    help:
+        "1 while the newest source material was refused (rejected or rolled back) and is not live.",
+    kind: "gauge",
+};
+
+/// Writes what happened to the sets named by `names`, in that order.
+fn render_events<'a>(
+    out: &mut String,
+    sets: &BTreeMap<String, SetEvents>,
+    names: impl Iterator<Item = &'a str> + Clone,
+) {
+    let known = || names.clone().filter_map(|n| sets.get(n).map(|e| (n, e)));
+    let mut w = Series::new(out, &ROTATIONS);
+    for (set, e) in known() {
+        for (outcome, reason, n) in &e.rotations {
+            w.series(
+                &[
+                    ("outcome", outcome.as_str()),
+                    ("reason", reason),
+                    ("set", set),
+                ],
+                *n as f64,
+            );
+        }
+    }
+    let mut w = Series::new(out, &LAST_ROTATION);
+    for (set, e) in known() {
+        for (outcome, at) in Outcome::ALL.iter().zip(e.last) {
+            if let Some(at) = at {
+                w.series(&[("outcome", outcome.as_str()), ("set", set)], at as f64);
+            }
+        }
+    }
+    let mut w = Series::new(out, &WORKLOAD_SERVING);
+    for (set, e) in known() {
+        if let Some(serving) = e.workload_serving {
+            w.series(&[("set", set)], flag(serving));
+        }
+    }
+    let mut w = Series::new(out, &SOURCE_REJECTED);
+    for (set, e) in known() {
+        w.series(&[("set", set)], flag(e.refused));
     }
 }
 
@@ -203,60 +270,78 @@ impl Metrics {
 struct Family {
     name: &'static str,
     help: &'static str,
+    /// `gauge` or `counter`.
+    kind: &'static str,
 }
 
 const NOT_AFTER: Family = Family {
     name: "certgate_cert_not_after_timestamp_seconds",
     help: "Not-after of the live certificate by chain role (earliest among intermediates).",
+    kind: "gauge",
 };
 const NOT_BEFORE: Family = Family {
     name: "certgate_cert_not_before_timestamp_seconds",
     help: "Not-before of the live certificate by chain role (latest among intermediates).",
+    kind: "gauge",
 };
 const EFFECTIVE_EXPIRY: Family = Family {
     name: "certgate_cert_effective_expiry_timestamp_seconds",
     help: "Earliest not-after along the live chain.",
+    kind: "gauge",
 };
 const CERT_INFO: Family = Family {
     name: "certgate_cert_info",
     help: "The live chain, one series per certificate (value 1).",
+    kind: "gauge",
 };
 const TRUST_INFO: Family = Family {
     name: "certgate_trust_bundle_info",
     help: "The live trust bundle (value 1); fingerprint over its anchors.",
+    kind: "gauge",
 };
 const TRUST_ANCHORS: Family = Family {
     name: "certgate_trust_bundle_anchors",
     help: "Number of anchors in the live trust bundle.",
+    kind: "gauge",
 };
 const TRUST_EARLIEST: Family = Family {
     name: "certgate_trust_bundle_earliest_expiry_timestamp_seconds",
     help: "Earliest not-after among the live bundle's anchors.",
+    kind: "gauge",
 };
 const CERT_VALID: Family = Family {
     name: "certgate_cert_valid",
     help: "1 when the set's live chain is valid now.",
+    kind: "gauge",
 };
 const READY: Family = Family {
     name: "certgate_ready",
     help: "1 when every required set is ready (as /readyz).",
+    kind: "gauge",
 };
 const X509_NOT_AFTER: Family = Family {
     name: "x509_cert_not_after",
     help: "Not-after (x509-certificate-exporter compatible).",
+    kind: "gauge",
 };
 const X509_NOT_BEFORE: Family = Family {
     name: "x509_cert_not_before",
     help: "Not-before (x509-certificate-exporter compatible).",
+    kind: "gauge",
 };
 const X509_EXPIRED: Family = Family {
     name: "x509_cert_expired",
     help: "1 when expired (x509-certificate-exporter compatible).",
+    kind: "gauge",
 };
 
-/// Every state family, for docs and tests.
+/// Every family written here (not the registry's), for tests.
 #[cfg(test)]
-const STATE_FAMILIES: &[&Family] = &[
+const FAMILIES: &[&Family] = &[
+    &ROTATIONS,
+    &LAST_ROTATION,
+    &WORKLOAD_SERVING,
+    &SOURCE_REJECTED,
     &NOT_AFTER,
     &NOT_BEFORE,
     &EFFECTIVE_EXPIRY,
@@ -280,7 +365,7 @@ fn render_state(out: &mut String, snapshot: &Snapshot, now: i64) {
     };
     let roles = [Role::Leaf, Role::Intermediate, Role::Anchor];
 
-    let mut w = Gauges::new(out, &NOT_AFTER);
+    let mut w = Series::new(out, &NOT_AFTER);
     for (set, l) in live() {
         for role in roles {
             if let Some(t) = of_role(l, role).map(|c| c.not_after).min() {
@@ -288,7 +373,7 @@ fn render_state(out: &mut String, snapshot: &Snapshot, now: i64) {
             }
         }
     }
-    let mut w = Gauges::new(out, &NOT_BEFORE);
+    let mut w = Series::new(out, &NOT_BEFORE);
     for (set, l) in live() {
         for role in roles {
             if let Some(t) = of_role(l, role).map(|c| c.not_before).max() {
@@ -296,11 +381,11 @@ fn render_state(out: &mut String, snapshot: &Snapshot, now: i64) {
             }
         }
     }
-    let mut w = Gauges::new(out, &EFFECTIVE_EXPIRY);
+    let mut w = Series::new(out, &EFFECTIVE_EXPIRY);
     for (set, l) in live() {
         w.series(&[("set", set)], l.effective_expiry as f64);
     }
-    let mut w = Gauges::new(out, &CERT_INFO);
+    let mut w = Series::new(out, &CERT_INFO);
     for (set, l) in live() {
         for (i, c) in l.chain.iter().enumerate() {
             let same = |o: &CertInfo| {
@@ -328,25 +413,25 @@ fn render_state(out: &mut String, snapshot: &Snapshot, now: i64) {
     }
     let bundled =
         || live().filter_map(|(set, l)| l.trust_fingerprint.as_ref().map(|fp| (set, l, fp)));
-    let mut w = Gauges::new(out, &TRUST_INFO);
+    let mut w = Series::new(out, &TRUST_INFO);
     for (set, _, fp) in bundled() {
         w.series(&[("fingerprint_sha256", fp), ("set", set)], 1.0);
     }
-    let mut w = Gauges::new(out, &TRUST_ANCHORS);
+    let mut w = Series::new(out, &TRUST_ANCHORS);
     for (set, l, _) in bundled() {
         w.series(&[("set", set)], l.anchors.len() as f64);
     }
-    let mut w = Gauges::new(out, &TRUST_EARLIEST);
+    let mut w = Series::new(out, &TRUST_EARLIEST);
     for (set, l, _) in bundled() {
         if let Some(t) = l.anchors.iter().map(|a| a.not_after).min() {
             w.series(&[("set", set)], t as f64);
         }
     }
-    let mut w = Gauges::new(out, &CERT_VALID);
+    let mut w = Series::new(out, &CERT_VALID);
     for s in sets {
         w.series(&[("set", &s.name)], flag(s.valid_at(now)));
     }
-    Gauges::new(out, &READY).series(&[], flag(snapshot.readiness(now).is_ok()));
+    Series::new(out, &READY).series(&[], flag(snapshot.readiness(now).is_ok()));
 
     let files = x509_files(sets);
     for (family, value) in [
@@ -354,7 +439,7 @@ fn render_state(out: &mut String, snapshot: &Snapshot, now: i64) {
         (&X509_NOT_BEFORE, X509Value::NotBefore),
         (&X509_EXPIRED, X509Value::Expired),
     ] {
-        let mut w = Gauges::new(out, family);
+        let mut w = Series::new(out, family);
         for &(path, c) in &files {
             let filename = Path::new(path)
                 .file_name()
@@ -440,15 +525,15 @@ fn x509_files(sets: &[std::sync::Arc<SetStatus>]) -> Vec<(&str, &CertInfo)> {
     files
 }
 
-/// Writes one gauge family: HELP and TYPE with its first series, none without series (as the
+/// Writes one family: HELP and TYPE with its first series, none without series (as the
 /// registry leaves out a family with no series).
-struct Gauges<'a> {
+struct Series<'a> {
     out: &'a mut String,
     family: &'static Family,
     started: bool,
 }
 
-impl<'a> Gauges<'a> {
+impl<'a> Series<'a> {
     fn new(out: &'a mut String, family: &'static Family) -> Self {
         Self {
             out,
@@ -464,8 +549,8 @@ impl<'a> Gauges<'a> {
             self.started = true;
             let _ = write!(
                 self.out,
-                "# HELP {name} {}\n# TYPE {name} gauge\n",
-                self.family.help
+                "# HELP {name} {}\n# TYPE {name} {}\n",
+                self.family.help, self.family.kind
             );
         }
         self.out.push_str(name);
@@ -657,18 +742,21 @@ mod tests {
         m.render(snapshot, now)
     }
 
-    /// One family of an exposition: HELP, TYPE, and its samples (name, labels sorted, value).
+    /// One sample: its name, its labels sorted, its value as written.
+    type Sample = (String, Vec<(String, String)>, String);
+
+    /// One family of an exposition: HELP, TYPE, and its samples.
     #[derive(Debug, Default, PartialEq, Eq)]
-    struct Family {
+    struct Parsed {
         help: String,
         kind: String,
-        samples: BTreeSet<(String, Vec<(String, String)>, String)>,
+        samples: BTreeSet<Sample>,
     }
 
     /// Parses a text exposition into families; panics on a malformed line, a sample outside
     /// its family, or a duplicate series.
-    fn parse(text: &str) -> BTreeMap<String, Family> {
-        let mut out: BTreeMap<String, Family> = BTreeMap::new();
+    fn parse(text: &str) -> BTreeMap<String, Parsed> {
+        let mut out: BTreeMap<String, Parsed> = BTreeMap::new();
         let mut current = String::new();
         for line in text.lines().filter(|l| !l.is_empty()) {
             if let Some(rest) = line.strip_prefix("# HELP ") {
@@ -1023,7 +1111,7 @@ x509_cert_not_before{filename="tls.crt",filepath="/src/mon/tls.crt",issuer_CN="R
 
     #[test]
     fn help_texts_need_no_escaping() {
-        for f in STATE_FAMILIES {
+        for f in FAMILIES {
             assert!(!f.help.contains(['\\', '\n']), "{}", f.name);
             assert!(
                 f.name
