@@ -50,8 +50,9 @@ struct SetEvents {
     last: [Option<i64>; Outcome::ALL.len()],
     /// Whether the workload serves the live leaf, once checked.
     workload_serving: Option<bool>,
-    /// Whether the newest source material was refused and is not live.
-    refused: bool,
+    /// While the newest source material is refused (rejected or rolled back) and not live: the
+    /// reason label of the refusal.
+    refused: Option<&'static str>,
 }
 
 // === impl Metrics ===
@@ -114,7 +115,7 @@ impl Metrics {
 
     /// Records that the source now matches what is live (nothing refused pending).
     pub fn source_is_live(&self, set: &str) {
-        self.with_set(set, |e| e.refused = false);
+        self.with_set(set, |e| e.refused = None);
     }
 
     /// Counts a candidate's outcome.
@@ -141,7 +142,7 @@ impl Metrics {
             if let Some(last) = e.last.get_mut(outcome_index(outcome)) {
                 *last = Some(now);
             }
-            e.refused = outcome.refused();
+            e.refused = outcome.refused().then_some(reason);
         });
         if let Some(reaction) = reaction {
             self.reaction
@@ -220,7 +221,7 @@ const WORKLOAD_SERVING: Family = Family {
 const SOURCE_REJECTED: Family = Family {
     name: "certgate_source_rejected",
     help:
-        "1 while the newest source material was refused (rejected or rolled back) and is not live.",
+        "1 while the newest source material was refused (rejected or rolled back) and is not live; reason: the failed check.",
     kind: "gauge",
 };
 
@@ -260,7 +261,12 @@ fn render_events<'a>(
     }
     let mut w = Series::new(out, &SOURCE_REJECTED);
     for (set, e) in known() {
-        w.series(&[("set", set)], flag(e.refused));
+        // The reason is there while the value is 1: `{set}` 0, `{reason, set}` 1. One series
+        // per set at a time, and the series at 0 is the one of before reasons were added.
+        match e.refused {
+            Some(reason) => w.series(&[("reason", reason), ("set", set)], 1.0),
+            None => w.series(&[("set", set)], 0.0),
+        }
     }
 }
 
@@ -1002,17 +1008,57 @@ x509_cert_not_before{filename="tls.crt",filepath="/src/mon/tls.crt",issuer_CN="R
 x509_cert_not_before{filename="tls.crt",filepath="/src/mon/tls.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="1b",subject_CN="Old CA",subject_O=""} 1698272000
 "#;
 
+    /// What differs from [`BEFORE`] on purpose, each line of BEFORE with what replaced it
+    /// (issue 14, part 2).
+    const CHANGED: &[(&str, &str)] = &[
+        // The refusal names its reason.
+        (
+            "# HELP certgate_source_rejected 1 while the newest source material was refused (rejected or rolled back) and is not live.",
+            "# HELP certgate_source_rejected 1 while the newest source material was refused (rejected or rolled back) and is not live; reason: the failed check.",
+        ),
+        (
+            "certgate_source_rejected{set=\"expired\"} 1",
+            "certgate_source_rejected{reason=\"unknown_issuer\",set=\"expired\"} 1",
+        ),
+    ];
+
+    /// Series added since [`BEFORE`] (issue 14, part 2).
+    const ADDED: &str = "";
+
+    /// BEFORE with [`CHANGED`] and [`ADDED`] applied.
+    fn expected() -> BTreeMap<String, Parsed> {
+        let mut before = BEFORE.replace("{VERSION}", env!("CARGO_PKG_VERSION"));
+        for (old, new) in CHANGED {
+            let old = format!("\n{old}\n");
+            assert!(before.contains(&old), "not in BEFORE: {old}");
+            before = before.replace(&old, &format!("\n{new}\n"));
+        }
+        let mut want = parse(&before);
+        for (name, added) in parse(ADDED) {
+            match want.get_mut(&name) {
+                Some(family) => {
+                    assert_eq!((&family.help, &family.kind), (&added.help, &added.kind));
+                    family.samples.extend(added.samples);
+                }
+                None => {
+                    want.insert(name, added);
+                }
+            }
+        }
+        want
+    }
+
     #[test]
-    fn families_are_those_of_before() {
+    fn families_are_those_of_before_with_the_changes_listed() {
         let (m, snapshot) = fixture();
         let text = exposition(&m, &snapshot, NOW);
-        let want = parse(&BEFORE.replace("{VERSION}", env!("CARGO_PKG_VERSION")));
+        let want = expected();
         let got = parse(&text);
         for (name, family) in &want {
             assert_eq!(got.get(name), Some(family), "family {name}");
         }
         let extra: Vec<&String> = got.keys().filter(|k| !want.contains_key(*k)).collect();
-        assert!(extra.is_empty(), "families not in BEFORE: {extra:?}");
+        assert!(extra.is_empty(), "families not expected: {extra:?}");
     }
 
     #[test]
