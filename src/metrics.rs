@@ -320,6 +320,11 @@ const CERT_VALID: Family = Family {
     help: "1 when the set's live chain is valid now.",
     kind: "gauge",
 };
+const SET_READY: Family = Family {
+    name: "certgate_set_ready",
+    help: "1 when the set is ready: live material valid now, not within fail_ready_before (certgate_ready counts the required sets).",
+    kind: "gauge",
+};
 const READY: Family = Family {
     name: "certgate_ready",
     help: "1 when every required set is ready (as /readyz).",
@@ -356,6 +361,7 @@ const FAMILIES: &[&Family] = &[
     &TRUST_ANCHORS,
     &TRUST_EARLIEST,
     &CERT_VALID,
+    &SET_READY,
     &READY,
     &X509_NOT_AFTER,
     &X509_NOT_BEFORE,
@@ -436,6 +442,10 @@ fn render_state(out: &mut String, snapshot: &Snapshot, now: i64) {
     let mut w = Series::new(out, &CERT_VALID);
     for s in sets {
         w.series(&[("set", &s.name)], flag(s.valid_at(now)));
+    }
+    let mut w = Series::new(out, &SET_READY);
+    for s in sets {
+        w.series(&[("set", &s.name)], flag(s.readiness(now).is_ok()));
     }
     Series::new(out, &READY).series(&[], flag(snapshot.readiness(now).is_ok()));
 
@@ -1023,7 +1033,14 @@ x509_cert_not_before{filename="tls.crt",filepath="/src/mon/tls.crt",issuer_CN="R
     ];
 
     /// Series added since [`BEFORE`] (issue 14, part 2).
-    const ADDED: &str = "";
+    const ADDED: &str = r#"
+# HELP certgate_set_ready 1 when the set is ready: live material valid now, not within fail_ready_before (certgate_ready counts the required sets).
+# TYPE certgate_set_ready gauge
+certgate_set_ready{set="web"} 1
+certgate_set_ready{set="mon"} 1
+certgate_set_ready{set="expired"} 0
+certgate_set_ready{set="pending"} 0
+"#;
 
     /// BEFORE with [`CHANGED`] and [`ADDED`] applied.
     fn expected() -> BTreeMap<String, Parsed> {
@@ -1131,7 +1148,8 @@ x509_cert_not_before{filename="tls.crt",filepath="/src/mon/tls.crt",issuer_CN="R
             mon,
             [
                 "certgate_source_rejected{set=\"mon\"} 0",
-                "certgate_cert_valid{set=\"mon\"} 0"
+                "certgate_cert_valid{set=\"mon\"} 0",
+                "certgate_set_ready{set=\"mon\"} 0",
             ]
         );
     }
