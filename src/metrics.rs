@@ -23,7 +23,7 @@ use prometheus::{Encoder, GaugeVec, HistogramOpts, HistogramVec, Opts, Registry,
 
 use crate::labels::{Outcome, Reason};
 use crate::pipeline::inspect::{CertInfo, Role};
-use crate::state::{LiveMaterial, SetStatus, Snapshot};
+use crate::state::{LiveMaterial, Mode, SetStatus, Snapshot};
 
 /// Every metric: the registry of histograms and what happened to each set. The state
 /// families are rendered from a snapshot by [`Metrics::render`].
@@ -167,7 +167,7 @@ impl Metrics {
         let mut out = String::new();
         self.encode_registry(&mut out);
         let sets = self.sets.lock().unwrap_or_else(PoisonError::into_inner);
-        render_events(&mut out, &sets, sets.keys().map(String::as_str));
+        render_events(&mut out, &sets, sets.keys().map(|n| (n.as_str(), None)));
         out
     }
 
@@ -180,7 +180,10 @@ impl Metrics {
         self.encode_registry(&mut out);
         {
             let sets = self.sets.lock().unwrap_or_else(PoisonError::into_inner);
-            let names = snapshot.sets.iter().map(|s| s.name.as_str());
+            let names = snapshot
+                .sets
+                .iter()
+                .map(|s| (s.name.as_str(), Some(s.mode)));
             render_events(&mut out, &sets, names);
         }
         render_state(&mut out, snapshot, now);
@@ -225,28 +228,54 @@ const SOURCE_REJECTED: Family = Family {
     kind: "gauge",
 };
 
-/// Writes what happened to the sets named by `names`, in that order.
+/// The counters a set of `mode` has from the start, at 0 until their outcome happens: the
+/// outcomes whose reason is known in advance. (A rejection's reason is not, so its series
+/// starts with the first rejection.) `ok` is [`Reason::label`] of no reason.
+fn counted_from_the_start(mode: Mode) -> &'static [(Outcome, &'static str)] {
+    const PUBLISH: &[(Outcome, &str)] = &[
+        (Outcome::Published, "ok"),
+        (Outcome::RolledBack, Reason::WorkloadRefused.as_str()),
+    ];
+    const MONITOR: &[(Outcome, &str)] = &[(Outcome::Accepted, "ok")];
+    match mode {
+        Mode::Publish => PUBLISH,
+        Mode::Monitor => MONITOR,
+    }
+}
+
+/// Writes what happened to the sets named by `names`, in that order; with their mode, the
+/// counters they have from the start too.
 fn render_events<'a>(
     out: &mut String,
     sets: &BTreeMap<String, SetEvents>,
-    names: impl Iterator<Item = &'a str> + Clone,
+    names: impl Iterator<Item = (&'a str, Option<Mode>)> + Clone,
 ) {
-    let known = || names.clone().filter_map(|n| sets.get(n).map(|e| (n, e)));
+    let nothing = SetEvents::default();
+    let known = || {
+        names
+            .clone()
+            .map(|(n, mode)| (n, mode, sets.get(n).unwrap_or(&nothing)))
+    };
     let mut w = Series::new(out, &ROTATIONS);
-    for (set, e) in known() {
-        for (outcome, reason, n) in &e.rotations {
+    for (set, mode, e) in known() {
+        let from_start = mode.map_or(&[][..], counted_from_the_start);
+        let not_yet = from_start
+            .iter()
+            .filter(|(o, r)| !e.rotations.iter().any(|(eo, er, _)| eo == o && er == r))
+            .map(|&(o, r)| (o, r, 0));
+        for (outcome, reason, n) in e.rotations.iter().copied().chain(not_yet) {
             w.series(
                 &[
                     ("outcome", outcome.as_str()),
                     ("reason", reason),
                     ("set", set),
                 ],
-                *n as f64,
+                n as f64,
             );
         }
     }
     let mut w = Series::new(out, &LAST_ROTATION);
-    for (set, e) in known() {
+    for (set, _, e) in known() {
         for (outcome, at) in Outcome::ALL.iter().zip(e.last) {
             if let Some(at) = at {
                 w.series(&[("outcome", outcome.as_str()), ("set", set)], at as f64);
@@ -254,13 +283,13 @@ fn render_events<'a>(
         }
     }
     let mut w = Series::new(out, &WORKLOAD_SERVING);
-    for (set, e) in known() {
+    for (set, _, e) in known() {
         if let Some(serving) = e.workload_serving {
             w.series(&[("set", set)], flag(serving));
         }
     }
     let mut w = Series::new(out, &SOURCE_REJECTED);
-    for (set, e) in known() {
+    for (set, _, e) in known() {
         // The reason is there while the value is 1: `{set}` 0, `{reason, set}` 1. One series
         // per set at a time, and the series at 0 is the one of before reasons were added.
         match e.refused {
@@ -1034,6 +1063,12 @@ x509_cert_not_before{filename="tls.crt",filepath="/src/mon/tls.crt",issuer_CN="R
 
     /// Series added since [`BEFORE`] (issue 14, part 2).
     const ADDED: &str = r#"
+# HELP certgate_rotations_total Candidates by outcome (published, rejected, rolled_back) and reason.
+# TYPE certgate_rotations_total counter
+certgate_rotations_total{outcome="rolled_back",reason="workload_refused",set="web"} 0
+certgate_rotations_total{outcome="rolled_back",reason="workload_refused",set="expired"} 0
+certgate_rotations_total{outcome="published",reason="ok",set="pending"} 0
+certgate_rotations_total{outcome="rolled_back",reason="workload_refused",set="pending"} 0
 # HELP certgate_set_ready 1 when the set is ready: live material valid now, not within fail_ready_before (certgate_ready counts the required sets).
 # TYPE certgate_set_ready gauge
 certgate_set_ready{set="web"} 1
