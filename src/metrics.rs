@@ -7,6 +7,9 @@
 //!   and written at scrape time. The registry would hold every one of those series with its own
 //!   copy of the family's description and of each label (about 0.5 KiB a series, a few per set);
 //!   the record holds a few numbers.
+//! - **The process** — the standard `process_*` families every exporter has (CPU, memory, open
+//!   files, start time), read from `/proc/self` at scrape time, so the sidecar's own cost is
+//!   visible per pod.
 //! - **What is** — each set's live material (expiry, chain and bundle info, the
 //!   x509-certificate-exporter families), its validity and readiness — is rendered at scrape
 //!   time from the daemon's [`Snapshot`], which holds that material anyway. No series are kept
@@ -187,6 +190,7 @@ impl Metrics {
             render_events(&mut out, &sets, names);
         }
         render_state(&mut out, snapshot, now);
+        render_process(&mut out);
         out
     }
 
@@ -395,6 +399,13 @@ const FAMILIES: &[&Family] = &[
     &X509_NOT_AFTER,
     &X509_NOT_BEFORE,
     &X509_EXPIRED,
+    &PROCESS_CPU,
+    &PROCESS_OPEN_FDS,
+    &PROCESS_MAX_FDS,
+    &PROCESS_VIRTUAL_MEMORY,
+    &PROCESS_RESIDENT_MEMORY,
+    &PROCESS_START_TIME,
+    &PROCESS_THREADS,
 ];
 
 /// Writes the state families of `snapshot` at `now`.
@@ -568,6 +579,131 @@ fn x509_files(sets: &[std::sync::Arc<SetStatus>]) -> Vec<(&str, &CertInfo)> {
     let mut keep = keep.into_iter();
     files.retain(|_| keep.next().unwrap_or(true));
     files
+}
+
+// === process ===
+
+const PROCESS_CPU: Family = Family {
+    name: "process_cpu_seconds_total",
+    help: "Total user and system CPU time spent in seconds.",
+    kind: "counter",
+};
+const PROCESS_OPEN_FDS: Family = Family {
+    name: "process_open_fds",
+    help: "Number of open file descriptors.",
+    kind: "gauge",
+};
+const PROCESS_MAX_FDS: Family = Family {
+    name: "process_max_fds",
+    help: "Maximum number of open file descriptors.",
+    kind: "gauge",
+};
+const PROCESS_VIRTUAL_MEMORY: Family = Family {
+    name: "process_virtual_memory_bytes",
+    help: "Virtual memory size in bytes.",
+    kind: "gauge",
+};
+const PROCESS_RESIDENT_MEMORY: Family = Family {
+    name: "process_resident_memory_bytes",
+    help: "Resident memory size in bytes.",
+    kind: "gauge",
+};
+const PROCESS_START_TIME: Family = Family {
+    name: "process_start_time_seconds",
+    help: "Start time of the process since unix epoch in seconds.",
+    kind: "gauge",
+};
+const PROCESS_THREADS: Family = Family {
+    name: "process_threads",
+    help: "Number of OS threads in the process.",
+    kind: "gauge",
+};
+
+/// Writes the `process_*` families, named and computed as client_golang's process collector
+/// does, from `/proc/self`; a family whose source cannot be read is left out.
+#[cfg(target_os = "linux")]
+fn render_process(out: &mut String) {
+    // SAFETY: sysconf only reads system configuration.
+    let (ticks, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    if let Some(stat) = ProcStat::read() {
+        if ticks > 0 {
+            let cpu = (stat.utime + stat.stime) as f64 / ticks as f64;
+            Series::new(out, &PROCESS_CPU).series(&[], cpu);
+        }
+        Series::new(out, &PROCESS_VIRTUAL_MEMORY).series(&[], stat.vsize as f64);
+        if page > 0 {
+            let rss = stat.rss_pages as f64 * page as f64;
+            Series::new(out, &PROCESS_RESIDENT_MEMORY).series(&[], rss);
+        }
+        if let (Some(boot), true) = (boot_time(), ticks > 0) {
+            let start = boot as f64 + stat.start_ticks as f64 / ticks as f64;
+            Series::new(out, &PROCESS_START_TIME).series(&[], start);
+        }
+        Series::new(out, &PROCESS_THREADS).series(&[], stat.threads as f64);
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        Series::new(out, &PROCESS_OPEN_FDS).series(&[], fds.count() as f64);
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        Series::new(out, &PROCESS_MAX_FDS).series(&[], limit.rlim_cur as f64);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn render_process(_out: &mut String) {}
+
+/// The fields of `/proc/self/stat` the process families need.
+#[cfg(target_os = "linux")]
+#[derive(Debug, PartialEq, Eq)]
+struct ProcStat {
+    utime: u64,
+    stime: u64,
+    threads: u64,
+    start_ticks: u64,
+    vsize: u64,
+    rss_pages: u64,
+}
+
+#[cfg(target_os = "linux")]
+impl ProcStat {
+    fn read() -> Option<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/self/stat").ok()?)
+    }
+
+    /// proc(5): the command name (field 2) is in parentheses and may hold spaces and
+    /// parentheses itself, so fields are counted from the last `)`; field 3 comes first.
+    fn parse(text: &str) -> Option<Self> {
+        let (_, rest) = text.rsplit_once(')')?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |n: usize| fields.get(n.checked_sub(3)?)?.parse::<u64>().ok();
+        Some(Self {
+            utime: field(14)?,
+            stime: field(15)?,
+            threads: field(20)?,
+            start_ticks: field(22)?,
+            vsize: field(23)?,
+            rss_pages: field(24)?,
+        })
+    }
+}
+
+/// Boot time, Unix seconds (`btime` of `/proc/stat`).
+#[cfg(target_os = "linux")]
+fn boot_time() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    stat.lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Writes one family: HELP and TYPE with its first series, none without series (as the
@@ -1105,7 +1241,9 @@ certgate_set_ready{set="pending"} 0
         let (m, snapshot) = fixture();
         let text = exposition(&m, &snapshot, NOW);
         let want = expected();
-        let got = parse(&text);
+        let mut got = parse(&text);
+        // The process families vary from run to run; they have a test of their own.
+        got.retain(|name, _| !name.starts_with("process_"));
         for (name, family) in &want {
             assert_eq!(got.get(name), Some(family), "family {name}");
         }
@@ -1259,5 +1397,54 @@ certgate_set_ready{set="pending"} 0
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    #[test]
+    fn the_process_families_describe_this_process() {
+        let (m, snapshot) = fixture();
+        let families = parse(&m.render(&snapshot, NOW));
+        let value = |name: &str| -> f64 {
+            let f = families
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} missing"));
+            assert_eq!(f.samples.len(), 1, "{name}");
+            f.samples.iter().next().unwrap().2.parse().unwrap()
+        };
+        assert_eq!(families["process_cpu_seconds_total"].kind, "counter");
+        assert!(value("process_cpu_seconds_total") >= 0.0);
+        assert!(value("process_resident_memory_bytes") > 1e6);
+        assert!(value("process_virtual_memory_bytes") >= value("process_resident_memory_bytes"));
+        assert!(value("process_open_fds") >= 3.0);
+        assert!(value("process_max_fds") >= value("process_open_fds"));
+        assert!(value("process_threads") >= 1.0);
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let start = value("process_start_time_seconds");
+        assert!(
+            start <= wall + 1.0 && start > wall - 86_400.0,
+            "{start} vs {wall}"
+        );
+    }
+
+    #[test]
+    fn proc_stat_fields_are_counted_from_the_last_parenthesis() {
+        // A command name with a space and a parenthesis (proc(5) example fields).
+        let line = "4242 (cert gate) x) S 1 4242 4242 0 -1 4194560 1500 0 0 0 37 12 0 0 20 0 \
+                    5 0 98765 123456789 2048 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 \
+                    0 0 0 0 0\n";
+        assert_eq!(
+            ProcStat::parse(line),
+            Some(ProcStat {
+                utime: 37,
+                stime: 12,
+                threads: 5,
+                start_ticks: 98765,
+                vsize: 123_456_789,
+                rss_pages: 2048,
+            })
+        );
+        assert_eq!(ProcStat::parse("4242 (truncated"), None);
     }
 }
