@@ -8,7 +8,13 @@
 //! cargo bench --bench rotation -- --sets 1 --rotations 200 --alg p256
 //! cargo bench --bench rotation -- --sets 1000 --rotations 200 --alg p256
 //! cargo bench --bench rotation -- --sets 1 --rotations 200 --alg rsa2048
+//! cargo bench --bench rotation -- --sets 1000 --rotations 20 --scrapes 200 --publish-root /dev/shm
 //! ```
+//!
+//! `--scrapes N` scrapes `/metrics` N times after the rotations (one connection each, as
+//! Prometheus does on a fresh connection) and reports latency percentiles, the body size and
+//! RSS after them. `CERTGATE_BIN=/abs/path/to/certgate` runs another build (e.g. a release
+//! build of an older commit) under the same harness.
 
 // Test and bench code may panic on a broken fixture; the lint is for production code.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -31,6 +37,7 @@ struct Args {
     alg_name: String,
     publish_root: Option<PathBuf>,
     storm_seconds: u64,
+    scrapes: usize,
 }
 
 fn args() -> Args {
@@ -41,6 +48,7 @@ fn args() -> Args {
         alg_name: "p256".into(),
         publish_root: None,
         storm_seconds: 0,
+        scrapes: 0,
     };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -51,6 +59,7 @@ fn args() -> Args {
             "--rotations" => a.rotations = val.parse().expect("--rotations N"),
             "--publish-root" => a.publish_root = Some(PathBuf::from(val)),
             "--storm-seconds" => a.storm_seconds = val.parse().expect("--storm-seconds N"),
+            "--scrapes" => a.scrapes = val.parse().expect("--scrapes N"),
             "--alg" => {
                 a.alg = match val.as_str() {
                     "p256" => Alg::P256,
@@ -94,11 +103,16 @@ fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `kB` field of `/proc/PID/status` (`VmRSS:`, `RssAnon:`, `VmHWM:`).
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
@@ -154,7 +168,10 @@ fn main() {
     std::fs::write(&cfg_path, cfg).expect("config");
 
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_certgate"))
+    let bin = std::env::var_os("CERTGATE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_certgate")));
+    let mut child = Command::new(&bin)
         .args([
             "run",
             "--config",
@@ -189,6 +206,7 @@ fn main() {
     }
     let ready_after = started.elapsed();
     let rss_ready = rss_kib(child.id());
+    let anon_ready = status_kib(child.id(), "RssAnon:");
 
     let live0 = publish_tmp.path().join("live0");
     let (etx, erx) = mpsc::channel();
@@ -244,6 +262,31 @@ fn main() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let rss_after = rss_kib(child.id());
+    if a.scrapes > 0 {
+        let mut took = Vec::with_capacity(a.scrapes);
+        let mut body_bytes = 0;
+        for _ in 0..a.scrapes {
+            let t = Instant::now();
+            let (code, body) = http_get(addr, "/metrics");
+            took.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(code, 200, "/metrics");
+            body_bytes = body.len();
+        }
+        took.sort_by(f64::total_cmp);
+        println!(
+            "metrics scrape: sets={} scrapes={} p50={:.2}ms p99={:.2}ms max={:.2}ms | body {} bytes | RSS after scrapes {:.1} MiB (anon {:.1} MiB, peak {:.1} MiB; at ready: anon {:.1} MiB)",
+            a.sets,
+            a.scrapes,
+            percentile(&took, 50.0),
+            percentile(&took, 99.0),
+            took.last().copied().unwrap_or(f64::NAN),
+            body_bytes,
+            rss_kib(child.id()) as f64 / 1024.0,
+            status_kib(child.id(), "RssAnon:") as f64 / 1024.0,
+            status_kib(child.id(), "VmHWM:") as f64 / 1024.0,
+            anon_ready as f64 / 1024.0,
+        );
+    }
     if a.storm_seconds > 0 {
         // Keep rotating as fast as certgate publishes, for load tests against the admin server
         // (benches/compare.sh runs wrk meanwhile).

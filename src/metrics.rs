@@ -1,62 +1,41 @@
-//! Every metric certgate exports, registered in one place. Series describing live material are
-//! replaced whole when a set's material changes, so label cardinality stays bounded by what is
-//! live now.
+//! Every metric certgate exports, in one place. What happened and what is are kept differently:
+//!
+//! - **Histograms** (reaction, self-handshake) and the build info are kept in a `prometheus`
+//!   registry.
+//! - **What happened to each set** — candidates by outcome and reason, when each outcome was
+//!   last seen, the workload verdict, the refusal pending — is kept in a small per-set record
+//!   and written at scrape time. The registry would hold every one of those series with its own
+//!   copy of the family's description and of each label (about 0.5 KiB a series, a few per set);
+//!   the record holds a few numbers.
+//! - **The process** — the standard `process_*` families every exporter has (CPU, memory, open
+//!   files, start time), read from `/proc/self` at scrape time, so the sidecar's own cost is
+//!   visible per pod.
+//! - **What is** — each set's live material (expiry, chain and bundle info, the
+//!   x509-certificate-exporter families), its validity and readiness — is rendered at scrape
+//!   time from the daemon's [`Snapshot`], which holds that material anyway. No series are kept
+//!   for it: memory does not grow with sets × certificates × labels, and a series cannot
+//!   outlive the material it describes (it is gone from the first scrape after the material is).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Encoder, GaugeVec, HistogramOpts, HistogramVec, Opts, Registry, TextEncoder};
 
 use crate::labels::{Outcome, Reason};
 use crate::pipeline::inspect::{CertInfo, Role};
-use crate::state::{LiveMaterial, Snapshot};
+use crate::state::{LiveMaterial, Mode, SetStatus, Snapshot};
 
-/// The families whose series belong to one set's live material.
-#[derive(Debug, Clone, Copy)]
-enum LiveFamily {
-    NotAfter,
-    NotBefore,
-    EffectiveExpiry,
-    CertInfo,
-    TrustInfo,
-    TrustAnchors,
-    TrustEarliest,
-    X509NotAfter,
-    X509NotBefore,
-    X509Expired,
-}
-
-/// One written series: its family and label values.
-type Series = (LiveFamily, Vec<String>);
-
-/// The registry and its metrics.
+/// Every metric: the registry of histograms and what happened to each set. The state
+/// families are rendered from a snapshot by [`Metrics::render`].
 pub struct Metrics {
     registry: Registry,
-    not_after: GaugeVec,
-    not_before: GaugeVec,
-    effective_expiry: GaugeVec,
-    cert_info: GaugeVec,
-    trust_info: GaugeVec,
-    trust_anchors: GaugeVec,
-    trust_earliest: GaugeVec,
-    cert_valid: GaugeVec,
-    ready: Gauge,
-    rotations: IntCounterVec,
-    last_rotation: GaugeVec,
     reaction: HistogramVec,
     handshake: prometheus::Histogram,
-    workload_serving: GaugeVec,
-    source_rejected: GaugeVec,
-    x509_not_after: GaugeVec,
-    x509_not_before: GaugeVec,
-    x509_expired: GaugeVec,
-    /// Label values written per set, so they can be removed when the material changes.
-    live_series: Mutex<HashMap<String, Vec<Series>>>,
+    /// Per set name.
+    sets: Mutex<BTreeMap<String, SetEvents>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -65,105 +44,26 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-const ENIX_LABELS: &[&str] = &[
-    "filepath",
-    "filename",
-    "serial_number",
-    "subject_CN",
-    "subject_O",
-    "issuer_CN",
-    "issuer_O",
-];
-
-fn gauge_vec(
-    r: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> Result<GaugeVec, prometheus::Error> {
-    let g = GaugeVec::new(Opts::new(name, help), labels)?;
-    r.register(Box::new(g.clone()))?;
-    Ok(g)
+/// What happened to one set.
+#[derive(Debug, Default)]
+struct SetEvents {
+    /// Candidates by outcome and reason label, in the order first seen.
+    rotations: Vec<(Outcome, &'static str, u64)>,
+    /// When each outcome (by its place in [`Outcome::ALL`]) was last seen, Unix seconds.
+    last: [Option<i64>; Outcome::ALL.len()],
+    /// Whether the workload serves the live leaf, once checked.
+    workload_serving: Option<bool>,
+    /// While the newest source material is refused (rejected or rolled back) and not live: the
+    /// reason label of the refusal.
+    refused: Option<&'static str>,
 }
 
+// === impl Metrics ===
+
 impl Metrics {
-    /// Registers every metric.
+    /// Registers the histograms and the build info.
     pub fn new() -> Result<Self, prometheus::Error> {
         let r = Registry::new();
-        let not_after = gauge_vec(
-            &r,
-            "certgate_cert_not_after_timestamp_seconds",
-            "Not-after of the live certificate by chain role (earliest among intermediates).",
-            &["set", "role"],
-        )?;
-        let not_before = gauge_vec(
-            &r,
-            "certgate_cert_not_before_timestamp_seconds",
-            "Not-before of the live certificate by chain role (latest among intermediates).",
-            &["set", "role"],
-        )?;
-        let effective_expiry = gauge_vec(
-            &r,
-            "certgate_cert_effective_expiry_timestamp_seconds",
-            "Earliest not-after along the live chain.",
-            &["set"],
-        )?;
-        let cert_info = gauge_vec(
-            &r,
-            "certgate_cert_info",
-            "The live chain, one series per certificate (value 1).",
-            &[
-                "set",
-                "role",
-                "fingerprint_sha256",
-                "serial",
-                "subject",
-                "issuer",
-            ],
-        )?;
-        let trust_info = gauge_vec(
-            &r,
-            "certgate_trust_bundle_info",
-            "The live trust bundle (value 1); fingerprint over its anchors.",
-            &["set", "fingerprint_sha256"],
-        )?;
-        let trust_anchors = gauge_vec(
-            &r,
-            "certgate_trust_bundle_anchors",
-            "Number of anchors in the live trust bundle.",
-            &["set"],
-        )?;
-        let trust_earliest = gauge_vec(
-            &r,
-            "certgate_trust_bundle_earliest_expiry_timestamp_seconds",
-            "Earliest not-after among the live bundle's anchors.",
-            &["set"],
-        )?;
-        let cert_valid = gauge_vec(
-            &r,
-            "certgate_cert_valid",
-            "1 when the set's live chain is valid now.",
-            &["set"],
-        )?;
-        let ready = Gauge::new(
-            "certgate_ready",
-            "1 when every required set is ready (as /readyz).",
-        )?;
-        r.register(Box::new(ready.clone()))?;
-        let rotations = IntCounterVec::new(
-            Opts::new(
-                "certgate_rotations_total",
-                "Candidates by outcome (published, rejected, rolled_back) and reason.",
-            ),
-            &["set", "outcome", "reason"],
-        )?;
-        r.register(Box::new(rotations.clone()))?;
-        let last_rotation = gauge_vec(
-            &r,
-            "certgate_last_rotation_timestamp_seconds",
-            "When a set last saw each outcome.",
-            &["set", "outcome"],
-        )?;
         let reaction = HistogramVec::new(
             HistogramOpts::new(
                 "certgate_rotation_reaction_seconds",
@@ -185,181 +85,40 @@ impl Metrics {
             ]),
         )?;
         r.register(Box::new(handshake.clone()))?;
-        let workload_serving = gauge_vec(
-            &r,
-            "certgate_workload_serving_live_cert",
-            "1 when the workload serves the live leaf (verification configured).",
-            &["set"],
-        )?;
-        let source_rejected = gauge_vec(
-            &r,
-            "certgate_source_rejected",
-            "1 while the newest source material was refused (rejected or rolled back) and is not live.",
-            &["set"],
-        )?;
-        let build_info = gauge_vec(
-            &r,
-            "certgate_build_info",
-            "certgate build (value 1).",
+        let build_info = GaugeVec::new(
+            Opts::new("certgate_build_info", "certgate build (value 1)."),
             &["version"],
         )?;
+        r.register(Box::new(build_info.clone()))?;
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1.0);
-        let x509_not_after = gauge_vec(
-            &r,
-            "x509_cert_not_after",
-            "Not-after (x509-certificate-exporter compatible).",
-            ENIX_LABELS,
-        )?;
-        let x509_not_before = gauge_vec(
-            &r,
-            "x509_cert_not_before",
-            "Not-before (x509-certificate-exporter compatible).",
-            ENIX_LABELS,
-        )?;
-        let x509_expired = gauge_vec(
-            &r,
-            "x509_cert_expired",
-            "1 when expired (x509-certificate-exporter compatible).",
-            ENIX_LABELS,
-        )?;
         Ok(Self {
             registry: r,
-            not_after,
-            not_before,
-            effective_expiry,
-            cert_info,
-            trust_info,
-            trust_anchors,
-            trust_earliest,
-            cert_valid,
-            ready,
-            rotations,
-            last_rotation,
             reaction,
             handshake,
-            workload_serving,
-            source_rejected,
-            x509_not_after,
-            x509_not_before,
-            x509_expired,
-            live_series: Mutex::new(HashMap::new()),
+            sets: Mutex::new(BTreeMap::new()),
         })
     }
 
-    fn family(&self, f: LiveFamily) -> &GaugeVec {
-        match f {
-            LiveFamily::NotAfter => &self.not_after,
-            LiveFamily::NotBefore => &self.not_before,
-            LiveFamily::EffectiveExpiry => &self.effective_expiry,
-            LiveFamily::CertInfo => &self.cert_info,
-            LiveFamily::TrustInfo => &self.trust_info,
-            LiveFamily::TrustAnchors => &self.trust_anchors,
-            LiveFamily::TrustEarliest => &self.trust_earliest,
-            LiveFamily::X509NotAfter => &self.x509_not_after,
-            LiveFamily::X509NotBefore => &self.x509_not_before,
-            LiveFamily::X509Expired => &self.x509_expired,
+    /// The record of `set`, created on first use.
+    fn with_set<T>(&self, set: &str, f: impl FnOnce(&mut SetEvents) -> T) -> T {
+        // A panic elsewhere while the lock was held leaves numbers, not broken invariants.
+        let mut sets = self.sets.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(events) = sets.get_mut(set) {
+            return f(events);
         }
-    }
-
-    /// Replaces every live-material series of `set` with those of `live` (none when `None`).
-    pub fn set_live(&self, set: &str, live: Option<&LiveMaterial>, now: i64) {
-        let mut map = self.live_series.lock().unwrap_or_else(|p| p.into_inner());
-        for (family, labels) in map.remove(set).unwrap_or_default() {
-            let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
-            let _ = self.family(family).remove_label_values(&refs);
-        }
-        let Some(live) = live else {
-            return;
-        };
-        let mut written = Vec::new();
-        let mut put = |family: LiveFamily, labels: Vec<String>, value: f64| {
-            let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
-            self.family(family).with_label_values(&refs).set(value);
-            written.push((family, labels));
-        };
-        for role in [Role::Leaf, Role::Intermediate, Role::Anchor] {
-            let of_role = live.chain.iter().filter(|c| c.role == role);
-            if let Some(na) = of_role.clone().map(|c| c.not_after).min() {
-                put(
-                    LiveFamily::NotAfter,
-                    vec![set.into(), role.as_str().into()],
-                    na as f64,
-                );
-            }
-            if let Some(nb) = of_role.map(|c| c.not_before).max() {
-                put(
-                    LiveFamily::NotBefore,
-                    vec![set.into(), role.as_str().into()],
-                    nb as f64,
-                );
-            }
-        }
-        put(
-            LiveFamily::EffectiveExpiry,
-            vec![set.into()],
-            live.effective_expiry as f64,
-        );
-        for c in &live.chain {
-            put(
-                LiveFamily::CertInfo,
-                vec![
-                    set.into(),
-                    c.role.as_str().into(),
-                    c.fingerprint_sha256.to_string(),
-                    c.serial.clone(),
-                    c.subject.clone(),
-                    c.issuer.clone(),
-                ],
-                1.0,
-            );
-        }
-        if let Some(fp) = &live.trust_fingerprint {
-            put(LiveFamily::TrustInfo, vec![set.into(), fp.clone()], 1.0);
-            put(
-                LiveFamily::TrustAnchors,
-                vec![set.into()],
-                live.anchors.len() as f64,
-            );
-            if let Some(e) = live.anchors.iter().map(|a| a.not_after).min() {
-                put(LiveFamily::TrustEarliest, vec![set.into()], e as f64);
-            }
-        }
-        let cert_certs = live.chain.iter().filter(|c| c.role != Role::Anchor);
-        let mut enix = |path: &str, c: &CertInfo| {
-            let labels = enix_labels(path, c);
-            put(LiveFamily::X509NotAfter, labels.clone(), c.not_after as f64);
-            put(
-                LiveFamily::X509NotBefore,
-                labels.clone(),
-                c.not_before as f64,
-            );
-            put(
-                LiveFamily::X509Expired,
-                labels,
-                if c.not_after < now { 1.0 } else { 0.0 },
-            );
-        };
-        for c in cert_certs {
-            enix(&live.cert_path, c);
-        }
-        if let Some(tp) = &live.trust_path {
-            for a in &live.anchors {
-                enix(tp, a);
-            }
-        }
-        map.insert(set.to_string(), written);
+        f(sets.entry(set.to_string()).or_default())
     }
 
     /// Declares a set so its state gauges exist from the start.
     pub fn declare_set(&self, set: &str) {
-        self.source_rejected.with_label_values(&[set]).set(0.0);
+        self.with_set(set, |_| ());
     }
 
     /// Records that the source now matches what is live (nothing refused pending).
     pub fn source_is_live(&self, set: &str) {
-        self.source_rejected.with_label_values(&[set]).set(0.0);
+        self.with_set(set, |e| e.refused = None);
     }
 
     /// Counts a candidate's outcome.
@@ -373,15 +132,21 @@ impl Metrics {
         reaction: Option<Duration>,
         now: i64,
     ) {
-        self.rotations
-            .with_label_values(&[set, outcome.as_str(), Reason::label(reason)])
-            .inc();
-        self.source_rejected
-            .with_label_values(&[set])
-            .set(if outcome.refused() { 1.0 } else { 0.0 });
-        self.last_rotation
-            .with_label_values(&[set, outcome.as_str()])
-            .set(now as f64);
+        let reason = Reason::label(reason);
+        self.with_set(set, |e| {
+            match e
+                .rotations
+                .iter_mut()
+                .find(|(o, r, _)| *o == outcome && *r == reason)
+            {
+                Some((_, _, n)) => *n += 1,
+                None => e.rotations.push((outcome, reason, 1)),
+            }
+            if let Some(last) = e.last.get_mut(outcome_index(outcome)) {
+                *last = Some(now);
+            }
+            e.refused = outcome.refused().then_some(reason);
+        });
         if let Some(reaction) = reaction {
             self.reaction
                 .with_label_values(&[outcome.as_str()])
@@ -396,58 +161,1401 @@ impl Metrics {
 
     /// Records whether the workload serves the live leaf.
     pub fn workload_serving(&self, set: &str, serving: bool) {
-        self.workload_serving
-            .with_label_values(&[set])
-            .set(if serving { 1.0 } else { 0.0 });
+        self.with_set(set, |e| e.workload_serving = Some(serving));
     }
 
-    /// Refreshes the time-dependent gauges from a snapshot at `now`.
-    pub fn refresh(&self, snapshot: &Snapshot, now: i64) {
-        for s in &snapshot.sets {
-            self.cert_valid
-                .with_label_values(&[s.name.as_str()])
-                .set(if s.valid_at(now) { 1.0 } else { 0.0 });
-        }
-        self.ready.set(if snapshot.readiness(now).is_ok() {
-            1.0
-        } else {
-            0.0
-        });
-        // x509_cert_expired flips with time alone.
-        let map = self.live_series.lock().unwrap_or_else(|p| p.into_inner());
-        for series in map.values() {
-            for (family, labels) in series {
-                if let LiveFamily::X509Expired = family {
-                    let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
-                    let not_after = self.x509_not_after.with_label_values(&refs).get();
-                    self.x509_expired
-                        .with_label_values(&refs)
-                        .set(if (now as f64) > not_after { 1.0 } else { 0.0 });
-                }
-            }
-        }
-    }
-
-    /// Text exposition format 0.0.4.
+    /// What happened (text exposition format 0.0.4), without the state of the sets: for a
+    /// reader that has no snapshot.
     pub fn encode(&self) -> String {
-        let mut buf = Vec::with_capacity(16 * 1024);
+        let mut out = String::new();
+        self.encode_registry(&mut out);
+        let sets = self.sets.lock().unwrap_or_else(PoisonError::into_inner);
+        render_events(&mut out, &sets, sets.keys().map(|n| (n.as_str(), None)));
+        out
+    }
+
+    /// `/metrics` (text exposition format 0.0.4): what happened, then the state of every set of
+    /// `snapshot` at `now`.
+    pub fn render(&self, snapshot: &Snapshot, now: i64) -> String {
+        // Sized for the usual set (a leaf, an intermediate, a one-anchor bundle: about 3.8 KB of
+        // series) so the body is written without regrowing.
+        let mut out = String::with_capacity(8 * 1024 + snapshot.sets.len() * 4 * 1024);
+        self.encode_registry(&mut out);
+        {
+            let sets = self.sets.lock().unwrap_or_else(PoisonError::into_inner);
+            let names = snapshot
+                .sets
+                .iter()
+                .map(|s| (s.name.as_str(), Some(s.mode)));
+            render_events(&mut out, &sets, names);
+        }
+        render_state(&mut out, snapshot, now);
+        render_process(&mut out);
+        out
+    }
+
+    fn encode_registry(&self, out: &mut String) {
+        let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+        out.push_str(&String::from_utf8_lossy(&buf));
     }
 }
 
-fn enix_labels(path: &str, c: &CertInfo) -> Vec<String> {
-    let filename = Path::new(path)
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    vec![
-        path.to_string(),
-        filename,
-        c.serial.clone(),
-        c.subject_cn.clone(),
-        c.subject_o.clone(),
-        c.issuer_cn.clone(),
-        c.issuer_o.clone(),
-    ]
+fn outcome_index(outcome: Outcome) -> usize {
+    Outcome::ALL
+        .iter()
+        .position(|o| *o == outcome)
+        .unwrap_or_default()
+}
+
+// === event families ===
+
+const ROTATIONS: Family = Family {
+    name: "certgate_rotations_total",
+    help: "Candidates by outcome (published, rejected, rolled_back) and reason.",
+    kind: "counter",
+};
+const LAST_ROTATION: Family = Family {
+    name: "certgate_last_rotation_timestamp_seconds",
+    help: "When a set last saw each outcome.",
+    kind: "gauge",
+};
+const WORKLOAD_SERVING: Family = Family {
+    name: "certgate_workload_serving_live_cert",
+    help: "1 when the workload serves the live leaf (verification configured).",
+    kind: "gauge",
+};
+const SOURCE_REJECTED: Family = Family {
+    name: "certgate_source_rejected",
+    help:
+        "1 while the newest source material was refused (rejected or rolled back) and is not live; reason: the failed check.",
+    kind: "gauge",
+};
+
+/// The counters a set of `mode` has from the start, at 0 until their outcome happens: the
+/// outcomes whose reason is known in advance. (A rejection's reason is not, so its series
+/// starts with the first rejection.) `ok` is [`Reason::label`] of no reason.
+fn counted_from_the_start(mode: Mode) -> &'static [(Outcome, &'static str)] {
+    const PUBLISH: &[(Outcome, &str)] = &[
+        (Outcome::Published, "ok"),
+        (Outcome::RolledBack, Reason::WorkloadRefused.as_str()),
+    ];
+    const MONITOR: &[(Outcome, &str)] = &[(Outcome::Accepted, "ok")];
+    match mode {
+        Mode::Publish => PUBLISH,
+        Mode::Monitor => MONITOR,
+    }
+}
+
+/// Writes what happened to the sets named by `names`, in that order; with their mode, the
+/// counters they have from the start too.
+fn render_events<'a>(
+    out: &mut String,
+    sets: &BTreeMap<String, SetEvents>,
+    names: impl Iterator<Item = (&'a str, Option<Mode>)> + Clone,
+) {
+    let nothing = SetEvents::default();
+    let known = || {
+        names
+            .clone()
+            .map(|(n, mode)| (n, mode, sets.get(n).unwrap_or(&nothing)))
+    };
+    let mut w = Series::new(out, &ROTATIONS);
+    for (set, mode, e) in known() {
+        let from_start = mode.map_or(&[][..], counted_from_the_start);
+        let not_yet = from_start
+            .iter()
+            .filter(|(o, r)| !e.rotations.iter().any(|(eo, er, _)| eo == o && er == r))
+            .map(|&(o, r)| (o, r, 0));
+        for (outcome, reason, n) in e.rotations.iter().copied().chain(not_yet) {
+            w.series(
+                &[
+                    ("outcome", outcome.as_str()),
+                    ("reason", reason),
+                    ("set", set),
+                ],
+                n as f64,
+            );
+        }
+    }
+    let mut w = Series::new(out, &LAST_ROTATION);
+    for (set, _, e) in known() {
+        for (outcome, at) in Outcome::ALL.iter().zip(e.last) {
+            if let Some(at) = at {
+                w.series(&[("outcome", outcome.as_str()), ("set", set)], at as f64);
+            }
+        }
+    }
+    let mut w = Series::new(out, &WORKLOAD_SERVING);
+    for (set, _, e) in known() {
+        if let Some(serving) = e.workload_serving {
+            w.series(&[("set", set)], flag(serving));
+        }
+    }
+    let mut w = Series::new(out, &SOURCE_REJECTED);
+    for (set, _, e) in known() {
+        // The reason is there while the value is 1: `{set}` 0, `{reason, set}` 1. One series
+        // per set at a time, and the series at 0 is the one of before reasons were added.
+        match e.refused {
+            Some(reason) => w.series(&[("reason", reason), ("set", set)], 1.0),
+            None => w.series(&[("set", set)], 0.0),
+        }
+    }
+}
+
+// === state families ===
+
+/// One family of the text exposition.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    /// `gauge` or `counter`.
+    kind: &'static str,
+}
+
+const NOT_AFTER: Family = Family {
+    name: "certgate_cert_not_after_timestamp_seconds",
+    help: "Not-after of the live certificate by chain role (earliest among intermediates).",
+    kind: "gauge",
+};
+const NOT_BEFORE: Family = Family {
+    name: "certgate_cert_not_before_timestamp_seconds",
+    help: "Not-before of the live certificate by chain role (latest among intermediates).",
+    kind: "gauge",
+};
+const EFFECTIVE_EXPIRY: Family = Family {
+    name: "certgate_cert_effective_expiry_timestamp_seconds",
+    help: "Earliest not-after along the live chain.",
+    kind: "gauge",
+};
+const CERT_INFO: Family = Family {
+    name: "certgate_cert_info",
+    help: "The live chain, one series per certificate (value 1).",
+    kind: "gauge",
+};
+const TRUST_INFO: Family = Family {
+    name: "certgate_trust_bundle_info",
+    help: "The live trust bundle (value 1); fingerprint over its anchors.",
+    kind: "gauge",
+};
+const TRUST_ANCHORS: Family = Family {
+    name: "certgate_trust_bundle_anchors",
+    help: "Number of anchors in the live trust bundle.",
+    kind: "gauge",
+};
+const TRUST_EARLIEST: Family = Family {
+    name: "certgate_trust_bundle_earliest_expiry_timestamp_seconds",
+    help: "Earliest not-after among the live bundle's anchors.",
+    kind: "gauge",
+};
+const ANCHOR_INFO: Family = Family {
+    name: "certgate_trust_anchor_info",
+    help:
+        "Each anchor of the live bundle (value 1): anchor_id is SHA-256 over its subject and key.",
+    kind: "gauge",
+};
+const ANCHOR_FIRST_SEEN: Family = Family {
+    name: "certgate_trust_anchor_first_seen_timestamp_seconds",
+    help: "When this pod first went live with the anchor; via startup (in the first live bundle) or rotation.",
+    kind: "gauge",
+};
+const CHAIN_ANCHOR: Family = Family {
+    name: "certgate_chain_anchor_info",
+    help: "The anchors the live chain verifies to (value 1; several when cross-signed).",
+    kind: "gauge",
+};
+const CERT_VALID: Family = Family {
+    name: "certgate_cert_valid",
+    help: "1 when the set's live chain is valid now.",
+    kind: "gauge",
+};
+const SET_READY: Family = Family {
+    name: "certgate_set_ready",
+    help: "1 when the set is ready: live material valid now, not within fail_ready_before (certgate_ready counts the required sets).",
+    kind: "gauge",
+};
+const READY: Family = Family {
+    name: "certgate_ready",
+    help: "1 when every required set is ready (as /readyz).",
+    kind: "gauge",
+};
+const X509_NOT_AFTER: Family = Family {
+    name: "x509_cert_not_after",
+    help: "Not-after (x509-certificate-exporter compatible).",
+    kind: "gauge",
+};
+const X509_NOT_BEFORE: Family = Family {
+    name: "x509_cert_not_before",
+    help: "Not-before (x509-certificate-exporter compatible).",
+    kind: "gauge",
+};
+const X509_EXPIRED: Family = Family {
+    name: "x509_cert_expired",
+    help: "1 when expired (x509-certificate-exporter compatible).",
+    kind: "gauge",
+};
+
+/// Every family written here (not the registry's), for tests.
+#[cfg(test)]
+const FAMILIES: &[&Family] = &[
+    &ROTATIONS,
+    &LAST_ROTATION,
+    &WORKLOAD_SERVING,
+    &SOURCE_REJECTED,
+    &NOT_AFTER,
+    &NOT_BEFORE,
+    &EFFECTIVE_EXPIRY,
+    &CERT_INFO,
+    &TRUST_INFO,
+    &TRUST_ANCHORS,
+    &TRUST_EARLIEST,
+    &ANCHOR_INFO,
+    &ANCHOR_FIRST_SEEN,
+    &CHAIN_ANCHOR,
+    &CERT_VALID,
+    &SET_READY,
+    &READY,
+    &X509_NOT_AFTER,
+    &X509_NOT_BEFORE,
+    &X509_EXPIRED,
+    &PROCESS_CPU,
+    &PROCESS_OPEN_FDS,
+    &PROCESS_MAX_FDS,
+    &PROCESS_VIRTUAL_MEMORY,
+    &PROCESS_RESIDENT_MEMORY,
+    &PROCESS_START_TIME,
+    &PROCESS_THREADS,
+];
+
+/// Writes the state families of `snapshot` at `now`.
+fn render_state(out: &mut String, snapshot: &Snapshot, now: i64) {
+    let sets = &snapshot.sets;
+    let live = || {
+        sets.iter()
+            .filter_map(|s| s.live.as_ref().map(|l| (s.name.as_str(), l)))
+    };
+    let roles = [Role::Leaf, Role::Intermediate, Role::Anchor];
+
+    let mut w = Series::new(out, &NOT_AFTER);
+    for (set, l) in live() {
+        for role in roles {
+            if let Some(t) = of_role(l, role).map(|c| c.not_after).min() {
+                w.series(&[("role", role.as_str()), ("set", set)], t as f64);
+            }
+        }
+    }
+    let mut w = Series::new(out, &NOT_BEFORE);
+    for (set, l) in live() {
+        for role in roles {
+            if let Some(t) = of_role(l, role).map(|c| c.not_before).max() {
+                w.series(&[("role", role.as_str()), ("set", set)], t as f64);
+            }
+        }
+    }
+    let mut w = Series::new(out, &EFFECTIVE_EXPIRY);
+    for (set, l) in live() {
+        w.series(&[("set", set)], l.effective_expiry as f64);
+    }
+    let mut w = Series::new(out, &CERT_INFO);
+    for (set, l) in live() {
+        for (i, c) in l.chain.iter().enumerate() {
+            let same = |o: &CertInfo| {
+                o.role == c.role
+                    && o.fingerprint_sha256 == c.fingerprint_sha256
+                    && o.serial == c.serial
+                    && o.subject == c.subject
+                    && o.issuer == c.issuer
+            };
+            if l.chain[..i].iter().any(same) {
+                continue;
+            }
+            w.series(
+                &[
+                    ("fingerprint_sha256", c.fingerprint_sha256.as_str()),
+                    ("issuer", &c.issuer),
+                    ("role", c.role.as_str()),
+                    ("serial", &c.serial),
+                    ("set", set),
+                    ("subject", &c.subject),
+                ],
+                1.0,
+            );
+        }
+    }
+    let bundled =
+        || live().filter_map(|(set, l)| l.trust_fingerprint.as_ref().map(|fp| (set, l, fp)));
+    let mut w = Series::new(out, &TRUST_INFO);
+    for (set, _, fp) in bundled() {
+        w.series(&[("fingerprint_sha256", fp), ("set", set)], 1.0);
+    }
+    let mut w = Series::new(out, &TRUST_ANCHORS);
+    for (set, l, _) in bundled() {
+        w.series(&[("set", set)], l.anchors.len() as f64);
+    }
+    let mut w = Series::new(out, &TRUST_EARLIEST);
+    for (set, l, _) in bundled() {
+        if let Some(t) = l.anchors.iter().map(|a| a.not_after).min() {
+            w.series(&[("set", set)], t as f64);
+        }
+    }
+    // Per-anchor series, for live material only, and only up to max_exported_anchors (a
+    // mounted public root store would cost hundreds of series per pod): status says so.
+    let exported = || {
+        sets.iter().filter_map(|s| {
+            s.trust
+                .as_ref()
+                .filter(|t| t.exported && s.live.is_some())
+                .map(|t| (s.name.as_str(), t))
+        })
+    };
+    let mut w = Series::new(out, &ANCHOR_INFO);
+    for (set, t) in exported() {
+        for a in &t.anchors {
+            w.series(
+                &[
+                    ("anchor_id", a.anchor_id.as_str()),
+                    ("set", set),
+                    ("subject", &a.subject),
+                ],
+                1.0,
+            );
+        }
+    }
+    let mut w = Series::new(out, &ANCHOR_FIRST_SEEN);
+    for (set, t) in exported() {
+        for a in &t.anchors {
+            w.series(
+                &[
+                    ("anchor_id", a.anchor_id.as_str()),
+                    ("set", set),
+                    ("via", a.via.as_str()),
+                ],
+                a.first_seen as f64,
+            );
+        }
+    }
+    let mut w = Series::new(out, &CHAIN_ANCHOR);
+    for (set, t) in exported() {
+        for id in &t.chain_anchors {
+            w.series(&[("anchor_id", id.as_str()), ("set", set)], 1.0);
+        }
+    }
+    let mut w = Series::new(out, &CERT_VALID);
+    for s in sets {
+        w.series(&[("set", &s.name)], flag(s.valid_at(now)));
+    }
+    let mut w = Series::new(out, &SET_READY);
+    for s in sets {
+        w.series(&[("set", &s.name)], flag(s.readiness(now).is_ok()));
+    }
+    Series::new(out, &READY).series(&[], flag(snapshot.readiness(now).is_ok()));
+
+    let files = x509_files(sets);
+    for (family, value) in [
+        (&X509_NOT_AFTER, X509Value::NotAfter),
+        (&X509_NOT_BEFORE, X509Value::NotBefore),
+        (&X509_EXPIRED, X509Value::Expired),
+    ] {
+        let mut w = Series::new(out, family);
+        for &(path, c) in &files {
+            let filename = Path::new(path)
+                .file_name()
+                .and_then(|f| f.to_str())
+                .unwrap_or_default();
+            let v = match value {
+                X509Value::NotAfter => c.not_after as f64,
+                X509Value::NotBefore => c.not_before as f64,
+                X509Value::Expired => flag(c.not_after < now),
+            };
+            w.series(
+                &[
+                    ("filename", filename),
+                    ("filepath", path),
+                    ("issuer_CN", &c.issuer_cn),
+                    ("issuer_O", &c.issuer_o),
+                    ("serial_number", &c.serial),
+                    ("subject_CN", &c.subject_cn),
+                    ("subject_O", &c.subject_o),
+                ],
+                v,
+            );
+        }
+    }
+}
+
+/// What an `x509_cert_*` series carries.
+#[derive(Clone, Copy)]
+enum X509Value {
+    NotAfter,
+    NotBefore,
+    Expired,
+}
+
+/// The certificates of a chain with `role`.
+fn of_role(l: &LiveMaterial, role: Role) -> impl Iterator<Item = &CertInfo> + Clone {
+    l.chain.iter().filter(move |c| c.role == role)
+}
+
+fn flag(on: bool) -> f64 {
+    if on {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// The certificates the x509-certificate-exporter families describe, with the file each is
+/// read from: the chain's leaf and intermediates under the cert file, the bundle's anchors
+/// under the bundle file. Those families carry no `set` label, so two sets reading one file
+/// (a shared CA bundle in monitor mode), or a bundle listing an anchor twice, would give the
+/// same series twice: each is kept once, at its first place.
+fn x509_files(sets: &[std::sync::Arc<SetStatus>]) -> Vec<(&str, &CertInfo)> {
+    let mut files: Vec<(&str, &CertInfo)> = Vec::new();
+    for l in sets.iter().filter_map(|s| s.live.as_ref()) {
+        let certs = l.chain.iter().filter(|c| c.role != Role::Anchor);
+        files.extend(certs.map(|c| (l.cert_path.as_str(), c)));
+        if let Some(tp) = &l.trust_path {
+            files.extend(l.anchors.iter().map(|a| (tp.as_str(), a)));
+        }
+    }
+    fn key<'a>(&(path, c): &(&'a str, &'a CertInfo)) -> [&'a str; 6] {
+        [
+            path,
+            &c.serial,
+            &c.subject_cn,
+            &c.subject_o,
+            &c.issuer_cn,
+            &c.issuer_o,
+        ]
+    }
+    // Equal series sort next to each other; the later ones (by position) are dropped.
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by(|&a, &b| key(&files[a]).cmp(&key(&files[b])).then(a.cmp(&b)));
+    let mut keep = vec![true; files.len()];
+    for pair in order.windows(2) {
+        if key(&files[pair[0]]) == key(&files[pair[1]]) {
+            keep[pair[1]] = false;
+        }
+    }
+    let mut keep = keep.into_iter();
+    files.retain(|_| keep.next().unwrap_or(true));
+    files
+}
+
+// === process ===
+
+const PROCESS_CPU: Family = Family {
+    name: "process_cpu_seconds_total",
+    help: "Total user and system CPU time spent in seconds.",
+    kind: "counter",
+};
+const PROCESS_OPEN_FDS: Family = Family {
+    name: "process_open_fds",
+    help: "Number of open file descriptors.",
+    kind: "gauge",
+};
+const PROCESS_MAX_FDS: Family = Family {
+    name: "process_max_fds",
+    help: "Maximum number of open file descriptors.",
+    kind: "gauge",
+};
+const PROCESS_VIRTUAL_MEMORY: Family = Family {
+    name: "process_virtual_memory_bytes",
+    help: "Virtual memory size in bytes.",
+    kind: "gauge",
+};
+const PROCESS_RESIDENT_MEMORY: Family = Family {
+    name: "process_resident_memory_bytes",
+    help: "Resident memory size in bytes.",
+    kind: "gauge",
+};
+const PROCESS_START_TIME: Family = Family {
+    name: "process_start_time_seconds",
+    help: "Start time of the process since unix epoch in seconds.",
+    kind: "gauge",
+};
+const PROCESS_THREADS: Family = Family {
+    name: "process_threads",
+    help: "Number of OS threads in the process.",
+    kind: "gauge",
+};
+
+/// Writes the `process_*` families, named and computed as client_golang's process collector
+/// does, from `/proc/self`; a family whose source cannot be read is left out.
+#[cfg(target_os = "linux")]
+fn render_process(out: &mut String) {
+    // SAFETY: sysconf only reads system configuration.
+    let (ticks, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    if let Some(stat) = ProcStat::read() {
+        if ticks > 0 {
+            let cpu = (stat.utime + stat.stime) as f64 / ticks as f64;
+            Series::new(out, &PROCESS_CPU).series(&[], cpu);
+        }
+        Series::new(out, &PROCESS_VIRTUAL_MEMORY).series(&[], stat.vsize as f64);
+        if page > 0 {
+            let rss = stat.rss_pages as f64 * page as f64;
+            Series::new(out, &PROCESS_RESIDENT_MEMORY).series(&[], rss);
+        }
+        if let (Some(boot), true) = (boot_time(), ticks > 0) {
+            let start = boot as f64 + stat.start_ticks as f64 / ticks as f64;
+            Series::new(out, &PROCESS_START_TIME).series(&[], start);
+        }
+        Series::new(out, &PROCESS_THREADS).series(&[], stat.threads as f64);
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        Series::new(out, &PROCESS_OPEN_FDS).series(&[], fds.count() as f64);
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        Series::new(out, &PROCESS_MAX_FDS).series(&[], limit.rlim_cur as f64);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn render_process(_out: &mut String) {}
+
+/// The fields of `/proc/self/stat` the process families need.
+#[cfg(target_os = "linux")]
+#[derive(Debug, PartialEq, Eq)]
+struct ProcStat {
+    utime: u64,
+    stime: u64,
+    threads: u64,
+    start_ticks: u64,
+    vsize: u64,
+    rss_pages: u64,
+}
+
+#[cfg(target_os = "linux")]
+impl ProcStat {
+    fn read() -> Option<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/self/stat").ok()?)
+    }
+
+    /// proc(5): the command name (field 2) is in parentheses and may hold spaces and
+    /// parentheses itself, so fields are counted from the last `)`; field 3 comes first.
+    fn parse(text: &str) -> Option<Self> {
+        let (_, rest) = text.rsplit_once(')')?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |n: usize| fields.get(n.checked_sub(3)?)?.parse::<u64>().ok();
+        Some(Self {
+            utime: field(14)?,
+            stime: field(15)?,
+            threads: field(20)?,
+            start_ticks: field(22)?,
+            vsize: field(23)?,
+            rss_pages: field(24)?,
+        })
+    }
+}
+
+/// Boot time, Unix seconds (`btime` of `/proc/stat`).
+#[cfg(target_os = "linux")]
+fn boot_time() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    stat.lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Writes one family: HELP and TYPE with its first series, none without series (as the
+/// registry leaves out a family with no series).
+struct Series<'a> {
+    out: &'a mut String,
+    family: &'static Family,
+    started: bool,
+}
+
+impl<'a> Series<'a> {
+    fn new(out: &'a mut String, family: &'static Family) -> Self {
+        Self {
+            out,
+            family,
+            started: false,
+        }
+    }
+
+    /// One series; `labels` in name order, as the registry writes them.
+    fn series(&mut self, labels: &[(&str, &str)], value: f64) {
+        let name = self.family.name;
+        if !self.started {
+            self.started = true;
+            let _ = write!(
+                self.out,
+                "# HELP {name} {}\n# TYPE {name} {}\n",
+                self.family.help, self.family.kind
+            );
+        }
+        self.out.push_str(name);
+        for (i, (k, v)) in labels.iter().enumerate() {
+            self.out.push(if i == 0 { '{' } else { ',' });
+            self.out.push_str(k);
+            self.out.push_str("=\"");
+            escape_label_value(self.out, v);
+            self.out.push('"');
+        }
+        if !labels.is_empty() {
+            self.out.push('}');
+        }
+        // As the registry's encoder writes a value: f64's Display.
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+/// A label value as the text format wants it: `\`, `"` and newline escaped.
+fn escape_label_value(out: &mut String, v: &str) {
+    let mut rest = v;
+    while let Some(i) = rest.find(['\\', '"', '\n']) {
+        out.push_str(&rest[..i]);
+        out.push_str(match rest.as_bytes()[i] {
+            b'\\' => "\\\\",
+            b'"' => "\\\"",
+            _ => "\\n",
+        });
+        rest = &rest[i + 1..];
+    }
+    out.push_str(rest);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::ids::Fingerprint;
+    use crate::state::{Mode, SetStatus};
+
+    /// When the fixture is scraped.
+    const NOW: i64 = 1_700_000_000;
+    const DAY: i64 = 86_400;
+
+    fn cert(role: Role, cn: &str, o: &str, issuer: (&str, &str), serial: &str) -> CertInfo {
+        CertInfo {
+            role,
+            subject: format!("CN={cn}, O={o}"),
+            subject_cn: cn.into(),
+            subject_o: o.into(),
+            issuer: format!("CN={}, O={}", issuer.0, issuer.1),
+            issuer_cn: issuer.0.into(),
+            issuer_o: issuer.1.into(),
+            serial: serial.into(),
+            serial_der: None,
+            sans: Vec::new(),
+            not_before: NOW - 10 * DAY,
+            not_after: NOW + 20 * DAY,
+            key_algorithm: "ECDSA P-256".into(),
+            key_bits: 256,
+            signature_algorithm: "ecdsa-with-SHA256".into(),
+            fingerprint_sha256: Fingerprint::of(format!("{cn}/{serial}").as_bytes()),
+            is_ca: role != Role::Leaf,
+            self_issued: role == Role::Anchor,
+            key_usage: Vec::new(),
+            extended_key_usage: Vec::new(),
+            anchor_id: crate::ids::AnchorId::of(cn.as_bytes(), o.as_bytes()),
+        }
+    }
+
+    fn live(cert_path: &str, trust_path: Option<&str>, chain: Vec<CertInfo>) -> LiveMaterial {
+        let anchors: Vec<CertInfo> = if trust_path.is_some() {
+            chain
+                .iter()
+                .filter(|c| c.role == Role::Anchor)
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        LiveMaterial {
+            generation: None,
+            cert_path: cert_path.into(),
+            trust_path: trust_path.map(Into::into),
+            effective_expiry: chain.iter().map(|c| c.not_after).min().unwrap_or(i64::MIN),
+            trust_fingerprint: trust_path.map(|_| "b0".repeat(32)),
+            chain: chain.into(),
+            anchors: anchors.into(),
+            since: crate::time_fmt::rfc3339(NOW - DAY),
+            content_key: Vec::new(),
+        }
+    }
+
+    fn set(name: &str, mode: Mode, live: Option<LiveMaterial>) -> SetStatus {
+        let mut s = SetStatus::new(name, mode, true, DAY as u64, 0);
+        if live.is_some() {
+            s.live_problem = None;
+        }
+        s.live = live;
+        s
+    }
+
+    /// Every kind of set the families describe: published with a bundle of two anchors and a
+    /// subject that needs escaping; monitor mode with two intermediates and no bundle; expired
+    /// material; nothing live yet. Plus the events the daemon reports.
+    fn fixture() -> (Metrics, Snapshot) {
+        let root = cert(Role::Anchor, "Root CA", "Acme", ("Root CA", "Acme"), "01");
+        let other_root = cert(Role::Anchor, "Other Root", "", ("Other Root", ""), "02");
+        let inter = cert(
+            Role::Intermediate,
+            "Issuing CA",
+            "Acme",
+            ("Root CA", "Acme"),
+            "1a",
+        );
+        let mut leaf = cert(
+            Role::Leaf,
+            "web \"quoted\" back\\slash",
+            "Acme, Inc.",
+            ("Issuing CA", "Acme"),
+            "-7f",
+        );
+        leaf.subject = "CN=web \"quoted\" back\\\\slash, O=Acme\\, Inc.".into();
+        leaf.not_after = NOW + 5 * DAY;
+        let mut web = live(
+            "/publish/web/tls.crt",
+            Some("/publish/web/ca.crt"),
+            vec![leaf, inter.clone(), root.clone()],
+        );
+        let mut anchors = web.anchors.to_vec();
+        anchors[0].not_after = NOW + 3000 * DAY;
+        anchors.push(other_root);
+        web.anchors = anchors.into();
+
+        let mut older = cert(Role::Intermediate, "Old CA", "", ("Root CA", "Acme"), "1b");
+        older.not_before = NOW - 20 * DAY;
+        older.not_after = NOW + 40 * DAY;
+        let mon_leaf = cert(Role::Leaf, "mon.example", "", ("Issuing CA", "Acme"), "2a");
+        let mon = live(
+            "/src/mon/tls.crt",
+            None,
+            vec![mon_leaf, inter.clone(), older],
+        );
+
+        let mut gone = cert(Role::Leaf, "old.example", "", ("Issuing CA", "Acme"), "3a");
+        gone.not_before = NOW - 30 * DAY;
+        gone.not_after = NOW - DAY;
+        let expired = live(
+            "/publish/expired/tls.crt",
+            Some("/publish/expired/ca.crt"),
+            vec![gone, inter, root],
+        );
+
+        let sets = vec![
+            set("web", Mode::Publish, Some(web)),
+            set("mon", Mode::Monitor, Some(mon)),
+            set("expired", Mode::Publish, Some(expired)),
+            set("pending", Mode::Publish, None),
+        ];
+        let m = Metrics::new().unwrap();
+        for s in &sets {
+            m.declare_set(&s.name);
+        }
+        let ms = Duration::from_millis;
+        m.rotation("web", Outcome::Published, None, Some(ms(3)), NOW - 60);
+        m.rotation("mon", Outcome::Accepted, None, Some(ms(2)), NOW - 50);
+        m.rotation("expired", Outcome::Published, None, Some(ms(4)), NOW - 40);
+        m.rotation(
+            "expired",
+            Outcome::Rejected,
+            Some(Reason::UnknownIssuer),
+            Some(ms(1)),
+            NOW - 30,
+        );
+        m.handshake(ms(2));
+        m.workload_serving("web", true);
+        let snapshot = Snapshot {
+            version: env!("CARGO_PKG_VERSION"),
+            initialized: true,
+            sets: sets.into_iter().map(Arc::new).collect(),
+            watch_problem: None,
+        };
+        (m, snapshot)
+    }
+
+    /// What `/metrics` serves for `snapshot` at `now`.
+    fn exposition(m: &Metrics, snapshot: &Snapshot, now: i64) -> String {
+        m.render(snapshot, now)
+    }
+
+    /// One sample: its name, its labels sorted, its value as written.
+    type Sample = (String, Vec<(String, String)>, String);
+
+    /// One family of an exposition: HELP, TYPE, and its samples.
+    #[derive(Debug, Default, PartialEq, Eq)]
+    struct Parsed {
+        help: String,
+        kind: String,
+        samples: BTreeSet<Sample>,
+    }
+
+    /// Parses a text exposition into families; panics on a malformed line, a sample outside
+    /// its family, or a duplicate series.
+    fn parse(text: &str) -> BTreeMap<String, Parsed> {
+        let mut out: BTreeMap<String, Parsed> = BTreeMap::new();
+        let mut current = String::new();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').unwrap();
+                current = name.to_string();
+                out.entry(current.clone()).or_default().help = help.to_string();
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert_eq!(name, current, "TYPE after its HELP: {line}");
+                out.entry(current.clone()).or_default().kind = kind.to_string();
+                continue;
+            }
+            let name_end = line.find(['{', ' ']).unwrap();
+            let name = &line[..name_end];
+            assert!(
+                name.starts_with(current.as_str()),
+                "{name} outside {current}"
+            );
+            let mut labels = Vec::new();
+            let mut rest = &line[name_end..];
+            if let Some(r) = rest.strip_prefix('{') {
+                let mut chars = r.char_indices();
+                loop {
+                    let (start, c) = chars.next().unwrap();
+                    if c == '}' {
+                        rest = &r[start + 1..];
+                        break;
+                    }
+                    let eq = r[start..].find("=\"").unwrap() + start;
+                    let key = r[start..eq].trim_start_matches(',').to_string();
+                    while chars.next().unwrap().0 < eq + 1 {}
+                    let mut value = String::new();
+                    loop {
+                        match chars.next().unwrap().1 {
+                            '\\' => match chars.next().unwrap().1 {
+                                'n' => value.push('\n'),
+                                c => value.push(c),
+                            },
+                            '"' => break,
+                            c => value.push(c),
+                        }
+                    }
+                    labels.push((key, value));
+                }
+            }
+            labels.sort();
+            let value = rest.trim().to_string();
+            let fresh = out.entry(current.clone()).or_default().samples.insert((
+                name.to_string(),
+                labels,
+                value,
+            ));
+            assert!(fresh, "duplicate series: {line}");
+        }
+        out
+    }
+
+    /// `/metrics` of the fixture as the registry-only implementation served it (certgate
+    /// 0.1.0, before the live-material families were rendered from the snapshot): every
+    /// family, name, label and value the tests and alert rules rely on. `{VERSION}` stands
+    /// for the crate version.
+    const BEFORE: &str = r#"
+# HELP certgate_build_info certgate build (value 1).
+# TYPE certgate_build_info gauge
+certgate_build_info{version="{VERSION}"} 1
+# HELP certgate_cert_effective_expiry_timestamp_seconds Earliest not-after along the live chain.
+# TYPE certgate_cert_effective_expiry_timestamp_seconds gauge
+certgate_cert_effective_expiry_timestamp_seconds{set="expired"} 1699913600
+certgate_cert_effective_expiry_timestamp_seconds{set="mon"} 1701728000
+certgate_cert_effective_expiry_timestamp_seconds{set="web"} 1700432000
+# HELP certgate_cert_info The live chain, one series per certificate (value 1).
+# TYPE certgate_cert_info gauge
+certgate_cert_info{fingerprint_sha256="1db8e55a45b224b8d98b9b6084a886f73a4d3fc586299f831f889d968e149bd8",issuer="CN=Issuing CA, O=Acme",role="leaf",serial="-7f",set="web",subject="CN=web \"quoted\" back\\\\slash, O=Acme\\, Inc."} 1
+certgate_cert_info{fingerprint_sha256="44acefda3b7bc863e8f4a54c5b1fcdd1164ada7f6c720a59b66e000a8887392c",issuer="CN=Root CA, O=Acme",role="intermediate",serial="1a",set="expired",subject="CN=Issuing CA, O=Acme"} 1
+certgate_cert_info{fingerprint_sha256="44acefda3b7bc863e8f4a54c5b1fcdd1164ada7f6c720a59b66e000a8887392c",issuer="CN=Root CA, O=Acme",role="intermediate",serial="1a",set="mon",subject="CN=Issuing CA, O=Acme"} 1
+certgate_cert_info{fingerprint_sha256="44acefda3b7bc863e8f4a54c5b1fcdd1164ada7f6c720a59b66e000a8887392c",issuer="CN=Root CA, O=Acme",role="intermediate",serial="1a",set="web",subject="CN=Issuing CA, O=Acme"} 1
+certgate_cert_info{fingerprint_sha256="4a1a2f92483f7d97aa4897272e1fe8dd8cd5fd2f3938573d970d1b5e421b99e4",issuer="CN=Root CA, O=Acme",role="intermediate",serial="1b",set="mon",subject="CN=Old CA, O="} 1
+certgate_cert_info{fingerprint_sha256="c3675d8c4473f362d8abeb71b2040cec1084274c2298c55e8702d62f6f547d2c",issuer="CN=Issuing CA, O=Acme",role="leaf",serial="3a",set="expired",subject="CN=old.example, O="} 1
+certgate_cert_info{fingerprint_sha256="d1578f7ed01efc9c7afa6b8167000d08302afae04d1125671f56707c0792b114",issuer="CN=Issuing CA, O=Acme",role="leaf",serial="2a",set="mon",subject="CN=mon.example, O="} 1
+certgate_cert_info{fingerprint_sha256="fdd25f9291bc266b2d24a6b4352eedee38a334427b1750740ce48a54bbe773f1",issuer="CN=Root CA, O=Acme",role="anchor",serial="01",set="expired",subject="CN=Root CA, O=Acme"} 1
+certgate_cert_info{fingerprint_sha256="fdd25f9291bc266b2d24a6b4352eedee38a334427b1750740ce48a54bbe773f1",issuer="CN=Root CA, O=Acme",role="anchor",serial="01",set="web",subject="CN=Root CA, O=Acme"} 1
+# HELP certgate_cert_not_after_timestamp_seconds Not-after of the live certificate by chain role (earliest among intermediates).
+# TYPE certgate_cert_not_after_timestamp_seconds gauge
+certgate_cert_not_after_timestamp_seconds{role="anchor",set="expired"} 1701728000
+certgate_cert_not_after_timestamp_seconds{role="anchor",set="web"} 1701728000
+certgate_cert_not_after_timestamp_seconds{role="intermediate",set="expired"} 1701728000
+certgate_cert_not_after_timestamp_seconds{role="intermediate",set="mon"} 1701728000
+certgate_cert_not_after_timestamp_seconds{role="intermediate",set="web"} 1701728000
+certgate_cert_not_after_timestamp_seconds{role="leaf",set="expired"} 1699913600
+certgate_cert_not_after_timestamp_seconds{role="leaf",set="mon"} 1701728000
+certgate_cert_not_after_timestamp_seconds{role="leaf",set="web"} 1700432000
+# HELP certgate_cert_not_before_timestamp_seconds Not-before of the live certificate by chain role (latest among intermediates).
+# TYPE certgate_cert_not_before_timestamp_seconds gauge
+certgate_cert_not_before_timestamp_seconds{role="anchor",set="expired"} 1699136000
+certgate_cert_not_before_timestamp_seconds{role="anchor",set="web"} 1699136000
+certgate_cert_not_before_timestamp_seconds{role="intermediate",set="expired"} 1699136000
+certgate_cert_not_before_timestamp_seconds{role="intermediate",set="mon"} 1699136000
+certgate_cert_not_before_timestamp_seconds{role="intermediate",set="web"} 1699136000
+certgate_cert_not_before_timestamp_seconds{role="leaf",set="expired"} 1697408000
+certgate_cert_not_before_timestamp_seconds{role="leaf",set="mon"} 1699136000
+certgate_cert_not_before_timestamp_seconds{role="leaf",set="web"} 1699136000
+# HELP certgate_cert_valid 1 when the set's live chain is valid now.
+# TYPE certgate_cert_valid gauge
+certgate_cert_valid{set="expired"} 0
+certgate_cert_valid{set="mon"} 1
+certgate_cert_valid{set="pending"} 0
+certgate_cert_valid{set="web"} 1
+# HELP certgate_handshake_duration_seconds Loopback self-handshake duration.
+# TYPE certgate_handshake_duration_seconds histogram
+certgate_handshake_duration_seconds_bucket{le="0.0005"} 0
+certgate_handshake_duration_seconds_bucket{le="0.001"} 0
+certgate_handshake_duration_seconds_bucket{le="0.0025"} 1
+certgate_handshake_duration_seconds_bucket{le="0.005"} 1
+certgate_handshake_duration_seconds_bucket{le="0.01"} 1
+certgate_handshake_duration_seconds_bucket{le="0.025"} 1
+certgate_handshake_duration_seconds_bucket{le="0.05"} 1
+certgate_handshake_duration_seconds_bucket{le="0.1"} 1
+certgate_handshake_duration_seconds_bucket{le="0.25"} 1
+certgate_handshake_duration_seconds_bucket{le="1"} 1
+certgate_handshake_duration_seconds_bucket{le="+Inf"} 1
+certgate_handshake_duration_seconds_sum 0.002
+certgate_handshake_duration_seconds_count 1
+# HELP certgate_last_rotation_timestamp_seconds When a set last saw each outcome.
+# TYPE certgate_last_rotation_timestamp_seconds gauge
+certgate_last_rotation_timestamp_seconds{outcome="accepted",set="mon"} 1699999950
+certgate_last_rotation_timestamp_seconds{outcome="published",set="expired"} 1699999960
+certgate_last_rotation_timestamp_seconds{outcome="published",set="web"} 1699999940
+certgate_last_rotation_timestamp_seconds{outcome="rejected",set="expired"} 1699999970
+# HELP certgate_ready 1 when every required set is ready (as /readyz).
+# TYPE certgate_ready gauge
+certgate_ready 0
+# HELP certgate_rotation_reaction_seconds Source change seen → published or rejected.
+# TYPE certgate_rotation_reaction_seconds histogram
+certgate_rotation_reaction_seconds_bucket{outcome="accepted",le="0.001"} 0
+certgate_rotation_reaction_seconds_bucket{outcome="accepted",le="0.0025"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="accepted",le="0.005"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="accepted",le="0.01"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="accepted",le="0.025"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="accepted",le="0.05"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="accepted",le="0.1"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="accepted",le="0.25"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="accepted",le="0.5"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="accepted",le="1"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="accepted",le="2.5"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="accepted",le="5"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="accepted",le="+Inf"} 1
+certgate_rotation_reaction_seconds_sum{outcome="accepted"} 0.002
+certgate_rotation_reaction_seconds_count{outcome="accepted"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="published",le="0.001"} 0
+certgate_rotation_reaction_seconds_bucket{outcome="published",le="0.0025"} 0
+certgate_rotation_reaction_seconds_bucket{outcome="published",le="0.005"} 2
+certgate_rotation_reaction_seconds_bucket{outcome="published",le="0.01"} 2
+certgate_rotation_reaction_seconds_bucket{outcome="published",le="0.025"} 2
+certgate_rotation_reaction_seconds_bucket{outcome="published",le="0.05"} 2
+certgate_rotation_reaction_seconds_bucket{outcome="published",le="0.1"} 2
+certgate_rotation_reaction_seconds_bucket{outcome="published",le="0.25"} 2
+certgate_rotation_reaction_seconds_bucket{outcome="published",le="0.5"} 2
+certgate_rotation_reaction_seconds_bucket{outcome="published",le="1"} 2
+certgate_rotation_reaction_seconds_bucket{outcome="published",le="2.5"} 2
+certgate_rotation_reaction_seconds_bucket{outcome="published",le="5"} 2
+certgate_rotation_reaction_seconds_bucket{outcome="published",le="+Inf"} 2
+certgate_rotation_reaction_seconds_sum{outcome="published"} 0.007
+certgate_rotation_reaction_seconds_count{outcome="published"} 2
+certgate_rotation_reaction_seconds_bucket{outcome="rejected",le="0.001"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="rejected",le="0.0025"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="rejected",le="0.005"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="rejected",le="0.01"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="rejected",le="0.025"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="rejected",le="0.05"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="rejected",le="0.1"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="rejected",le="0.25"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="rejected",le="0.5"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="rejected",le="1"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="rejected",le="2.5"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="rejected",le="5"} 1
+certgate_rotation_reaction_seconds_bucket{outcome="rejected",le="+Inf"} 1
+certgate_rotation_reaction_seconds_sum{outcome="rejected"} 0.001
+certgate_rotation_reaction_seconds_count{outcome="rejected"} 1
+# HELP certgate_rotations_total Candidates by outcome (published, rejected, rolled_back) and reason.
+# TYPE certgate_rotations_total counter
+certgate_rotations_total{outcome="accepted",reason="ok",set="mon"} 1
+certgate_rotations_total{outcome="published",reason="ok",set="expired"} 1
+certgate_rotations_total{outcome="published",reason="ok",set="web"} 1
+certgate_rotations_total{outcome="rejected",reason="unknown_issuer",set="expired"} 1
+# HELP certgate_source_rejected 1 while the newest source material was refused (rejected or rolled back) and is not live.
+# TYPE certgate_source_rejected gauge
+certgate_source_rejected{set="expired"} 1
+certgate_source_rejected{set="mon"} 0
+certgate_source_rejected{set="pending"} 0
+certgate_source_rejected{set="web"} 0
+# HELP certgate_trust_bundle_anchors Number of anchors in the live trust bundle.
+# TYPE certgate_trust_bundle_anchors gauge
+certgate_trust_bundle_anchors{set="expired"} 1
+certgate_trust_bundle_anchors{set="web"} 2
+# HELP certgate_trust_bundle_earliest_expiry_timestamp_seconds Earliest not-after among the live bundle's anchors.
+# TYPE certgate_trust_bundle_earliest_expiry_timestamp_seconds gauge
+certgate_trust_bundle_earliest_expiry_timestamp_seconds{set="expired"} 1701728000
+certgate_trust_bundle_earliest_expiry_timestamp_seconds{set="web"} 1701728000
+# HELP certgate_trust_bundle_info The live trust bundle (value 1); fingerprint over its anchors.
+# TYPE certgate_trust_bundle_info gauge
+certgate_trust_bundle_info{fingerprint_sha256="b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0",set="expired"} 1
+certgate_trust_bundle_info{fingerprint_sha256="b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0",set="web"} 1
+# HELP certgate_workload_serving_live_cert 1 when the workload serves the live leaf (verification configured).
+# TYPE certgate_workload_serving_live_cert gauge
+certgate_workload_serving_live_cert{set="web"} 1
+# HELP x509_cert_expired 1 when expired (x509-certificate-exporter compatible).
+# TYPE x509_cert_expired gauge
+x509_cert_expired{filename="ca.crt",filepath="/publish/expired/ca.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="01",subject_CN="Root CA",subject_O="Acme"} 0
+x509_cert_expired{filename="ca.crt",filepath="/publish/web/ca.crt",issuer_CN="Other Root",issuer_O="",serial_number="02",subject_CN="Other Root",subject_O=""} 0
+x509_cert_expired{filename="ca.crt",filepath="/publish/web/ca.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="01",subject_CN="Root CA",subject_O="Acme"} 0
+x509_cert_expired{filename="tls.crt",filepath="/publish/expired/tls.crt",issuer_CN="Issuing CA",issuer_O="Acme",serial_number="3a",subject_CN="old.example",subject_O=""} 1
+x509_cert_expired{filename="tls.crt",filepath="/publish/expired/tls.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="1a",subject_CN="Issuing CA",subject_O="Acme"} 0
+x509_cert_expired{filename="tls.crt",filepath="/publish/web/tls.crt",issuer_CN="Issuing CA",issuer_O="Acme",serial_number="-7f",subject_CN="web \"quoted\" back\\slash",subject_O="Acme, Inc."} 0
+x509_cert_expired{filename="tls.crt",filepath="/publish/web/tls.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="1a",subject_CN="Issuing CA",subject_O="Acme"} 0
+x509_cert_expired{filename="tls.crt",filepath="/src/mon/tls.crt",issuer_CN="Issuing CA",issuer_O="Acme",serial_number="2a",subject_CN="mon.example",subject_O=""} 0
+x509_cert_expired{filename="tls.crt",filepath="/src/mon/tls.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="1a",subject_CN="Issuing CA",subject_O="Acme"} 0
+x509_cert_expired{filename="tls.crt",filepath="/src/mon/tls.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="1b",subject_CN="Old CA",subject_O=""} 0
+# HELP x509_cert_not_after Not-after (x509-certificate-exporter compatible).
+# TYPE x509_cert_not_after gauge
+x509_cert_not_after{filename="ca.crt",filepath="/publish/expired/ca.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="01",subject_CN="Root CA",subject_O="Acme"} 1701728000
+x509_cert_not_after{filename="ca.crt",filepath="/publish/web/ca.crt",issuer_CN="Other Root",issuer_O="",serial_number="02",subject_CN="Other Root",subject_O=""} 1701728000
+x509_cert_not_after{filename="ca.crt",filepath="/publish/web/ca.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="01",subject_CN="Root CA",subject_O="Acme"} 1959200000
+x509_cert_not_after{filename="tls.crt",filepath="/publish/expired/tls.crt",issuer_CN="Issuing CA",issuer_O="Acme",serial_number="3a",subject_CN="old.example",subject_O=""} 1699913600
+x509_cert_not_after{filename="tls.crt",filepath="/publish/expired/tls.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="1a",subject_CN="Issuing CA",subject_O="Acme"} 1701728000
+x509_cert_not_after{filename="tls.crt",filepath="/publish/web/tls.crt",issuer_CN="Issuing CA",issuer_O="Acme",serial_number="-7f",subject_CN="web \"quoted\" back\\slash",subject_O="Acme, Inc."} 1700432000
+x509_cert_not_after{filename="tls.crt",filepath="/publish/web/tls.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="1a",subject_CN="Issuing CA",subject_O="Acme"} 1701728000
+x509_cert_not_after{filename="tls.crt",filepath="/src/mon/tls.crt",issuer_CN="Issuing CA",issuer_O="Acme",serial_number="2a",subject_CN="mon.example",subject_O=""} 1701728000
+x509_cert_not_after{filename="tls.crt",filepath="/src/mon/tls.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="1a",subject_CN="Issuing CA",subject_O="Acme"} 1701728000
+x509_cert_not_after{filename="tls.crt",filepath="/src/mon/tls.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="1b",subject_CN="Old CA",subject_O=""} 1703456000
+# HELP x509_cert_not_before Not-before (x509-certificate-exporter compatible).
+# TYPE x509_cert_not_before gauge
+x509_cert_not_before{filename="ca.crt",filepath="/publish/expired/ca.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="01",subject_CN="Root CA",subject_O="Acme"} 1699136000
+x509_cert_not_before{filename="ca.crt",filepath="/publish/web/ca.crt",issuer_CN="Other Root",issuer_O="",serial_number="02",subject_CN="Other Root",subject_O=""} 1699136000
+x509_cert_not_before{filename="ca.crt",filepath="/publish/web/ca.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="01",subject_CN="Root CA",subject_O="Acme"} 1699136000
+x509_cert_not_before{filename="tls.crt",filepath="/publish/expired/tls.crt",issuer_CN="Issuing CA",issuer_O="Acme",serial_number="3a",subject_CN="old.example",subject_O=""} 1697408000
+x509_cert_not_before{filename="tls.crt",filepath="/publish/expired/tls.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="1a",subject_CN="Issuing CA",subject_O="Acme"} 1699136000
+x509_cert_not_before{filename="tls.crt",filepath="/publish/web/tls.crt",issuer_CN="Issuing CA",issuer_O="Acme",serial_number="-7f",subject_CN="web \"quoted\" back\\slash",subject_O="Acme, Inc."} 1699136000
+x509_cert_not_before{filename="tls.crt",filepath="/publish/web/tls.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="1a",subject_CN="Issuing CA",subject_O="Acme"} 1699136000
+x509_cert_not_before{filename="tls.crt",filepath="/src/mon/tls.crt",issuer_CN="Issuing CA",issuer_O="Acme",serial_number="2a",subject_CN="mon.example",subject_O=""} 1699136000
+x509_cert_not_before{filename="tls.crt",filepath="/src/mon/tls.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="1a",subject_CN="Issuing CA",subject_O="Acme"} 1699136000
+x509_cert_not_before{filename="tls.crt",filepath="/src/mon/tls.crt",issuer_CN="Root CA",issuer_O="Acme",serial_number="1b",subject_CN="Old CA",subject_O=""} 1698272000
+"#;
+
+    /// What differs from [`BEFORE`] on purpose, each line of BEFORE with what replaced it
+    /// (issue 14, part 2).
+    const CHANGED: &[(&str, &str)] = &[
+        // The refusal names its reason.
+        (
+            "# HELP certgate_source_rejected 1 while the newest source material was refused (rejected or rolled back) and is not live.",
+            "# HELP certgate_source_rejected 1 while the newest source material was refused (rejected or rolled back) and is not live; reason: the failed check.",
+        ),
+        (
+            "certgate_source_rejected{set=\"expired\"} 1",
+            "certgate_source_rejected{reason=\"unknown_issuer\",set=\"expired\"} 1",
+        ),
+    ];
+
+    /// Series added since [`BEFORE`] (issue 14, part 2).
+    const ADDED: &str = r#"
+# HELP certgate_rotations_total Candidates by outcome (published, rejected, rolled_back) and reason.
+# TYPE certgate_rotations_total counter
+certgate_rotations_total{outcome="rolled_back",reason="workload_refused",set="web"} 0
+certgate_rotations_total{outcome="rolled_back",reason="workload_refused",set="expired"} 0
+certgate_rotations_total{outcome="published",reason="ok",set="pending"} 0
+certgate_rotations_total{outcome="rolled_back",reason="workload_refused",set="pending"} 0
+# HELP certgate_set_ready 1 when the set is ready: live material valid now, not within fail_ready_before (certgate_ready counts the required sets).
+# TYPE certgate_set_ready gauge
+certgate_set_ready{set="web"} 1
+certgate_set_ready{set="mon"} 1
+certgate_set_ready{set="expired"} 0
+certgate_set_ready{set="pending"} 0
+"#;
+
+    /// BEFORE with [`CHANGED`] and [`ADDED`] applied.
+    fn expected() -> BTreeMap<String, Parsed> {
+        let mut before = BEFORE.replace("{VERSION}", env!("CARGO_PKG_VERSION"));
+        for (old, new) in CHANGED {
+            let old = format!("\n{old}\n");
+            assert!(before.contains(&old), "not in BEFORE: {old}");
+            before = before.replace(&old, &format!("\n{new}\n"));
+        }
+        let mut want = parse(&before);
+        for (name, added) in parse(ADDED) {
+            match want.get_mut(&name) {
+                Some(family) => {
+                    assert_eq!((&family.help, &family.kind), (&added.help, &added.kind));
+                    family.samples.extend(added.samples);
+                }
+                None => {
+                    want.insert(name, added);
+                }
+            }
+        }
+        want
+    }
+
+    #[test]
+    fn families_are_those_of_before_with_the_changes_listed() {
+        let (m, snapshot) = fixture();
+        let text = exposition(&m, &snapshot, NOW);
+        let want = expected();
+        let mut got = parse(&text);
+        // The process families vary from run to run; they have a test of their own.
+        got.retain(|name, _| !name.starts_with("process_"));
+        for (name, family) in &want {
+            assert_eq!(got.get(name), Some(family), "family {name}");
+        }
+        let extra: Vec<&String> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+        assert!(extra.is_empty(), "families not expected: {extra:?}");
+    }
+
+    #[test]
+    fn a_file_two_sets_read_and_an_anchor_listed_twice_give_one_series() {
+        let root = cert(Role::Anchor, "Root CA", "Acme", ("Root CA", "Acme"), "01");
+        let leaf = |cn: &str, serial: &str| cert(Role::Leaf, cn, "", ("Root CA", "Acme"), serial);
+        // Two monitor-mode sets trusting one bundle file; the second lists its anchor twice.
+        let a = live(
+            "/src/a/tls.crt",
+            Some("/etc/ca.crt"),
+            vec![leaf("a", "0a"), root.clone()],
+        );
+        let mut b = live(
+            "/src/b/tls.crt",
+            Some("/etc/ca.crt"),
+            vec![leaf("b", "0b"), root.clone()],
+        );
+        b.anchors = [root.clone(), root].into();
+        let snapshot = Snapshot {
+            version: "test",
+            initialized: true,
+            sets: vec![
+                Arc::new(set("a", Mode::Monitor, Some(a))),
+                Arc::new(set("b", Mode::Monitor, Some(b))),
+            ],
+            watch_problem: None,
+        };
+        let m = Metrics::new().unwrap();
+        // `parse` fails on a duplicate series.
+        let families = parse(&m.render(&snapshot, NOW));
+        let not_after = &families["x509_cert_not_after"].samples;
+        let paths: Vec<&str> = not_after
+            .iter()
+            .map(|(_, labels, _)| {
+                labels
+                    .iter()
+                    .find(|(k, _)| k == "filepath")
+                    .unwrap()
+                    .1
+                    .as_str()
+            })
+            .collect();
+        assert_eq!(paths, ["/etc/ca.crt", "/src/a/tls.crt", "/src/b/tls.crt"]);
+        assert_eq!(families["certgate_trust_bundle_anchors"].samples.len(), 2);
+    }
+
+    #[test]
+    fn anchor_series_follow_the_trust_status_up_to_the_cap() {
+        use crate::ids::AnchorId;
+        use crate::state::{AnchorStatus, TrustStatus, Via};
+        let (m, mut snapshot) = fixture();
+        let id = |n: &str| AnchorId::of(n.as_bytes(), b"key");
+        let mut web = snapshot.sets[0].as_ref().clone();
+        let trust = |exported| TrustStatus {
+            anchors: vec![
+                AnchorStatus {
+                    anchor_id: id("old"),
+                    subject: "CN=Old Root".into(),
+                    not_after: NOW + DAY,
+                    first_seen: NOW - DAY,
+                    via: Via::Startup,
+                },
+                AnchorStatus {
+                    anchor_id: id("new"),
+                    subject: "CN=New Root".into(),
+                    not_after: NOW + DAY,
+                    first_seen: NOW - 60,
+                    via: Via::Rotation,
+                },
+            ],
+            chain_anchors: vec![id("old"), id("new")],
+            exported,
+            note: None,
+        };
+        web.trust = Some(trust(true));
+        snapshot.sets[0] = Arc::new(web.clone());
+        let text = m.render(&snapshot, NOW);
+        let families = parse(&text);
+        assert_eq!(families["certgate_trust_anchor_info"].samples.len(), 2);
+        assert_eq!(families["certgate_chain_anchor_info"].samples.len(), 2);
+        let first_seen = format!(
+            "certgate_trust_anchor_first_seen_timestamp_seconds{{anchor_id=\"{}\",set=\"web\",via=\"rotation\"}} {}",
+            id("new"),
+            NOW - 60
+        );
+        assert!(text.contains(&first_seen), "{text}");
+        // Above max_exported_anchors: none of the per-anchor series, the bundle ones stay.
+        web.trust = Some(trust(false));
+        snapshot.sets[0] = Arc::new(web);
+        let text = m.render(&snapshot, NOW);
+        assert!(!text.contains("certgate_trust_anchor_info{"), "{text}");
+        assert!(!text.contains("certgate_chain_anchor_info{"), "{text}");
+        assert!(text.contains("certgate_trust_bundle_info{"), "{text}");
+    }
+
+    #[test]
+    fn series_of_material_no_longer_live_are_gone_from_the_next_scrape() {
+        let (m, mut snapshot) = fixture();
+        let before = parse(&m.render(&snapshot, NOW));
+        assert_eq!(before["certgate_cert_info"].samples.len(), 9);
+        // The monitor-mode set's source turned bad: nothing of it is live.
+        let mut mon = snapshot.sets[1].as_ref().clone();
+        mon.live = None;
+        snapshot.sets[1] = Arc::new(mon);
+        let text = m.render(&snapshot, NOW);
+        let after = parse(&text);
+        assert_eq!(after["certgate_cert_info"].samples.len(), 6);
+        assert!(!text.contains("/src/mon/tls.crt"), "{text}");
+        // What remains of the set says it has nothing valid (besides the event families).
+        let mon: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("set=\"mon\""))
+            .filter(|l| {
+                !l.starts_with("certgate_rotations_total")
+                    && !l.starts_with("certgate_last_rotation")
+            })
+            .collect();
+        assert_eq!(
+            mon,
+            [
+                "certgate_source_rejected{set=\"mon\"} 0",
+                "certgate_cert_valid{set=\"mon\"} 0",
+                "certgate_set_ready{set=\"mon\"} 0",
+            ]
+        );
+    }
+
+    #[test]
+    fn time_alone_flips_the_time_dependent_gauges() {
+        let (m, snapshot) = fixture();
+        let later = parse(&m.render(&snapshot, NOW + 6 * DAY));
+        let expired = &later["x509_cert_expired"].samples;
+        let web_leaf = expired
+            .iter()
+            .find(|(_, labels, _)| {
+                labels
+                    .iter()
+                    .any(|(k, v)| k == "serial_number" && v == "-7f")
+            })
+            .unwrap();
+        assert_eq!(web_leaf.2, "1");
+        let valid = &later["certgate_cert_valid"].samples;
+        let web = valid.iter().find(|(_, l, _)| l[0].1 == "web").unwrap();
+        assert_eq!(web.2, "0");
+    }
+
+    #[test]
+    fn help_texts_need_no_escaping() {
+        for f in FAMILIES {
+            assert!(!f.help.contains(['\\', '\n']), "{}", f.name);
+            assert!(
+                f.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()),
+                "{}",
+                f.name
+            );
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped_as_the_text_format_wants() {
+        let mut out = String::new();
+        escape_label_value(&mut out, "a\\b\"c\nd");
+        assert_eq!(out, r#"a\\b\"c\nd"#);
+    }
+
+    /// Prometheus' own linter accepts the fixture's exposition (escaped subjects included).
+    #[test]
+    fn promtool_accepts_the_exposition() {
+        use std::io::Write as _;
+        use std::process::{Command, Stdio};
+        let Ok(mut child) = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+        else {
+            eprintln!("skipped: promtool not installed");
+            return;
+        };
+        let (m, snapshot) = fixture();
+        let text = m.render(&snapshot, NOW);
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn the_process_families_describe_this_process() {
+        let (m, snapshot) = fixture();
+        let families = parse(&m.render(&snapshot, NOW));
+        let value = |name: &str| -> f64 {
+            let f = families
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} missing"));
+            assert_eq!(f.samples.len(), 1, "{name}");
+            f.samples.iter().next().unwrap().2.parse().unwrap()
+        };
+        assert_eq!(families["process_cpu_seconds_total"].kind, "counter");
+        assert!(value("process_cpu_seconds_total") >= 0.0);
+        assert!(value("process_resident_memory_bytes") > 1e6);
+        assert!(value("process_virtual_memory_bytes") >= value("process_resident_memory_bytes"));
+        assert!(value("process_open_fds") >= 3.0);
+        assert!(value("process_max_fds") >= value("process_open_fds"));
+        assert!(value("process_threads") >= 1.0);
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let start = value("process_start_time_seconds");
+        assert!(
+            start <= wall + 1.0 && start > wall - 86_400.0,
+            "{start} vs {wall}"
+        );
+    }
+
+    #[test]
+    fn proc_stat_fields_are_counted_from_the_last_parenthesis() {
+        // A command name with a space and a parenthesis (proc(5) example fields).
+        let line = "4242 (cert gate) x) S 1 4242 4242 0 -1 4194560 1500 0 0 0 37 12 0 0 20 0 \
+                    5 0 98765 123456789 2048 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 \
+                    0 0 0 0 0\n";
+        assert_eq!(
+            ProcStat::parse(line),
+            Some(ProcStat {
+                utime: 37,
+                stime: 12,
+                threads: 5,
+                start_ticks: 98765,
+                vsize: 123_456_789,
+                rss_pages: 2048,
+            })
+        );
+        assert_eq!(ProcStat::parse("4242 (truncated"), None);
+    }
 }

@@ -27,6 +27,9 @@ pub enum Mode {
 }
 
 /// The material the workload has (publish mode) or reads (monitor mode).
+///
+/// The chain and the anchors are shared, not copied: the daemon's live set, every snapshot
+/// `/status` serves and the `/metrics` renderer read one copy.
 #[derive(Debug, Clone, Serialize)]
 pub struct LiveMaterial {
     /// The published `..data` generation, in publish mode.
@@ -36,9 +39,9 @@ pub struct LiveMaterial {
     /// Where the workload reads the trust bundle, if any.
     pub trust_path: Option<String>,
     /// Leaf, intermediates, anchor.
-    pub chain: Vec<CertInfo>,
+    pub chain: Arc<[CertInfo]>,
     /// The bundle's anchors.
-    pub anchors: Vec<CertInfo>,
+    pub anchors: Arc<[CertInfo]>,
     /// SHA-256 over the bundle's anchors' DER, in order.
     pub trust_fingerprint: Option<String>,
     /// Earliest not-after along the chain, Unix seconds.

@@ -170,7 +170,6 @@ impl<P: Publish, W: Workload> Core<P, W> {
                         EventKind::Adopted,
                         format!("kept published generation {generation}"),
                     );
-                    self.metrics.set_live(s.name(), Some(&live.view), now);
                     if let Some(fp) = live
                         .publish
                         .as_ref()
@@ -329,7 +328,6 @@ impl<P: Publish, W: Workload> Core<P, W> {
         st.push_event(now, EventKind::Rejected, format!("{reason}: {first}"));
         if monitor {
             // The workload reads the source itself: bad source material is what it has.
-            metrics.set_live(s.name(), None, now);
             s.set_live(None, now);
             s.status_mut().live_problem = Some(format!("{reason}: {first}"));
         } else if s.live.is_none() {
@@ -355,7 +353,6 @@ impl<P: Publish, W: Workload> Core<P, W> {
             let reaction = started.elapsed();
             tracing::info!(set = %s.name(), fingerprint = %fingerprint, outcome = Outcome::Accepted.as_str(), reaction_ms = millis(reaction), "source material valid");
             metrics.rotation(s.name(), Outcome::Accepted, None, Some(reaction), now);
-            metrics.set_live(s.name(), Some(&live.view), now);
             s.set_live(Some(live), now);
             let st = s.status_mut();
             st.last_candidate = Some(candidate(
@@ -422,7 +419,6 @@ impl<P: Publish, W: Workload> Core<P, W> {
         tracing::info!(set = %s.name(), fingerprint = %fingerprint, generation = %generation, outcome = Outcome::Published.as_str(), reaction_ms = millis(reaction), "published");
         metrics.rotation(s.name(), Outcome::Published, None, Some(reaction), now);
         let live = Live::new(&approved, Some(state), &publisher.published_paths(), now);
-        metrics.set_live(s.name(), Some(&live.view), now);
         s.remember_published(&fingerprint);
         s.previous = s.live.take();
         s.set_live(Some(live), now);
@@ -509,7 +505,6 @@ impl<P: Publish, W: Workload> Core<P, W> {
         // generation being back in place.
         let reaction = started.map(|t| t.elapsed());
         metrics.rotation(s.name(), Outcome::RolledBack, Some(reason), reaction, now);
-        metrics.set_live(s.name(), restored.as_ref().map(|r| &r.view), now);
         s.set_live(restored, now);
         let st = s.status_mut();
         st.last_rollback = Some(rfc3339(now));

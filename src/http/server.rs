@@ -130,13 +130,12 @@ async fn status(State(s): State<AppState>, Query(q): Query<HashMap<String, Strin
 async fn metrics(State(s): State<AppState>) -> Response {
     let now = (s.clock)() / 1000;
     let snap = s.snapshot.borrow().clone();
-    s.metrics.refresh(&snap, now);
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        s.metrics.encode(),
+        s.metrics.render(&snap, now),
     )
         .into_response()
 }
