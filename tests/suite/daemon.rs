@@ -229,7 +229,10 @@ fn bad_rotations_are_rejected_and_the_last_good_stays_live() {
             st["sets"][0]["last_candidate"]["reasons"][0]["reason"],
             reason
         );
-        assert!(d.log_text().contains(reason), "{reason}: logged");
+        // The log line may trail the status by a moment on a loaded machine.
+        wait_until(BOUND, &format!("{reason}: logged"), || {
+            d.log_text().contains(reason)
+        });
     }
     // Secrets never leak into logs, /status or /metrics.
     let all = format!(
@@ -415,7 +418,7 @@ fn workload_starting_after_the_first_publish_is_seen_serving_at_the_next_resync(
     );
     assert_eq!(
         rollbacks(&d),
-        None,
+        Some(0.0),
         "no rollback without a previous generation"
     );
 }

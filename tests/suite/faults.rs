@@ -189,9 +189,11 @@ fn bad_input_corpus_keeps_the_last_good_generation() {
         );
         assert_consistent(&publish, &[&good], &pki);
         assert_eq!(d.get("/readyz").0, 200, "{what}");
-        assert!(
-            d.log_text().contains(reason),
-            "{what}: logged with its reason"
+        // The log line may trail the status by a moment on a loaded machine.
+        crate::util::daemon::wait_until(
+            Duration::from_secs(10),
+            &format!("{what}: logged with its reason"),
+            || d.log_text().contains(reason),
         );
         // Restore the good file (a directory or FIFO must go first).
         let _ = fs::remove_dir_all(&cert_path);
