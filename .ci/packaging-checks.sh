@@ -66,7 +66,7 @@ assert d["uid"] == "certgate" and d["panels"], "dashboard has no panels"
 ids = [p["id"] for p in d["panels"]]
 assert len(ids) == len(set(ids)), f"panel ids repeat: {ids}"
 exprs = [t["expr"] for p in d["panels"] for t in p.get("targets", [])]
-assert all(re.search(r"certgate_", e) for e in exprs), "a panel queries no certgate metric"
+assert all(re.search(r"certgate[_:]|process_", e) for e in exprs), "a panel queries no certgate metric"
 rows = [p["title"] for p in d["panels"] if p["type"] == "row"]
 print(f"{len(d['panels'])} panels ({len(rows)} row(s): {rows}), {len(exprs)} queries")
 PY
