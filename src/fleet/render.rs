@@ -123,7 +123,15 @@ fn time_or_dash(t: Option<f64>) -> String {
 /// Seconds as a compact duration (`6s`, `20m 5s`), `-` when unknown.
 pub fn seconds(s: Option<f64>) -> String {
     s.and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok())
-        .map_or_else(|| "-".into(), format_duration)
+        .map_or_else(|| "-".into(), whole_seconds)
+}
+
+/// A duration to the second (`0s`, `59m 12s`).
+fn whole_seconds(d: Duration) -> String {
+    match d.as_secs() {
+        0 => "0s".into(),
+        s => format_duration(Duration::from_secs(s)),
+    }
 }
 
 // === the overview ===
@@ -202,11 +210,10 @@ fn summary_line(fleet: &Fleet, ctx: &Context) -> String {
     if unknown > 0 {
         let _ = write!(line, ", {unknown} unknown");
     }
-    let _ = write!(
-        line,
-        "; {} matching {} ({} queries)",
-        ctx.url, ctx.selector, ctx.queries
-    );
+    let _ = write!(line, "; {} ({} queries)", ctx.url, ctx.queries);
+    if ctx.selector != "{}" {
+        let _ = write!(line, ", selector {}", ctx.selector);
+    }
     if fleet.pods.is_empty() {
         line = format!(
             "no certgate pods: {} has no certgate series matching {}",
@@ -483,7 +490,7 @@ pub fn progress_line(
          {unknown} unknown [{} of {}]",
         verdicts.len(),
         percent(basis_points),
-        format_duration(Duration::from_secs(elapsed.as_secs())),
+        whole_seconds(elapsed),
         format_duration(timeout),
     );
     cut(&line, WIDTH)
