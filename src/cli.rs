@@ -1,7 +1,7 @@
 //! Command-line interface. Every flag has a `CERTGATE_*` environment fallback.
 //!
 //! Exit codes (all commands): 0 success; 1 the material (or the probed endpoint) failed;
-//! 2 usage or configuration error.
+//! 2 usage or configuration error; 3 (`fleet`) the query API is unreachable, erroring or partial.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,6 +33,9 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// GET the local /readyz (or /healthz with --live); exit 0 when it answers 200, else 1.
     Probe(ProbeArgs),
+    /// Which pods trust which CA, read back from Prometheus (or Thanos, Mimir). Exit 0 ok or
+    /// converged, 1 not converged, 2 usage, 3 query API unreachable, erroring or partial.
+    Fleet(FleetArgs),
     /// Show the whole lifecycle on a throwaway PKI in a temp dir. Ctrl-C stops it.
     #[cfg(feature = "demo")]
     Demo(DemoArgs),
@@ -374,4 +377,139 @@ pub struct DemoArgs {
     /// Run one full cycle of the scenario, then exit (for scripted runs).
     #[arg(long)]
     pub once: bool,
+}
+
+// === certgate fleet ===
+
+/// `certgate fleet`: the fleet's trust anchors and leaves, from a Prometheus-compatible query
+/// API. Without a subcommand: per group, each pod's leaf and anchors. Its flags are accepted
+/// before or after the subcommand.
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// What to show (default: each pod's leaf and anchors, per group).
+    #[command(subcommand)]
+    pub command: Option<FleetCommand>,
+    /// Query API base URL: Prometheus (http://prometheus:9090), Thanos Query, Mimir
+    /// (http://mimir/prometheus). http:// or https://.
+    #[arg(
+        long,
+        env = "CERTGATE_PROMETHEUS_URL",
+        global = true,
+        value_name = "URL"
+    )]
+    pub prometheus: Option<String>,
+    /// An extra request header, e.g. 'X-Scope-OrgID: tenant' for Mimir. Repeatable; the
+    /// environment variable holds one per line.
+    #[arg(
+        long = "header",
+        env = "CERTGATE_PROMETHEUS_HEADERS",
+        value_delimiter = '\n',
+        global = true,
+        value_name = "NAME: VALUE"
+    )]
+    pub headers: Vec<String>,
+    /// Send `Authorization: Bearer <contents of this file>`.
+    #[arg(
+        long,
+        env = "CERTGATE_PROMETHEUS_BEARER_TOKEN_FILE",
+        global = true,
+        value_name = "PATH"
+    )]
+    pub bearer_token_file: Option<PathBuf>,
+    /// PEM CA certificates to trust for an https:// URL [default: SSL_CERT_FILE, else the
+    /// system bundle /etc/ssl/certs/ca-certificates.crt].
+    #[arg(
+        long,
+        env = "CERTGATE_PROMETHEUS_CA_FILE",
+        global = true,
+        value_name = "PATH"
+    )]
+    pub ca_file: Option<PathBuf>,
+    /// Bound on the whole invocation [default: 30s; for wait: 30m].
+    #[arg(long, env = "CERTGATE_FLEET_TIMEOUT", global = true, value_parser = positive_duration, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
+    /// Label matchers narrowing the fleet, e.g. '{namespace="shop", workload=~"web|api"}'.
+    #[arg(
+        long,
+        env = "CERTGATE_FLEET_SELECTOR",
+        global = true,
+        value_name = "MATCHERS"
+    )]
+    pub selector: Option<String>,
+    /// Labels grouping the pods [default: namespace,workload,set].
+    #[arg(
+        long,
+        env = "CERTGATE_FLEET_BY",
+        value_delimiter = ',',
+        global = true,
+        value_name = "LABELS"
+    )]
+    pub by: Vec<String>,
+    /// Regex over the `job` label of the scrape jobs whose `up` series tell failing pods
+    /// [default: .*certgate.*].
+    #[arg(long, env = "CERTGATE_FLEET_JOB", global = true, value_name = "REGEX")]
+    pub job: Option<String>,
+    /// Print one JSON document instead of a table.
+    #[arg(long, env = "CERTGATE_JSON", global = true)]
+    pub json: bool,
+}
+
+/// `certgate fleet` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Per anchor: subject, pods trusting it, first seen (earliest, latest), propagation.
+    Anchors,
+    /// The pods lacking an anchor, and the unknown ones. Exit 0 none, 1 some.
+    Stale(FleetStaleArgs),
+    /// Wait until enough pods of every group trust an anchor (before switching an issuer).
+    /// Exit 0 converged, 1 timed out.
+    Wait(FleetWaitArgs),
+}
+
+/// Which anchor `stale` and `wait` look for.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct AnchorChoice {
+    /// Anchor id (64 hex digits, or a unique prefix of at least 6).
+    #[arg(long, value_name = "ID")]
+    pub anchor: Option<String>,
+    /// Each group's newest anchor (the latest earliest first-seen time).
+    #[arg(long)]
+    pub newest: bool,
+}
+
+/// `certgate fleet stale`.
+#[derive(Debug, Args)]
+pub struct FleetStaleArgs {
+    /// The anchor.
+    #[command(flatten)]
+    pub which: AnchorChoice,
+}
+
+/// `certgate fleet wait`.
+#[derive(Debug, Args)]
+pub struct FleetWaitArgs {
+    /// The anchor.
+    #[command(flatten)]
+    pub which: AnchorChoice,
+    /// Share of the pods of every group that must trust it (unknown pods count against).
+    #[arg(
+        long,
+        env = "CERTGATE_FLEET_COVERAGE",
+        default_value = "100%",
+        value_name = "PERCENT"
+    )]
+    pub coverage: String,
+    /// Time between rounds of queries (100ms to 10m).
+    #[arg(long, env = "CERTGATE_FLEET_INTERVAL", default_value = "5s", value_parser = poll_interval, value_name = "DURATION")]
+    pub interval: Duration,
+}
+
+/// A `fleet wait --interval`: 100 ms to 10 minutes.
+fn poll_interval(s: &str) -> Result<Duration, String> {
+    match clap_duration(s)? {
+        d if d < Duration::from_millis(100) => Err("at least 100ms".into()),
+        d if d > Duration::from_secs(600) => Err("at most 10m".into()),
+        d => Ok(d),
+    }
 }

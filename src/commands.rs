@@ -23,6 +23,8 @@ pub enum Outcome {
     Failed = 1,
     /// Usage or configuration error.
     Usage = 2,
+    /// `certgate fleet`: the query API is unreachable, erroring or answered with partial data.
+    Unavailable = 3,
 }
 
 /// Prints `certgate: MSG` on stderr; the outcome for a usage or configuration error. A broken

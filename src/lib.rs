@@ -14,6 +14,7 @@
 //!
 //! Around the pipeline: [`daemon`] runs it on every change, [`admin`] serves its reports,
 //! [`shutdown`] stops both in order, [`commands`] is what the CLI ([`cli`]) dispatches to.
+//! [`fleet`] reads the fleet's trust back from Prometheus (`certgate fleet`).
 //! `certgate demo` lives in the binary, behind the `demo` feature: the library mints no
 //! certificates.
 
@@ -24,6 +25,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod duration;
+pub mod fleet;
 pub mod http;
 pub mod ids;
 pub mod labels;

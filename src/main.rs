@@ -1,5 +1,6 @@
 //! certgate binary: parse the CLI, set up the crypto provider, dispatch, map the outcome to an
-//! exit code (0 ok, 1 material/endpoint failed, 2 usage or configuration error).
+//! exit code (0 ok, 1 material/endpoint failed, 2 usage or configuration error; `fleet`: 3 the
+//! query API is unreachable, erroring or partial).
 //!
 //! `certgate demo` lives here, not in the library, and only with the `demo` feature (on by
 //! default; the image builds without it).
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => commands::inspect(&args),
         Command::Run(args) => commands::run(&args),
         Command::Probe(args) => commands::probe(&args),
+        Command::Fleet(args) => certgate::fleet::run(&args),
         #[cfg(feature = "demo")]
         Command::Demo(args) => demo::run(&args),
     };

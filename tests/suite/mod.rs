@@ -6,6 +6,7 @@ mod daemon;
 #[cfg(feature = "demo")]
 mod demo;
 mod faults;
+mod fleet;
 mod pipeline;
 mod process;
 mod prometheus;

@@ -5,6 +5,7 @@
 
 pub mod daemon;
 pub mod fixtures;
+pub mod fleet;
 pub mod kubelet;
 pub mod pki;
 pub mod prometheus;

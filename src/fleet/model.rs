@@ -1,0 +1,570 @@
+//! The fleet as the queries show it: pods (named by their `namespace` and `pod` labels), what
+//! each set of each pod trusts and serves, and pods whose scrape fails; then groups by the
+//! `--by` labels, with each anchor's coverage, first-seen times and propagation. Pure: built
+//! from query answers, no I/O and no clock.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::query::Sample;
+use super::selector::SET_LABEL;
+
+/// Labels of certgate's own series, never target labels (so never taken for `--by`).
+const SERIES_LABELS: [&str; 9] = [
+    "set",
+    "anchor_id",
+    "subject",
+    "via",
+    "role",
+    "fingerprint_sha256",
+    "serial",
+    "issuer",
+    "__name__",
+];
+
+/// The answers of one round of queries.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// `up` of certgate's scrape jobs.
+    pub up: Vec<Sample>,
+    /// `certgate_trust_anchor_info`.
+    pub anchors: Vec<Sample>,
+    /// `certgate_trust_anchor_first_seen_timestamp_seconds`.
+    pub first_seen: Vec<Sample>,
+    /// `certgate_cert_info{role="leaf"}` (only for the overview).
+    pub leaf_info: Vec<Sample>,
+    /// `certgate_cert_not_after_timestamp_seconds{role="leaf"}` (only for the overview).
+    pub leaf_not_after: Vec<Sample>,
+}
+
+/// Whether a pod's certgate answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Scraped, with certgate series.
+    Live,
+    /// `up == 0`: its scrape fails (pod gone, certgate down, network).
+    ScrapeFailing,
+    /// Scraped (`up == 1`) but exports no certgate trust or leaf series (no set live yet).
+    NoSeries,
+}
+
+impl Health {
+    /// Why a pod is unknown, for humans; `None` for a live pod.
+    pub fn unknown_reason(self) -> Option<&'static str> {
+        match self {
+            Self::Live => None,
+            Self::ScrapeFailing => Some("scrape failing (up == 0)"),
+            Self::NoSeries => Some("scraped, but no certgate trust series (no set live yet?)"),
+        }
+    }
+}
+
+/// The leaf one set of a pod serves.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Leaf {
+    /// SHA-256 of the leaf's DER.
+    pub fingerprint_sha256: String,
+    /// Subject.
+    pub subject: String,
+    /// Issuer.
+    pub issuer: String,
+    /// Serial number.
+    pub serial: String,
+    /// notAfter, Unix seconds.
+    pub not_after: Option<i64>,
+}
+
+/// One anchor one set of a pod trusts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AnchorSeen {
+    /// The anchor's subject.
+    pub subject: String,
+    /// When this pod first went live with it, Unix seconds.
+    pub first_seen: Option<f64>,
+    /// `startup` or `rotation`.
+    pub via: Option<String>,
+}
+
+/// What one set of one pod holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PodSet {
+    /// The live leaf, if the leaf series were queried and present.
+    pub leaf: Option<Leaf>,
+    /// The anchors of the live bundle, by anchor id.
+    pub anchors: BTreeMap<String, AnchorSeen>,
+}
+
+/// One pod.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pod {
+    /// `namespace` label.
+    pub namespace: String,
+    /// `pod` label.
+    pub pod: String,
+    /// Whether its certgate answers.
+    pub health: Health,
+    /// Its target labels (for `--by`).
+    #[serde(skip)]
+    pub target: BTreeMap<String, String>,
+    /// Its sets.
+    #[serde(skip)]
+    pub sets: BTreeMap<String, PodSet>,
+}
+
+/// One pod in one group: a pod and (when it is known) one of its sets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    /// Index into [`Fleet::pods`].
+    pub pod: usize,
+    /// The set; `None` for an unknown pod whose group has no set yet.
+    pub set: Option<String>,
+}
+
+/// Pods sharing the values of the `--by` labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    /// `(label, value)` for each `--by` label.
+    pub labels: Vec<(String, String)>,
+    /// Its members, by namespace and pod.
+    pub members: Vec<Member>,
+}
+
+/// One anchor across one group.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnchorSummary {
+    /// The anchor id.
+    pub anchor_id: String,
+    /// Its subject.
+    pub subject: String,
+    /// Pods of the group trusting it.
+    pub trusting: usize,
+    /// Pods in the group (unknown ones included).
+    pub pods: usize,
+    /// The earliest first-seen time among the pods trusting it.
+    pub first_seen_earliest: Option<f64>,
+    /// The latest first-seen time among the pods trusting it.
+    pub first_seen_latest: Option<f64>,
+    /// Latest minus earliest `via="rotation"` first-seen: how long the rotation took to reach
+    /// every pod that learned it by rotation.
+    pub propagation_seconds: Option<f64>,
+    /// Every pod of the group trusts it (none unknown).
+    pub complete: bool,
+}
+
+/// The fleet: pods and their groups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fleet {
+    /// Every pod, by namespace and pod.
+    pub pods: Vec<Pod>,
+    /// The groups, by their label values.
+    pub groups: Vec<Group>,
+    /// Series without a `pod` label, left out.
+    pub ignored_series: usize,
+    /// The latest evaluation time among the answers, Unix seconds.
+    pub evaluated_at: Option<f64>,
+}
+
+// === impl Fleet ===
+
+impl Fleet {
+    /// Builds the fleet from one round of answers, grouped by `by`.
+    pub fn build(observed: &Observed, by: &[String]) -> Self {
+        let mut pods: BTreeMap<(String, String), Pod> = BTreeMap::new();
+        let mut ignored = 0;
+        let mut evaluated_at: Option<f64> = None;
+        let mut with_series: BTreeSet<(String, String)> = BTreeSet::new();
+        let all = [
+            &observed.up,
+            &observed.anchors,
+            &observed.first_seen,
+            &observed.leaf_info,
+            &observed.leaf_not_after,
+        ];
+        for s in all.iter().flat_map(|v| v.iter()) {
+            evaluated_at = Some(evaluated_at.map_or(s.at, |t: f64| t.max(s.at)));
+        }
+        let mut pod_of = |s: &Sample| -> Option<(String, String)> {
+            let Some(name) = s.labels.get("pod") else {
+                ignored += 1;
+                return None;
+            };
+            let key = (
+                s.labels.get("namespace").cloned().unwrap_or_default(),
+                name.clone(),
+            );
+            pods.entry(key.clone()).or_insert_with(|| Pod {
+                namespace: key.0.clone(),
+                pod: key.1.clone(),
+                health: Health::Live,
+                target: s
+                    .labels
+                    .iter()
+                    .filter(|(k, _)| !SERIES_LABELS.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                sets: BTreeMap::new(),
+            });
+            Some(key)
+        };
+        let mut down: BTreeSet<(String, String)> = BTreeSet::new();
+        for s in &observed.up {
+            // Only targets named as pods count; a target without a pod label (a synthetic
+            // exporter, a federation job) is left out.
+            if let Some(key) = pod_of(s) {
+                if s.value != 1.0 {
+                    down.insert(key);
+                }
+            }
+        }
+        let set_of = |s: &Sample| s.labels.get(SET_LABEL).cloned().unwrap_or_default();
+        let mut rows = |v: &'_ [Sample]| -> Vec<((String, String), String, usize)> {
+            v.iter()
+                .enumerate()
+                .filter_map(|(i, s)| Some((pod_of(s)?, set_of(s), i)))
+                .collect()
+        };
+        let anchor_rows = rows(&observed.anchors);
+        let first_seen_rows = rows(&observed.first_seen);
+        let leaf_rows = rows(&observed.leaf_info);
+        let not_after_rows = rows(&observed.leaf_not_after);
+        // Anchors first: first-seen times attach to anchors a pod trusts.
+        for (key, set, i) in &anchor_rows {
+            let s = &observed.anchors[*i];
+            let Some(id) = s.labels.get("anchor_id") else {
+                continue;
+            };
+            let Some(pod) = pods.get_mut(key) else {
+                continue;
+            };
+            with_series.insert(key.clone());
+            let anchors = &mut pod.sets.entry(set.clone()).or_default().anchors;
+            anchors.entry(id.clone()).or_default().subject =
+                s.labels.get("subject").cloned().unwrap_or_default();
+        }
+        for (key, set, i) in &first_seen_rows {
+            let s = &observed.first_seen[*i];
+            let seen = pods
+                .get_mut(key)
+                .and_then(|p| p.sets.get_mut(set))
+                .and_then(|ps| ps.anchors.get_mut(s.labels.get("anchor_id")?));
+            if let Some(seen) = seen {
+                if s.value.is_finite() {
+                    // Two series for one anchor (a restart between scrapes): the earliest.
+                    if seen.first_seen.map_or(true, |t| s.value < t) {
+                        seen.first_seen = Some(s.value);
+                        seen.via = s.labels.get("via").cloned();
+                    }
+                }
+            }
+        }
+        for (key, set, i) in &leaf_rows {
+            let s = &observed.leaf_info[*i];
+            let Some(pod) = pods.get_mut(key) else {
+                continue;
+            };
+            with_series.insert(key.clone());
+            let label = |k: &str| s.labels.get(k).cloned().unwrap_or_default();
+            let leaf = pod
+                .sets
+                .entry(set.clone())
+                .or_default()
+                .leaf
+                .get_or_insert_with(Leaf::default);
+            leaf.fingerprint_sha256 = label("fingerprint_sha256");
+            leaf.subject = label("subject");
+            leaf.issuer = label("issuer");
+            leaf.serial = label("serial");
+        }
+        for (key, set, i) in &not_after_rows {
+            let s = &observed.leaf_not_after[*i];
+            let Some(pod) = pods.get_mut(key) else {
+                continue;
+            };
+            with_series.insert(key.clone());
+            if s.value.is_finite() {
+                let leaf = pod
+                    .sets
+                    .entry(set.clone())
+                    .or_default()
+                    .leaf
+                    .get_or_insert_with(Leaf::default);
+                leaf.not_after = Some(s.value as i64);
+            }
+        }
+        for (key, pod) in &mut pods {
+            pod.health = if down.contains(key) {
+                Health::ScrapeFailing
+            } else if !with_series.contains(key) {
+                Health::NoSeries
+            } else {
+                Health::Live
+            };
+            if pod.health != Health::Live {
+                // Whatever a failing target left behind (it has none: staleness) is not shown.
+                pod.sets.clear();
+            }
+        }
+        let pods: Vec<Pod> = pods.into_values().collect();
+        let groups = group(&pods, by);
+        Self {
+            pods,
+            groups,
+            ignored_series: ignored,
+            evaluated_at,
+        }
+    }
+
+    /// The set data of a member (`None` for an unknown pod).
+    pub fn pod_set(&self, m: &Member) -> Option<&PodSet> {
+        let pod = self.pods.get(m.pod)?;
+        if pod.health != Health::Live {
+            return None;
+        }
+        pod.sets.get(m.set.as_deref()?)
+    }
+
+    /// The pod of a member.
+    pub fn pod(&self, m: &Member) -> Option<&Pod> {
+        self.pods.get(m.pod)
+    }
+
+    /// How many pods are unknown (failing scrape or no series).
+    pub fn unknown_pods(&self) -> usize {
+        self.pods
+            .iter()
+            .filter(|p| p.health != Health::Live)
+            .count()
+    }
+
+    /// Every anchor id any pod trusts.
+    pub fn anchor_ids(&self) -> BTreeSet<&str> {
+        self.pods
+            .iter()
+            .flat_map(|p| p.sets.values())
+            .flat_map(|s| s.anchors.keys())
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// The subject of an anchor, from any pod that trusts it.
+    pub fn anchor_subject(&self, id: &str) -> Option<&str> {
+        self.pods
+            .iter()
+            .flat_map(|p| p.sets.values())
+            .find_map(|s| s.anchors.get(id))
+            .map(|a| a.subject.as_str())
+    }
+
+    /// Per anchor of `group`: coverage, first-seen times, propagation, by anchor id.
+    pub fn anchor_summaries(&self, group: &Group) -> Vec<AnchorSummary> {
+        let mut by_id: BTreeMap<&str, AnchorSummary> = BTreeMap::new();
+        let mut rotations: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+        for m in &group.members {
+            let Some(set) = self.pod_set(m) else {
+                continue;
+            };
+            for (id, seen) in &set.anchors {
+                let sum = by_id.entry(id).or_insert_with(|| AnchorSummary {
+                    anchor_id: id.clone(),
+                    subject: seen.subject.clone(),
+                    trusting: 0,
+                    pods: group.members.len(),
+                    first_seen_earliest: None,
+                    first_seen_latest: None,
+                    propagation_seconds: None,
+                    complete: false,
+                });
+                sum.trusting += 1;
+                if let Some(t) = seen.first_seen {
+                    sum.first_seen_earliest = Some(sum.first_seen_earliest.map_or(t, |e| e.min(t)));
+                    sum.first_seen_latest = Some(sum.first_seen_latest.map_or(t, |l| l.max(t)));
+                    if seen.via.as_deref() == Some("rotation") {
+                        let r = rotations.entry(id).or_insert((t, t));
+                        *r = (r.0.min(t), r.1.max(t));
+                    }
+                }
+            }
+        }
+        by_id
+            .into_iter()
+            .map(|(id, mut s)| {
+                s.complete = s.trusting == s.pods;
+                s.propagation_seconds = rotations.get(id).map(|(e, l)| l - e);
+                s
+            })
+            .collect()
+    }
+
+    /// The newest anchors of `group`: those whose earliest first-seen time is the latest
+    /// (more than one on a tie). Empty when no anchor has a first-seen time.
+    pub fn newest(&self, group: &Group) -> Vec<String> {
+        let sums = self.anchor_summaries(group);
+        let Some(latest) = sums
+            .iter()
+            .filter_map(|s| s.first_seen_earliest)
+            .reduce(f64::max)
+        else {
+            return Vec::new();
+        };
+        sums.into_iter()
+            .filter(|s| s.first_seen_earliest == Some(latest))
+            .map(|s| s.anchor_id)
+            .collect()
+    }
+
+    /// Whether member `m` trusts every anchor of `ids` (an unknown pod trusts none; no anchor
+    /// is no answer).
+    pub fn trusts_all(&self, m: &Member, ids: &[String]) -> bool {
+        !ids.is_empty()
+            && self
+                .pod_set(m)
+                .is_some_and(|s| ids.iter().all(|id| s.anchors.contains_key(id)))
+    }
+}
+
+/// Which anchors `stale` and `wait` look for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One anchor, by full id, in every group.
+    Anchor(String),
+    /// Each group's newest anchors ([`Fleet::newest`]).
+    Newest,
+}
+
+/// How far one group is with the target anchors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// Index into [`Fleet::groups`].
+    pub group: usize,
+    /// The anchors looked for (empty: the group has no newest anchor to tell).
+    pub ids: Vec<String>,
+    /// Members trusting every one of `ids`.
+    pub trusting: usize,
+    /// Members in the group.
+    pub pods: usize,
+    /// Live members lacking one of `ids` (indexes into the group's members).
+    pub lacking: Vec<usize>,
+    /// Unknown members (indexes into the group's members).
+    pub unknown: Vec<usize>,
+}
+
+impl Verdict {
+    /// Whether at least `basis_points` / 10,000 of the group's pods trust the target (unknown
+    /// pods count as not trusting; a group with nothing to look for never meets it).
+    pub fn meets(&self, basis_points: u32) -> bool {
+        !self.ids.is_empty()
+            && self.pods > 0
+            && self.trusting as u128 * 10_000 >= u128::from(basis_points) * self.pods as u128
+    }
+}
+
+impl Fleet {
+    /// Each group's progress towards `target`.
+    pub fn verdicts(&self, target: &Target) -> Vec<Verdict> {
+        self.groups
+            .iter()
+            .enumerate()
+            .map(|(gi, g)| {
+                let ids = match target {
+                    Target::Anchor(id) => vec![id.clone()],
+                    Target::Newest => self.newest(g),
+                };
+                let mut v = Verdict {
+                    group: gi,
+                    trusting: 0,
+                    pods: g.members.len(),
+                    lacking: Vec::new(),
+                    unknown: Vec::new(),
+                    ids,
+                };
+                for (mi, m) in g.members.iter().enumerate() {
+                    if self.pod(m).map(|p| p.health) != Some(Health::Live) {
+                        v.unknown.push(mi);
+                    } else if self.trusts_all(m, &v.ids) {
+                        v.trusting += 1;
+                    } else {
+                        v.lacking.push(mi);
+                    }
+                }
+                v
+            })
+            .collect()
+    }
+}
+
+/// Groups pods by the `by` labels. A live pod is a member once per set; an unknown pod (no
+/// sets known) once per set seen in pods sharing its other `by` labels, or once with no set.
+fn group(pods: &[Pod], by: &[String]) -> Vec<Group> {
+    let key_of = |pod: &Pod, set: Option<&str>| -> Vec<String> {
+        by.iter()
+            .map(|l| match l.as_str() {
+                SET_LABEL => set.unwrap_or_default().to_string(),
+                l => pod.target.get(l).cloned().unwrap_or_default(),
+            })
+            .collect()
+    };
+    let set_at = by.iter().position(|l| l == SET_LABEL);
+    let mut groups: BTreeMap<Vec<String>, Vec<Member>> = BTreeMap::new();
+    // The sets seen per key without the set label, for placing unknown pods.
+    let mut sets_by_rest: BTreeMap<Vec<String>, BTreeSet<String>> = BTreeMap::new();
+    for (i, pod) in pods.iter().enumerate() {
+        for set in pod.sets.keys() {
+            let key = key_of(pod, Some(set));
+            if let Some(at) = set_at {
+                let mut rest = key.clone();
+                rest.remove(at);
+                sets_by_rest.entry(rest).or_default().insert(set.clone());
+            }
+            groups.entry(key).or_default().push(Member {
+                pod: i,
+                set: Some(set.clone()),
+            });
+        }
+    }
+    for (i, pod) in pods.iter().enumerate() {
+        if !pod.sets.is_empty() {
+            continue;
+        }
+        let sets: Vec<String> = match set_at {
+            Some(at) => {
+                let mut rest = key_of(pod, None);
+                rest.remove(at);
+                sets_by_rest
+                    .get(&rest)
+                    .map(|s| s.iter().cloned().collect())
+                    .unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
+        if sets.is_empty() {
+            groups
+                .entry(key_of(pod, None))
+                .or_default()
+                .push(Member { pod: i, set: None });
+        }
+        for set in sets {
+            groups
+                .entry(key_of(pod, Some(&set)))
+                .or_default()
+                .push(Member {
+                    pod: i,
+                    set: Some(set),
+                });
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(values, mut members)| {
+            members.sort_by_key(|m| m.pod);
+            Group {
+                labels: by.iter().cloned().zip(values).collect(),
+                members,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
