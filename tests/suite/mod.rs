@@ -7,6 +7,7 @@ mod daemon;
 mod demo;
 mod faults;
 mod fleet;
+mod fleet_pods;
 mod pipeline;
 mod process;
 mod prometheus;
