@@ -567,13 +567,20 @@ fn x509_files(sets: &[std::sync::Arc<SetStatus>]) -> Vec<(&str, &CertInfo)> {
             &c.issuer_o,
         ]
     }
-    // Equal series sort next to each other; the later ones (by position) are dropped.
+    // Equal series have equal paths: sort by path (stable, so each run keeps file order) and
+    // compare whole keys within each run of one path, a few certificates long; a series equal
+    // to an earlier one is dropped.
     let mut order: Vec<usize> = (0..files.len()).collect();
-    order.sort_by(|&a, &b| key(&files[a]).cmp(&key(&files[b])).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| files[a].0.cmp(files[b].0));
     let mut keep = vec![true; files.len()];
-    for pair in order.windows(2) {
-        if key(&files[pair[0]]) == key(&files[pair[1]]) {
-            keep[pair[1]] = false;
+    for run in order.chunk_by(|&a, &b| files[a].0 == files[b].0) {
+        for (i, &later) in run.iter().enumerate() {
+            if run[..i]
+                .iter()
+                .any(|&earlier| key(&files[earlier]) == key(&files[later]))
+            {
+                keep[later] = false;
+            }
         }
     }
     let mut keep = keep.into_iter();
@@ -745,15 +752,29 @@ impl<'a> Series<'a> {
         if !labels.is_empty() {
             self.out.push('}');
         }
-        // As the registry's encoder writes a value: f64's Display.
-        let _ = writeln!(self.out, " {value}");
+        self.out.push(' ');
+        write_value(self.out, value);
+        self.out.push('\n');
+    }
+}
+
+/// A value as the registry's encoder writes it (f64's `Display`). Nearly every value here is
+/// a whole number (a timestamp, a count, 0 or 1), which an integer's `Display` writes the same
+/// way and several times faster.
+fn write_value(out: &mut String, value: f64) {
+    const EXACT: f64 = (1u64 << 53) as f64;
+    if value.fract() == 0.0 && value.abs() < EXACT && !(value == 0.0 && value.is_sign_negative()) {
+        let _ = write!(out, "{}", value as i64);
+    } else {
+        let _ = write!(out, "{value}");
     }
 }
 
 /// A label value as the text format wants it: `\`, `"` and newline escaped.
 fn escape_label_value(out: &mut String, v: &str) {
     let mut rest = v;
-    while let Some(i) = rest.find(['\\', '"', '\n']) {
+    // Bytes, not chars: the three are ASCII, and no UTF-8 continuation byte equals them.
+    while let Some(i) = rest.bytes().position(|b| matches!(b, b'\\' | b'"' | b'\n')) {
         out.push_str(&rest[..i]);
         out.push_str(match rest.as_bytes()[i] {
             b'\\' => "\\\\",
@@ -1446,5 +1467,28 @@ certgate_set_ready{set="pending"} 0
             })
         );
         assert_eq!(ProcStat::parse("4242 (truncated"), None);
+    }
+
+    #[test]
+    fn values_are_written_as_f64_display_writes_them() {
+        for v in [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            0.002,
+            1_700_000_000.0,
+            -9_223_372_036_854_775_808.0,
+            9_007_199_254_740_991.0,
+            9_007_199_254_740_993.0,
+            1e300,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+        ] {
+            let mut out = String::new();
+            write_value(&mut out, v);
+            assert_eq!(out, v.to_string(), "{v:?}");
+        }
     }
 }
