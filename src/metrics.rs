@@ -1491,4 +1491,140 @@ certgate_set_ready{set="pending"} 0
             assert_eq!(out, v.to_string(), "{v:?}");
         }
     }
+
+    /// The README's "Series per set" table: first cell → second cell.
+    fn readme_series_table() -> BTreeMap<String, String> {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("\n## Series per set\n")
+            .nth(1)
+            .expect("README has a ## Series per set section");
+        let section = section.split("\n## ").next().unwrap_or(section);
+        section
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| a set") && !l.starts_with("| ---"))
+            .map(|l| {
+                let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
+                (cells[0].to_string(), cells[1].to_string())
+            })
+            .collect()
+    }
+
+    /// The series of the one set in `snapshot`: every series naming it or one of its files.
+    fn set_series(m: &Metrics, snapshot: &Snapshot) -> usize {
+        m.render(snapshot, NOW)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.contains("set=\"") || l.contains("filepath=\""))
+            .count()
+    }
+
+    #[test]
+    fn series_per_set_are_as_the_readme_says() {
+        let table = readme_series_table();
+        let row = |text: &str| -> i64 {
+            let cell = table
+                .get(text)
+                .unwrap_or_else(|| panic!("README row {text:?} missing: {table:?}"));
+            cell.trim_start_matches('+').parse().unwrap()
+        };
+        let root = cert(Role::Anchor, "Root CA", "Acme", ("Root CA", "Acme"), "01");
+        let inter = cert(
+            Role::Intermediate,
+            "Issuing CA",
+            "Acme",
+            ("Root CA", "Acme"),
+            "1a",
+        );
+        let leaf = cert(Role::Leaf, "web.example", "", ("Issuing CA", "Acme"), "2a");
+        let paths = ("/publish/web/tls.crt", Some("/publish/web/ca.crt"));
+        let typical = || {
+            live(
+                paths.0,
+                paths.1,
+                vec![leaf.clone(), inter.clone(), root.clone()],
+            )
+        };
+        let count = |mode: Mode, live: Option<LiveMaterial>, events: &dyn Fn(&Metrics)| {
+            let m = Metrics::new().unwrap();
+            m.declare_set("web");
+            events(&m);
+            let snapshot = Snapshot {
+                version: "test",
+                initialized: true,
+                sets: vec![Arc::new(set("web", mode, live))],
+                watch_problem: None,
+            };
+            set_series(&m, &snapshot) as i64
+        };
+        let published = |m: &Metrics| m.rotation("web", Outcome::Published, None, None, NOW);
+        let base = count(Mode::Publish, Some(typical()), &published);
+        assert_eq!(
+            base,
+            row("publish mode: a leaf, one intermediate, a bundle of one anchor, after its first publish")
+        );
+        let accepted = |m: &Metrics| m.rotation("web", Outcome::Accepted, None, None, NOW);
+        assert_eq!(
+            count(Mode::Monitor, Some(typical()), &accepted),
+            row("the same set in monitor mode")
+        );
+        assert_eq!(
+            count(Mode::Publish, None, &|_| ()),
+            row("nothing live yet (publish mode)")
+        );
+        let mut second = inter.clone();
+        second.serial = "1b".into();
+        second.fingerprint_sha256 = Fingerprint::of(b"second intermediate");
+        let longer = live(
+            paths.0,
+            paths.1,
+            vec![leaf.clone(), inter.clone(), second, root.clone()],
+        );
+        assert_eq!(
+            count(Mode::Publish, Some(longer), &published) - base,
+            row("each further intermediate in the chain")
+        );
+        let mut wider = typical();
+        let mut other = root.clone();
+        other.serial = "02".into();
+        wider.anchors = [root.clone(), other].into();
+        assert_eq!(
+            count(Mode::Publish, Some(wider), &published) - base,
+            row("each further anchor in the bundle")
+        );
+        let verified = |m: &Metrics| {
+            published(m);
+            m.workload_serving("web", true);
+        };
+        assert_eq!(
+            count(Mode::Publish, Some(typical()), &verified) - base,
+            row("with `verify_addr` (the workload check)")
+        );
+        let rejected = |m: &Metrics| {
+            published(m);
+            m.rotation(
+                "web",
+                Outcome::Rejected,
+                Some(Reason::UnknownIssuer),
+                None,
+                NOW,
+            );
+        };
+        let once = count(Mode::Publish, Some(typical()), &rejected);
+        assert_eq!(once - base, row("the first rejection"));
+        let twice = |m: &Metrics| {
+            rejected(m);
+            m.rotation(
+                "web",
+                Outcome::Rejected,
+                Some(Reason::NameMismatch),
+                None,
+                NOW,
+            );
+        };
+        assert_eq!(
+            count(Mode::Publish, Some(typical()), &twice) - once,
+            row("each further rejection reason seen")
+        );
+    }
 }
