@@ -252,14 +252,14 @@ fn counted_from_the_start(mode: Mode) -> &'static [(Outcome, &'static str)] {
 fn render_events<'a>(
     out: &mut String,
     sets: &BTreeMap<String, SetEvents>,
-    names: impl Iterator<Item = (&'a str, Option<Mode>)> + Clone,
+    names: impl Iterator<Item = (&'a str, Option<Mode>)>,
 ) {
     let nothing = SetEvents::default();
-    let known = || {
-        names
-            .clone()
-            .map(|(n, mode)| (n, mode, sets.get(n).unwrap_or(&nothing)))
-    };
+    // One look-up per set, not one per set and family.
+    let rows: Vec<(&str, Option<Mode>, &SetEvents)> = names
+        .map(|(n, mode)| (n, mode, sets.get(n).unwrap_or(&nothing)))
+        .collect();
+    let known = || rows.iter().copied();
     let mut w = Series::new(out, &ROTATIONS);
     for (set, mode, e) in known() {
         let from_start = mode.map_or(&[][..], counted_from_the_start);
@@ -772,18 +772,45 @@ fn write_value(out: &mut String, value: f64) {
 
 /// A label value as the text format wants it: `\`, `"` and newline escaped.
 fn escape_label_value(out: &mut String, v: &str) {
-    let mut rest = v;
-    // Bytes, not chars: the three are ASCII, and no UTF-8 continuation byte equals them.
-    while let Some(i) = rest.bytes().position(|b| matches!(b, b'\\' | b'"' | b'\n')) {
-        out.push_str(&rest[..i]);
-        out.push_str(match rest.as_bytes()[i] {
-            b'\\' => "\\\\",
-            b'"' => "\\\"",
-            _ => "\\n",
-        });
-        rest = &rest[i + 1..];
+    if !needs_escape(v.as_bytes()) {
+        out.push_str(v);
+        return;
     }
-    out.push_str(rest);
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Whether `v` holds a `\`, `"` or newline. Nearly no value does, and every byte of every
+/// label value is looked at, so eight at a time: a word has a byte equal to `b` when
+/// `w ^ b…b` has a zero byte, which `(x - 0x01…01) & !x & 0x80…80` detects exactly. (Bytes,
+/// not chars: the three are ASCII, and no byte of a multi-byte UTF-8 character equals them.)
+fn needs_escape(v: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let has = |w: u64, b: u8| {
+        let x = w ^ (ONES * u64::from(b));
+        x.wrapping_sub(ONES) & !x & HIGHS != 0
+    };
+    let mut words = v.chunks_exact(8);
+    for word in &mut words {
+        let Ok(word) = <[u8; 8]>::try_from(word) else {
+            return true;
+        };
+        let w = u64::from_ne_bytes(word);
+        if has(w, b'\\') | has(w, b'"') | has(w, b'\n') {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&b| b == b'\\' || b == b'"' || b == b'\n')
 }
 
 #[cfg(test)]
@@ -1626,5 +1653,22 @@ certgate_set_ready{set="pending"} 0
             count(Mode::Publish, Some(typical()), &twice) - once,
             row("each further rejection reason seen")
         );
+    }
+
+    #[test]
+    fn escapes_are_found_wherever_they_are() {
+        for len in 0..40 {
+            assert!(!needs_escape("a\u{e9}".repeat(len).as_bytes()));
+            for at in 0..len {
+                for special in ['\\', '"', '\n'] {
+                    let mut v: Vec<char> = "x".repeat(len).chars().collect();
+                    v[at] = special;
+                    let v: String = v.into_iter().collect();
+                    assert!(needs_escape(v.as_bytes()), "{v:?}");
+                }
+            }
+        }
+        // Bytes next to the three (0x5b 0x5d 0x21 0x23 0x09 0x0b), and a zero byte, are not.
+        assert!(!needs_escape(b"[]!#\t\x0b\0abcdefgh[]!#"));
     }
 }
