@@ -167,31 +167,62 @@ impl Metrics {
     /// What happened (text exposition format 0.0.4), without the state of the sets: for a
     /// reader that has no snapshot.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        self.encode_registry(&mut out);
+        let mut out = Sink::whole(0);
+        self.encode_registry(&mut out.buf);
         let sets = self.sets.lock().unwrap_or_else(PoisonError::into_inner);
         render_events(&mut out, &sets, sets.keys().map(|n| (n.as_str(), None)));
-        out
+        out.buf
     }
 
     /// `/metrics` (text exposition format 0.0.4): what happened, then the state of every set of
-    /// `snapshot` at `now`.
+    /// `snapshot` at `now`, and the process.
     pub fn render(&self, snapshot: &Snapshot, now: i64) -> String {
         // Sized for the usual set (a leaf, an intermediate, a one-anchor bundle: about 3.8 KB of
         // series) so the body is written without regrowing.
-        let mut out = String::with_capacity(8 * 1024 + snapshot.sets.len() * 4 * 1024);
-        self.encode_registry(&mut out);
+        let mut out = Sink::whole(8 * 1024 + snapshot.sets.len() * 4 * 1024);
+        self.render_into(&mut out, snapshot, now);
+        out.buf
+    }
+
+    /// [`Metrics::render`] handed to `send` in pieces of about `chunk` bytes, each as soon as
+    /// it is written, so the whole body never sits in memory: what `/metrics` serves. `send`
+    /// returns `false` once the reader is gone; the rest is then not written. It may block
+    /// (backpressure), never while a lock the daemon takes is held.
+    pub fn render_chunks(
+        &self,
+        snapshot: &Snapshot,
+        now: i64,
+        chunk: usize,
+        send: &mut dyn FnMut(String) -> bool,
+    ) {
+        let mut out = Sink {
+            buf: String::with_capacity(chunk + 1024),
+            chunk,
+            send: Some(send),
+            held: false,
+            gone: false,
+        };
+        self.render_into(&mut out, snapshot, now);
+        out.finish();
+    }
+
+    fn render_into(&self, out: &mut Sink<'_>, snapshot: &Snapshot, now: i64) {
+        self.encode_registry(&mut out.buf);
         {
             let sets = self.sets.lock().unwrap_or_else(PoisonError::into_inner);
             let names = snapshot
                 .sets
                 .iter()
                 .map(|s| (s.name.as_str(), Some(s.mode)));
-            render_events(&mut out, &sets, names);
+            // Nothing is handed on while the lock is held: a slow reader must not stall the
+            // daemon's rotation() calls.
+            out.held = true;
+            render_events(out, &sets, names);
+            out.held = false;
         }
-        render_state(&mut out, snapshot, now);
-        render_process(&mut out);
-        out
+        out.line_done();
+        render_state(out, snapshot, now);
+        render_process(out);
     }
 
     fn encode_registry(&self, out: &mut String) {
@@ -250,7 +281,7 @@ fn counted_from_the_start(mode: Mode) -> &'static [(Outcome, &'static str)] {
 /// Writes what happened to the sets named by `names`, in that order; with their mode, the
 /// counters they have from the start too.
 fn render_events<'a>(
-    out: &mut String,
+    out: &mut Sink<'_>,
     sets: &BTreeMap<String, SetEvents>,
     names: impl Iterator<Item = (&'a str, Option<Mode>)>,
 ) {
@@ -409,7 +440,7 @@ const FAMILIES: &[&Family] = &[
 ];
 
 /// Writes the state families of `snapshot` at `now`.
-fn render_state(out: &mut String, snapshot: &Snapshot, now: i64) {
+fn render_state(out: &mut Sink<'_>, snapshot: &Snapshot, now: i64) {
     let sets = &snapshot.sets;
     let live = || {
         sets.iter()
@@ -629,7 +660,7 @@ const PROCESS_THREADS: Family = Family {
 /// Writes the `process_*` families, named and computed as client_golang's process collector
 /// does, from `/proc/self`; a family whose source cannot be read is left out.
 #[cfg(target_os = "linux")]
-fn render_process(out: &mut String) {
+fn render_process(out: &mut Sink<'_>) {
     // SAFETY: sysconf only reads system configuration.
     let (ticks, page) = unsafe {
         (
@@ -667,7 +698,7 @@ fn render_process(out: &mut String) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn render_process(_out: &mut String) {}
+fn render_process(_out: &mut Sink<'_>) {}
 
 /// The fields of `/proc/self/stat` the process families need.
 #[cfg(target_os = "linux")]
@@ -713,16 +744,66 @@ fn boot_time() -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Where an exposition is written: a buffer, handed on in chunks when there is somewhere to
+/// send them, else kept whole.
+struct Sink<'a> {
+    buf: String,
+    /// Hand the buffer on once it holds this many bytes.
+    chunk: usize,
+    send: Option<&'a mut dyn FnMut(String) -> bool>,
+    /// Keep everything for now (a lock is held).
+    held: bool,
+    /// The reader went away: nothing more is written.
+    gone: bool,
+}
+
+impl Sink<'_> {
+    /// A sink that keeps the whole exposition.
+    fn whole(capacity: usize) -> Self {
+        Self {
+            buf: String::with_capacity(capacity),
+            chunk: usize::MAX,
+            send: None,
+            held: false,
+            gone: false,
+        }
+    }
+
+    /// After each line: hands the buffer on when it is full.
+    fn line_done(&mut self) {
+        if self.buf.len() >= self.chunk && !self.held {
+            self.hand_on();
+        }
+    }
+
+    /// Hands on what is left.
+    fn finish(mut self) {
+        if !self.buf.is_empty() {
+            self.hand_on();
+        }
+    }
+
+    fn hand_on(&mut self) {
+        let Some(send) = self.send.as_mut() else {
+            return;
+        };
+        let full = std::mem::replace(&mut self.buf, String::with_capacity(self.chunk + 1024));
+        if !self.gone && !send(full) {
+            self.gone = true;
+        }
+    }
+}
+
 /// Writes one family: HELP and TYPE with its first series, none without series (as the
 /// registry leaves out a family with no series).
-struct Series<'a> {
-    out: &'a mut String,
+struct Series<'a, 'b> {
+    out: &'a mut Sink<'b>,
     family: &'static Family,
     started: bool,
 }
 
-impl<'a> Series<'a> {
-    fn new(out: &'a mut String, family: &'static Family) -> Self {
+impl<'a, 'b> Series<'a, 'b> {
+    fn new(out: &'a mut Sink<'b>, family: &'static Family) -> Self {
         Self {
             out,
             family,
@@ -732,29 +813,34 @@ impl<'a> Series<'a> {
 
     /// One series; `labels` in name order, as the registry writes them.
     fn series(&mut self, labels: &[(&str, &str)], value: f64) {
+        if self.out.gone {
+            return;
+        }
         let name = self.family.name;
+        let out = &mut self.out.buf;
         if !self.started {
             self.started = true;
             let _ = write!(
-                self.out,
+                out,
                 "# HELP {name} {}\n# TYPE {name} {}\n",
                 self.family.help, self.family.kind
             );
         }
-        self.out.push_str(name);
+        out.push_str(name);
         for (i, (k, v)) in labels.iter().enumerate() {
-            self.out.push(if i == 0 { '{' } else { ',' });
-            self.out.push_str(k);
-            self.out.push_str("=\"");
-            escape_label_value(self.out, v);
-            self.out.push('"');
+            out.push(if i == 0 { '{' } else { ',' });
+            out.push_str(k);
+            out.push_str("=\"");
+            escape_label_value(out, v);
+            out.push('"');
         }
         if !labels.is_empty() {
-            self.out.push('}');
+            out.push('}');
         }
-        self.out.push(' ');
-        write_value(self.out, value);
-        self.out.push('\n');
+        out.push(' ');
+        write_value(out, value);
+        out.push('\n');
+        self.out.line_done();
     }
 }
 
@@ -1670,5 +1756,39 @@ certgate_set_ready{set="pending"} 0
         }
         // Bytes next to the three (0x5b 0x5d 0x21 0x23 0x09 0x0b), and a zero byte, are not.
         assert!(!needs_escape(b"[]!#\t\x0b\0abcdefgh[]!#"));
+    }
+
+    #[test]
+    fn chunks_make_up_the_whole_and_none_is_sent_under_the_lock() {
+        let (m, snapshot) = fixture();
+        let whole = m.render(&snapshot, NOW);
+        let mut chunks: Vec<String> = Vec::new();
+        m.render_chunks(&snapshot, NOW, 512, &mut |chunk| {
+            // The daemon's rotation() calls take this lock: a chunk waiting on a slow reader
+            // must not hold it.
+            assert!(m.sets.try_lock().is_ok(), "chunk sent under the lock");
+            chunks.push(chunk);
+            true
+        });
+        assert!(chunks.len() > 10, "{}", chunks.len());
+        assert_eq!(without_process(&chunks.concat()), without_process(&whole));
+        // Chunks end at line ends.
+        assert!(chunks.iter().all(|c| c.ends_with('\n')));
+
+        // A reader that goes away gets nothing more.
+        let mut sent = 0;
+        m.render_chunks(&snapshot, NOW, 512, &mut |_| {
+            sent += 1;
+            false
+        });
+        assert_eq!(sent, 1);
+    }
+
+    /// An exposition without its `process_*` lines (they differ between two renders).
+    fn without_process(text: &str) -> String {
+        text.lines()
+            .filter(|l| !l.starts_with("process_"))
+            .map(|l| format!("{l}\n"))
+            .collect()
     }
 }
