@@ -167,31 +167,62 @@ impl Metrics {
     /// What happened (text exposition format 0.0.4), without the state of the sets: for a
     /// reader that has no snapshot.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        self.encode_registry(&mut out);
+        let mut out = Sink::whole(0);
+        self.encode_registry(&mut out.buf);
         let sets = self.sets.lock().unwrap_or_else(PoisonError::into_inner);
         render_events(&mut out, &sets, sets.keys().map(|n| (n.as_str(), None)));
-        out
+        out.buf
     }
 
     /// `/metrics` (text exposition format 0.0.4): what happened, then the state of every set of
-    /// `snapshot` at `now`.
+    /// `snapshot` at `now`, and the process.
     pub fn render(&self, snapshot: &Snapshot, now: i64) -> String {
         // Sized for the usual set (a leaf, an intermediate, a one-anchor bundle: about 3.8 KB of
         // series) so the body is written without regrowing.
-        let mut out = String::with_capacity(8 * 1024 + snapshot.sets.len() * 4 * 1024);
-        self.encode_registry(&mut out);
+        let mut out = Sink::whole(8 * 1024 + snapshot.sets.len() * 4 * 1024);
+        self.render_into(&mut out, snapshot, now);
+        out.buf
+    }
+
+    /// [`Metrics::render`] handed to `send` in pieces of about `chunk` bytes, each as soon as
+    /// it is written, so the whole body never sits in memory: what `/metrics` serves. `send`
+    /// returns `false` once the reader is gone; the rest is then not written. It may block
+    /// (backpressure), never while a lock the daemon takes is held.
+    pub fn render_chunks(
+        &self,
+        snapshot: &Snapshot,
+        now: i64,
+        chunk: usize,
+        send: &mut dyn FnMut(String) -> bool,
+    ) {
+        let mut out = Sink {
+            buf: String::with_capacity(chunk + 1024),
+            chunk,
+            send: Some(send),
+            held: false,
+            gone: false,
+        };
+        self.render_into(&mut out, snapshot, now);
+        out.finish();
+    }
+
+    fn render_into(&self, out: &mut Sink<'_>, snapshot: &Snapshot, now: i64) {
+        self.encode_registry(&mut out.buf);
         {
             let sets = self.sets.lock().unwrap_or_else(PoisonError::into_inner);
             let names = snapshot
                 .sets
                 .iter()
                 .map(|s| (s.name.as_str(), Some(s.mode)));
-            render_events(&mut out, &sets, names);
+            // Nothing is handed on while the lock is held: a slow reader must not stall the
+            // daemon's rotation() calls.
+            out.held = true;
+            render_events(out, &sets, names);
+            out.held = false;
         }
-        render_state(&mut out, snapshot, now);
-        render_process(&mut out);
-        out
+        out.line_done();
+        render_state(out, snapshot, now);
+        render_process(out);
     }
 
     fn encode_registry(&self, out: &mut String) {
@@ -250,16 +281,16 @@ fn counted_from_the_start(mode: Mode) -> &'static [(Outcome, &'static str)] {
 /// Writes what happened to the sets named by `names`, in that order; with their mode, the
 /// counters they have from the start too.
 fn render_events<'a>(
-    out: &mut String,
+    out: &mut Sink<'_>,
     sets: &BTreeMap<String, SetEvents>,
-    names: impl Iterator<Item = (&'a str, Option<Mode>)> + Clone,
+    names: impl Iterator<Item = (&'a str, Option<Mode>)>,
 ) {
     let nothing = SetEvents::default();
-    let known = || {
-        names
-            .clone()
-            .map(|(n, mode)| (n, mode, sets.get(n).unwrap_or(&nothing)))
-    };
+    // One look-up per set, not one per set and family.
+    let rows: Vec<(&str, Option<Mode>, &SetEvents)> = names
+        .map(|(n, mode)| (n, mode, sets.get(n).unwrap_or(&nothing)))
+        .collect();
+    let known = || rows.iter().copied();
     let mut w = Series::new(out, &ROTATIONS);
     for (set, mode, e) in known() {
         let from_start = mode.map_or(&[][..], counted_from_the_start);
@@ -428,7 +459,7 @@ const FAMILIES: &[&Family] = &[
 ];
 
 /// Writes the state families of `snapshot` at `now`.
-fn render_state(out: &mut String, snapshot: &Snapshot, now: i64) {
+fn render_state(out: &mut Sink<'_>, snapshot: &Snapshot, now: i64) {
     let sets = &snapshot.sets;
     let live = || {
         sets.iter()
@@ -628,13 +659,20 @@ fn x509_files(sets: &[std::sync::Arc<SetStatus>]) -> Vec<(&str, &CertInfo)> {
             &c.issuer_o,
         ]
     }
-    // Equal series sort next to each other; the later ones (by position) are dropped.
+    // Equal series have equal paths: sort by path (stable, so each run keeps file order) and
+    // compare whole keys within each run of one path, a few certificates long; a series equal
+    // to an earlier one is dropped.
     let mut order: Vec<usize> = (0..files.len()).collect();
-    order.sort_by(|&a, &b| key(&files[a]).cmp(&key(&files[b])).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| files[a].0.cmp(files[b].0));
     let mut keep = vec![true; files.len()];
-    for pair in order.windows(2) {
-        if key(&files[pair[0]]) == key(&files[pair[1]]) {
-            keep[pair[1]] = false;
+    for run in order.chunk_by(|&a, &b| files[a].0 == files[b].0) {
+        for (i, &later) in run.iter().enumerate() {
+            if run[..i]
+                .iter()
+                .any(|&earlier| key(&files[earlier]) == key(&files[later]))
+            {
+                keep[later] = false;
+            }
         }
     }
     let mut keep = keep.into_iter();
@@ -683,7 +721,7 @@ const PROCESS_THREADS: Family = Family {
 /// Writes the `process_*` families, named and computed as client_golang's process collector
 /// does, from `/proc/self`; a family whose source cannot be read is left out.
 #[cfg(target_os = "linux")]
-fn render_process(out: &mut String) {
+fn render_process(out: &mut Sink<'_>) {
     // SAFETY: sysconf only reads system configuration.
     let (ticks, page) = unsafe {
         (
@@ -721,7 +759,7 @@ fn render_process(out: &mut String) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn render_process(_out: &mut String) {}
+fn render_process(_out: &mut Sink<'_>) {}
 
 /// The fields of `/proc/self/stat` the process families need.
 #[cfg(target_os = "linux")]
@@ -767,16 +805,66 @@ fn boot_time() -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Where an exposition is written: a buffer, handed on in chunks when there is somewhere to
+/// send them, else kept whole.
+struct Sink<'a> {
+    buf: String,
+    /// Hand the buffer on once it holds this many bytes.
+    chunk: usize,
+    send: Option<&'a mut dyn FnMut(String) -> bool>,
+    /// Keep everything for now (a lock is held).
+    held: bool,
+    /// The reader went away: nothing more is written.
+    gone: bool,
+}
+
+impl Sink<'_> {
+    /// A sink that keeps the whole exposition.
+    fn whole(capacity: usize) -> Self {
+        Self {
+            buf: String::with_capacity(capacity),
+            chunk: usize::MAX,
+            send: None,
+            held: false,
+            gone: false,
+        }
+    }
+
+    /// After each line: hands the buffer on when it is full.
+    fn line_done(&mut self) {
+        if self.buf.len() >= self.chunk && !self.held {
+            self.hand_on();
+        }
+    }
+
+    /// Hands on what is left.
+    fn finish(mut self) {
+        if !self.buf.is_empty() {
+            self.hand_on();
+        }
+    }
+
+    fn hand_on(&mut self) {
+        let Some(send) = self.send.as_mut() else {
+            return;
+        };
+        let full = std::mem::replace(&mut self.buf, String::with_capacity(self.chunk + 1024));
+        if !self.gone && !send(full) {
+            self.gone = true;
+        }
+    }
+}
+
 /// Writes one family: HELP and TYPE with its first series, none without series (as the
 /// registry leaves out a family with no series).
-struct Series<'a> {
-    out: &'a mut String,
+struct Series<'a, 'b> {
+    out: &'a mut Sink<'b>,
     family: &'static Family,
     started: bool,
 }
 
-impl<'a> Series<'a> {
-    fn new(out: &'a mut String, family: &'static Family) -> Self {
+impl<'a, 'b> Series<'a, 'b> {
+    fn new(out: &'a mut Sink<'b>, family: &'static Family) -> Self {
         Self {
             out,
             family,
@@ -786,44 +874,90 @@ impl<'a> Series<'a> {
 
     /// One series; `labels` in name order, as the registry writes them.
     fn series(&mut self, labels: &[(&str, &str)], value: f64) {
+        if self.out.gone {
+            return;
+        }
         let name = self.family.name;
+        let out = &mut self.out.buf;
         if !self.started {
             self.started = true;
             let _ = write!(
-                self.out,
+                out,
                 "# HELP {name} {}\n# TYPE {name} {}\n",
                 self.family.help, self.family.kind
             );
         }
-        self.out.push_str(name);
+        out.push_str(name);
         for (i, (k, v)) in labels.iter().enumerate() {
-            self.out.push(if i == 0 { '{' } else { ',' });
-            self.out.push_str(k);
-            self.out.push_str("=\"");
-            escape_label_value(self.out, v);
-            self.out.push('"');
+            out.push(if i == 0 { '{' } else { ',' });
+            out.push_str(k);
+            out.push_str("=\"");
+            escape_label_value(out, v);
+            out.push('"');
         }
         if !labels.is_empty() {
-            self.out.push('}');
+            out.push('}');
         }
-        // As the registry's encoder writes a value: f64's Display.
-        let _ = writeln!(self.out, " {value}");
+        out.push(' ');
+        write_value(out, value);
+        out.push('\n');
+        self.out.line_done();
+    }
+}
+
+/// A value as the registry's encoder writes it (f64's `Display`). Nearly every value here is
+/// a whole number (a timestamp, a count, 0 or 1), which an integer's `Display` writes the same
+/// way and several times faster.
+fn write_value(out: &mut String, value: f64) {
+    const EXACT: f64 = (1u64 << 53) as f64;
+    if value.fract() == 0.0 && value.abs() < EXACT && !(value == 0.0 && value.is_sign_negative()) {
+        let _ = write!(out, "{}", value as i64);
+    } else {
+        let _ = write!(out, "{value}");
     }
 }
 
 /// A label value as the text format wants it: `\`, `"` and newline escaped.
 fn escape_label_value(out: &mut String, v: &str) {
-    let mut rest = v;
-    while let Some(i) = rest.find(['\\', '"', '\n']) {
-        out.push_str(&rest[..i]);
-        out.push_str(match rest.as_bytes()[i] {
-            b'\\' => "\\\\",
-            b'"' => "\\\"",
-            _ => "\\n",
-        });
-        rest = &rest[i + 1..];
+    if !needs_escape(v.as_bytes()) {
+        out.push_str(v);
+        return;
     }
-    out.push_str(rest);
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Whether `v` holds a `\`, `"` or newline. Nearly no value does, and every byte of every
+/// label value is looked at, so eight at a time: a word has a byte equal to `b` when
+/// `w ^ b…b` has a zero byte, which `(x - 0x01…01) & !x & 0x80…80` detects exactly. (Bytes,
+/// not chars: the three are ASCII, and no byte of a multi-byte UTF-8 character equals them.)
+fn needs_escape(v: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let has = |w: u64, b: u8| {
+        let x = w ^ (ONES * u64::from(b));
+        x.wrapping_sub(ONES) & !x & HIGHS != 0
+    };
+    let mut words = v.chunks_exact(8);
+    for word in &mut words {
+        let Ok(word) = <[u8; 8]>::try_from(word) else {
+            return true;
+        };
+        let w = u64::from_ne_bytes(word);
+        if has(w, b'\\') | has(w, b'"') | has(w, b'\n') {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&b| b == b'\\' || b == b'"' || b == b'\n')
 }
 
 #[cfg(test)]
@@ -1557,5 +1691,215 @@ certgate_set_ready{set="pending"} 0
             })
         );
         assert_eq!(ProcStat::parse("4242 (truncated"), None);
+    }
+
+    #[test]
+    fn values_are_written_as_f64_display_writes_them() {
+        for v in [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            0.002,
+            1_700_000_000.0,
+            -9_223_372_036_854_775_808.0,
+            9_007_199_254_740_991.0,
+            9_007_199_254_740_993.0,
+            1e300,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+        ] {
+            let mut out = String::new();
+            write_value(&mut out, v);
+            assert_eq!(out, v.to_string(), "{v:?}");
+        }
+    }
+
+    /// The README's "Series per set" table: first cell → second cell.
+    fn readme_series_table() -> BTreeMap<String, String> {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("\n## Series per set\n")
+            .nth(1)
+            .expect("README has a ## Series per set section");
+        let section = section.split("\n## ").next().unwrap_or(section);
+        section
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| a set") && !l.starts_with("| ---"))
+            .map(|l| {
+                let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
+                (cells[0].to_string(), cells[1].to_string())
+            })
+            .collect()
+    }
+
+    /// The series of the one set in `snapshot`: every series naming it or one of its files.
+    fn set_series(m: &Metrics, snapshot: &Snapshot) -> usize {
+        m.render(snapshot, NOW)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.contains("set=\"") || l.contains("filepath=\""))
+            .count()
+    }
+
+    #[test]
+    fn series_per_set_are_as_the_readme_says() {
+        let table = readme_series_table();
+        let row = |text: &str| -> i64 {
+            let cell = table
+                .get(text)
+                .unwrap_or_else(|| panic!("README row {text:?} missing: {table:?}"));
+            cell.trim_start_matches('+').parse().unwrap()
+        };
+        let root = cert(Role::Anchor, "Root CA", "Acme", ("Root CA", "Acme"), "01");
+        let inter = cert(
+            Role::Intermediate,
+            "Issuing CA",
+            "Acme",
+            ("Root CA", "Acme"),
+            "1a",
+        );
+        let leaf = cert(Role::Leaf, "web.example", "", ("Issuing CA", "Acme"), "2a");
+        let paths = ("/publish/web/tls.crt", Some("/publish/web/ca.crt"));
+        let typical = || {
+            live(
+                paths.0,
+                paths.1,
+                vec![leaf.clone(), inter.clone(), root.clone()],
+            )
+        };
+        let count = |mode: Mode, live: Option<LiveMaterial>, events: &dyn Fn(&Metrics)| {
+            let m = Metrics::new().unwrap();
+            m.declare_set("web");
+            events(&m);
+            let snapshot = Snapshot {
+                version: "test",
+                initialized: true,
+                sets: vec![Arc::new(set("web", mode, live))],
+                watch_problem: None,
+            };
+            set_series(&m, &snapshot) as i64
+        };
+        let published = |m: &Metrics| m.rotation("web", Outcome::Published, None, None, NOW);
+        let base = count(Mode::Publish, Some(typical()), &published);
+        assert_eq!(
+            base,
+            row("publish mode: a leaf, one intermediate, a bundle of one anchor, after its first publish")
+        );
+        let accepted = |m: &Metrics| m.rotation("web", Outcome::Accepted, None, None, NOW);
+        assert_eq!(
+            count(Mode::Monitor, Some(typical()), &accepted),
+            row("the same set in monitor mode")
+        );
+        assert_eq!(
+            count(Mode::Publish, None, &|_| ()),
+            row("nothing live yet (publish mode)")
+        );
+        let mut second = inter.clone();
+        second.serial = "1b".into();
+        second.fingerprint_sha256 = Fingerprint::of(b"second intermediate");
+        let longer = live(
+            paths.0,
+            paths.1,
+            vec![leaf.clone(), inter.clone(), second, root.clone()],
+        );
+        assert_eq!(
+            count(Mode::Publish, Some(longer), &published) - base,
+            row("each further intermediate in the chain")
+        );
+        let mut wider = typical();
+        let mut other = root.clone();
+        other.serial = "02".into();
+        wider.anchors = [root.clone(), other].into();
+        assert_eq!(
+            count(Mode::Publish, Some(wider), &published) - base,
+            row("each further anchor in the bundle")
+        );
+        let verified = |m: &Metrics| {
+            published(m);
+            m.workload_serving("web", true);
+        };
+        assert_eq!(
+            count(Mode::Publish, Some(typical()), &verified) - base,
+            row("with `verify_addr` (the workload check)")
+        );
+        let rejected = |m: &Metrics| {
+            published(m);
+            m.rotation(
+                "web",
+                Outcome::Rejected,
+                Some(Reason::UnknownIssuer),
+                None,
+                NOW,
+            );
+        };
+        let once = count(Mode::Publish, Some(typical()), &rejected);
+        assert_eq!(once - base, row("the first rejection"));
+        let twice = |m: &Metrics| {
+            rejected(m);
+            m.rotation(
+                "web",
+                Outcome::Rejected,
+                Some(Reason::NameMismatch),
+                None,
+                NOW,
+            );
+        };
+        assert_eq!(
+            count(Mode::Publish, Some(typical()), &twice) - once,
+            row("each further rejection reason seen")
+        );
+    }
+
+    #[test]
+    fn escapes_are_found_wherever_they_are() {
+        for len in 0..40 {
+            assert!(!needs_escape("a\u{e9}".repeat(len).as_bytes()));
+            for at in 0..len {
+                for special in ['\\', '"', '\n'] {
+                    let mut v: Vec<char> = "x".repeat(len).chars().collect();
+                    v[at] = special;
+                    let v: String = v.into_iter().collect();
+                    assert!(needs_escape(v.as_bytes()), "{v:?}");
+                }
+            }
+        }
+        // Bytes next to the three (0x5b 0x5d 0x21 0x23 0x09 0x0b), and a zero byte, are not.
+        assert!(!needs_escape(b"[]!#\t\x0b\0abcdefgh[]!#"));
+    }
+
+    #[test]
+    fn chunks_make_up_the_whole_and_none_is_sent_under_the_lock() {
+        let (m, snapshot) = fixture();
+        let whole = m.render(&snapshot, NOW);
+        let mut chunks: Vec<String> = Vec::new();
+        m.render_chunks(&snapshot, NOW, 512, &mut |chunk| {
+            // The daemon's rotation() calls take this lock: a chunk waiting on a slow reader
+            // must not hold it.
+            assert!(m.sets.try_lock().is_ok(), "chunk sent under the lock");
+            chunks.push(chunk);
+            true
+        });
+        assert!(chunks.len() > 10, "{}", chunks.len());
+        assert_eq!(without_process(&chunks.concat()), without_process(&whole));
+        // Chunks end at line ends.
+        assert!(chunks.iter().all(|c| c.ends_with('\n')));
+
+        // A reader that goes away gets nothing more.
+        let mut sent = 0;
+        m.render_chunks(&snapshot, NOW, 512, &mut |_| {
+            sent += 1;
+            false
+        });
+        assert_eq!(sent, 1);
+    }
+
+    /// An exposition without its `process_*` lines (they differ between two renders).
+    fn without_process(text: &str) -> String {
+        text.lines()
+            .filter(|l| !l.starts_with("process_"))
+            .map(|l| format!("{l}\n"))
+            .collect()
     }
 }

@@ -280,3 +280,20 @@ async fn metrics_are_prometheus_text() {
     assert!(body.contains("# TYPE certgate_"), "{body}");
     assert_eq!(admin.get("/nope").await.0, StatusCode::NOT_FOUND);
 }
+
+/// `/metrics` is streamed in chunks from a blocking thread: with many sets the body arrives
+/// whole, every set in it, the state at the request's time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_of_many_sets_arrive_whole() {
+    set_now(T0);
+    let sets = (0..300).map(|i| valid(&format!("set{i}"), true)).collect();
+    let admin = Admin::new(snapshot(true, sets));
+    let (code, _, body) = admin.get("/metrics").await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(body.len() > 64 * 1024, "more than one chunk: {}", body.len());
+    for i in [0, 150, 299] {
+        let line = format!("certgate_set_ready{{set=\"set{i}\"}} 1\n");
+        assert!(body.contains(&line), "{line}");
+    }
+    assert!(body.ends_with("\n") && body.contains("\nprocess_open_fds "), "ends with the process");
+}

@@ -1,0 +1,106 @@
+//! Criterion bench of `/metrics` rendering alone: `Metrics::render` over a snapshot of N sets
+//! (default 1,000), each a distinct P-256 leaf under one intermediate with a one-anchor bundle,
+//! published, as `benches/rotation.rs` sets them up. No HTTP, no daemon: the cost of writing
+//! the exposition from the snapshot.
+//!
+//! ```sh
+//! cargo bench --bench metrics
+//! CERTGATE_BENCH_SETS=100 cargo bench --bench metrics
+//! ```
+
+// Test and bench code may panic on a broken fixture; the lint is for production code.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use rustls_pki_types::CertificateDer;
+
+use certgate::labels::Outcome;
+use certgate::metrics::Metrics;
+use certgate::pipeline::inspect::{inspect_cert, CertInfo, Role};
+use certgate::state::{LiveMaterial, Mode, SetStatus, Snapshot};
+use certgate_testkit::pki::{Alg, Ca, LeafSpec};
+
+fn info(der: &[u8], index: usize, role: Role) -> CertInfo {
+    let mut c = inspect_cert(&CertificateDer::from(der.to_vec()), index).unwrap();
+    c.role = role;
+    c
+}
+
+/// A snapshot of `n` published sets and the metrics of their first publish.
+fn fleet(n: usize) -> (Metrics, Snapshot, i64) {
+    let root = Ca::root("bench root", Alg::P256);
+    let inter = root.intermediate("bench intermediate", Alg::P256);
+    let root_info = info(&root.cert_der, 0, Role::Anchor);
+    let inter_info = info(&inter.cert_der, 1, Role::Intermediate);
+    let metrics = Metrics::new().unwrap();
+    let now = root_info.not_before + 3600;
+    let sets = (0..n)
+        .map(|i| {
+            let leaf = inter.leaf(&LeafSpec::new("bench.example.com"));
+            let chain: Arc<[CertInfo]> = vec![
+                info(&leaf.cert_der, 0, Role::Leaf),
+                inter_info.clone(),
+                root_info.clone(),
+            ]
+            .into();
+            let name = format!("s{i}");
+            let dir = format!("/dev/shm/.tmpAbC123/live{i}");
+            let mut s = SetStatus::new(&name, Mode::Publish, true, 86_400, 0);
+            s.live_problem = None;
+            s.live = Some(LiveMaterial {
+                generation: None,
+                cert_path: format!("{dir}/tls.crt"),
+                trust_path: Some(format!("{dir}/ca.crt")),
+                effective_expiry: chain.iter().map(|c| c.not_after).min().unwrap(),
+                chain,
+                anchors: vec![root_info.clone()].into(),
+                trust_fingerprint: Some("ab".repeat(32)),
+                since: String::new(),
+                content_key: Vec::new(),
+            });
+            metrics.declare_set(&name);
+            metrics.rotation(
+                &name,
+                Outcome::Published,
+                None,
+                Some(Duration::from_millis(2)),
+                now,
+            );
+            Arc::new(s)
+        })
+        .collect();
+    let snapshot = Snapshot {
+        version: env!("CARGO_PKG_VERSION"),
+        initialized: true,
+        sets,
+        watch_problem: None,
+    };
+    (metrics, snapshot, now)
+}
+
+fn render(c: &mut Criterion) {
+    let n = std::env::var("CERTGATE_BENCH_SETS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let (metrics, snapshot, now) = fleet(n);
+    let body = metrics.render(&snapshot, now);
+    let series = body.lines().filter(|l| !l.starts_with('#')).count();
+    println!(
+        "render: {n} sets, body {} bytes, {series} series",
+        body.len()
+    );
+    c.bench_function(&format!("render {n} sets"), |b| {
+        b.iter(|| metrics.render(&snapshot, now))
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30).measurement_time(Duration::from_secs(10));
+    targets = render
+}
+criterion_main!(benches);
