@@ -5,7 +5,8 @@
 //!    error is a usage error (exit 2).
 //! 2. One round is a fixed set of instant queries, sent at once, whatever the number of pods
 //!    ([`Plan::queries`]: 3, or 5 for the overview): `up` of certgate's scrape jobs, the
-//!    anchors, their first-seen times, and for the overview the leaf's info and expiry.
+//!    anchors' first-seen times per pod, each anchor's subject, and for the overview the
+//!    leaf's info and expiry.
 //! 3. [`model::Fleet`] joins the answers by `namespace`/`pod` and groups them by `--by`; a
 //!    target whose scrape fails is an *unknown* pod, never left out.
 //! 4. [`render`] prints a table fitting 120 columns, or JSON.
@@ -144,35 +145,120 @@ impl Plan {
         })
     }
 
-    /// The instant queries of one round, in order: `up`, anchors, first-seen times, and for
-    /// the overview the leaf's info and notAfter. The same whatever the number of pods.
+    /// The instant queries of one round sent at once, in order: `up`, first-seen times
+    /// (which anchors each pod trusts, since when), and for the overview the leaf's info and
+    /// notAfter. Then [`Plan::subject_query`] follows: [`Plan::query_count`] in all, the same
+    /// whatever the number of pods. Each keeps only the labels certgate reads (pod, grouping
+    /// labels, the series' own), so answers stay small.
     pub fn queries(&self) -> Vec<String> {
         let s = &self.selector;
+        let leaf = [Matcher::new("role", MatchOp::Equal, "leaf")];
         let mut q = vec![
-            s.render(
-                "up",
-                &[Matcher::new("job", MatchOp::Regex, &self.job)],
-                true,
+            format!(
+                "min by ({}) ({})",
+                self.keep(false, &[]),
+                s.render(
+                    "up",
+                    &[Matcher::new("job", MatchOp::Regex, &self.job)],
+                    true
+                )
             ),
-            s.render("certgate_trust_anchor_info", &[], false),
-            s.render(
-                "certgate_trust_anchor_first_seen_timestamp_seconds",
-                &[],
-                false,
+            format!(
+                "min by ({}) ({})",
+                self.keep(true, &["anchor_id", "via"]),
+                s.render(
+                    "certgate_trust_anchor_first_seen_timestamp_seconds",
+                    &[],
+                    false
+                )
             ),
         ];
         if self.mode == Mode::Overview {
-            let leaf = [Matcher::new("role", MatchOp::Equal, "leaf")];
-            q.push(s.render("certgate_cert_info", &leaf, false));
-            q.push(s.render("certgate_cert_not_after_timestamp_seconds", &leaf, false));
+            q.push(format!(
+                "count by ({}) ({})",
+                self.keep(true, &["fingerprint_sha256", "serial", "subject", "issuer"]),
+                s.render("certgate_cert_info", &leaf, false)
+            ));
+            q.push(format!(
+                "min by ({}) ({})",
+                self.keep(true, &[]),
+                s.render("certgate_cert_not_after_timestamp_seconds", &leaf, false)
+            ));
         }
         q
+    }
+
+    /// How many queries a round sends.
+    pub fn query_count(&self) -> usize {
+        self.queries().len() + 1
+    }
+
+    /// The subjects of the anchors `first_seen` names, read from one pod per anchor (so the
+    /// query touches a handful of series, not one per pod and anchor).
+    pub fn subject_query(&self, first_seen: &[query::Sample]) -> String {
+        let mut ids: Vec<&str> = Vec::new();
+        let mut namespaces: Vec<&str> = Vec::new();
+        let mut pods: Vec<&str> = Vec::new();
+        // Series without a pod label are left out of the fleet: their anchors need no subject.
+        for s in first_seen {
+            let (Some(id), Some(pod)) = (s.labels.get("anchor_id"), s.labels.get("pod")) else {
+                continue;
+            };
+            if ids.contains(&id.as_str()) {
+                continue;
+            }
+            ids.push(id);
+            let ns = s.labels.get("namespace").map_or("", String::as_str);
+            if !namespaces.contains(&ns) {
+                namespaces.push(ns);
+            }
+            if !pods.contains(&pod.as_str()) {
+                pods.push(pod);
+            }
+        }
+        let alternatives = |v: &[&str]| {
+            v.iter()
+                .map(|x| regex_escape(x))
+                .collect::<Vec<_>>()
+                .join("|")
+        };
+        let narrow = if ids.is_empty() {
+            // Nothing to look up: a selector that matches no series (sent all the same, so a
+            // round is always the same queries).
+            vec![Matcher::new("anchor_id", MatchOp::Equal, "")]
+        } else {
+            vec![
+                Matcher::new("anchor_id", MatchOp::Regex, &alternatives(&ids)),
+                Matcher::new("namespace", MatchOp::Regex, &alternatives(&namespaces)),
+                Matcher::new("pod", MatchOp::Regex, &alternatives(&pods)),
+            ]
+        };
+        format!(
+            "count by (anchor_id, subject) ({})",
+            self.selector
+                .render("certgate_trust_anchor_info", &narrow, false)
+        )
+    }
+
+    /// The labels an aggregation keeps: namespace, pod, (set,) `own`, the `--by` labels.
+    fn keep(&self, with_set: bool, own: &[&str]) -> String {
+        let mut labels: Vec<&str> = vec!["namespace", "pod"];
+        if with_set {
+            labels.push(selector::SET_LABEL);
+        }
+        labels.extend_from_slice(own);
+        for b in &self.by {
+            if (with_set || b != selector::SET_LABEL) && !labels.contains(&b.as_str()) {
+                labels.push(b);
+            }
+        }
+        labels.join(", ")
     }
 
     fn context(&self, url: &str) -> Context {
         Context {
             url: url.to_string(),
-            queries: self.queries().len(),
+            queries: self.query_count(),
             by: self.by.clone(),
             selector: self.selector.to_string(),
         }
@@ -510,15 +596,31 @@ async fn observe<A: QueryApi>(
             }
         }
     };
-    let (up, anchors, first_seen, leaf_info, leaf_not_after) =
-        tokio::join!(one(0), one(1), one(2), one(3), one(4));
+    let (up, first_seen, leaf_info, leaf_not_after) = tokio::join!(one(0), one(1), one(2), one(3));
+    let (up, first_seen, leaf_info, leaf_not_after) =
+        (up?, first_seen?, leaf_info?, leaf_not_after?);
+    let subjects = api
+        .instant(&plan.subject_query(&first_seen), deadline)
+        .await?;
     Ok(Observed {
-        up: up?,
-        anchors: anchors?,
-        first_seen: first_seen?,
-        leaf_info: leaf_info?,
-        leaf_not_after: leaf_not_after?,
+        up,
+        first_seen,
+        subjects,
+        leaf_info,
+        leaf_not_after,
     })
+}
+
+/// `s` with RE2's metacharacters escaped, to match literally inside `=~`.
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Writes `doc` as JSON, else the text `human()` makes. A broken stdout loses the report but

@@ -28,10 +28,11 @@ const SERIES_LABELS: [&str; 9] = [
 pub struct Observed {
     /// `up` of certgate's scrape jobs.
     pub up: Vec<Sample>,
-    /// `certgate_trust_anchor_info`.
-    pub anchors: Vec<Sample>,
-    /// `certgate_trust_anchor_first_seen_timestamp_seconds`.
+    /// `certgate_trust_anchor_first_seen_timestamp_seconds` per pod, set and anchor: which
+    /// anchors each pod trusts, since when.
     pub first_seen: Vec<Sample>,
+    /// `certgate_trust_anchor_info` counted by `anchor_id` and `subject`: each anchor's subject.
+    pub subjects: Vec<Sample>,
     /// `certgate_cert_info{role="leaf"}` (only for the overview).
     pub leaf_info: Vec<Sample>,
     /// `certgate_cert_not_after_timestamp_seconds{role="leaf"}` (only for the overview).
@@ -166,147 +167,176 @@ pub struct Fleet {
     pub evaluated_at: Option<f64>,
 }
 
+/// A pod while the answers are read: whether its scrape works, whether it exports series.
+struct PodEntry {
+    pod: Pod,
+    /// `None`: no `up` series names it; else whether every one is 1.
+    scraped: Option<bool>,
+    series: bool,
+}
+
+/// Pods by namespace, then pod name (looked up without allocating).
+#[derive(Default)]
+struct Pods(BTreeMap<String, BTreeMap<String, PodEntry>>);
+
+impl Pods {
+    /// The pod a sample names (created on first sight), or `None` (counted in `ignored`)
+    /// when it has no `pod` label.
+    fn entry(&mut self, s: &Sample, ignored: &mut usize) -> Option<&mut PodEntry> {
+        let Some(name) = s.labels.get("pod") else {
+            *ignored += 1;
+            return None;
+        };
+        let ns = s.labels.get("namespace").map_or("", String::as_str);
+        if !self.0.contains_key(ns) {
+            self.0.insert(ns.to_string(), BTreeMap::new());
+        }
+        let in_ns = self.0.get_mut(ns)?;
+        if !in_ns.contains_key(name) {
+            let target = s
+                .labels
+                .iter()
+                .filter(|(k, _)| !SERIES_LABELS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            in_ns.insert(
+                name.clone(),
+                PodEntry {
+                    pod: Pod {
+                        namespace: ns.to_string(),
+                        pod: name.clone(),
+                        health: Health::Live,
+                        target,
+                        sets: BTreeMap::new(),
+                    },
+                    scraped: None,
+                    series: false,
+                },
+            );
+        }
+        in_ns.get_mut(name)
+    }
+}
+
+/// The set a sample names, created on first sight.
+fn set_entry<'a>(sets: &'a mut BTreeMap<String, PodSet>, s: &Sample) -> Option<&'a mut PodSet> {
+    let name = s.labels.get(SET_LABEL).map_or("", String::as_str);
+    if !sets.contains_key(name) {
+        sets.insert(name.to_string(), PodSet::default());
+    }
+    sets.get_mut(name)
+}
+
 // === impl Fleet ===
 
 impl Fleet {
     /// Builds the fleet from one round of answers, grouped by `by`.
     pub fn build(observed: &Observed, by: &[String]) -> Self {
-        let mut pods: BTreeMap<(String, String), Pod> = BTreeMap::new();
+        let mut pods = Pods::default();
         let mut ignored = 0;
         let mut evaluated_at: Option<f64> = None;
-        let mut with_series: BTreeSet<(String, String)> = BTreeSet::new();
         let all = [
             &observed.up,
-            &observed.anchors,
             &observed.first_seen,
+            &observed.subjects,
             &observed.leaf_info,
             &observed.leaf_not_after,
         ];
         for s in all.iter().flat_map(|v| v.iter()) {
             evaluated_at = Some(evaluated_at.map_or(s.at, |t: f64| t.max(s.at)));
         }
-        let mut pod_of = |s: &Sample| -> Option<(String, String)> {
-            let Some(name) = s.labels.get("pod") else {
-                ignored += 1;
-                return None;
-            };
-            let key = (
-                s.labels.get("namespace").cloned().unwrap_or_default(),
-                name.clone(),
-            );
-            pods.entry(key.clone()).or_insert_with(|| Pod {
-                namespace: key.0.clone(),
-                pod: key.1.clone(),
-                health: Health::Live,
-                target: s
-                    .labels
-                    .iter()
-                    .filter(|(k, _)| !SERIES_LABELS.contains(&k.as_str()))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                sets: BTreeMap::new(),
-            });
-            Some(key)
-        };
-        let mut down: BTreeSet<(String, String)> = BTreeSet::new();
         for s in &observed.up {
             // Only targets named as pods count; a target without a pod label (a synthetic
             // exporter, a federation job) is left out.
-            if let Some(key) = pod_of(s) {
-                if s.value != 1.0 {
-                    down.insert(key);
-                }
+            if let Some(pod) = pods.entry(s, &mut ignored) {
+                pod.scraped = Some(pod.scraped.unwrap_or(true) && s.value == 1.0);
             }
         }
-        let set_of = |s: &Sample| s.labels.get(SET_LABEL).cloned().unwrap_or_default();
-        let mut rows = |v: &'_ [Sample]| -> Vec<((String, String), String, usize)> {
-            v.iter()
-                .enumerate()
-                .filter_map(|(i, s)| Some((pod_of(s)?, set_of(s), i)))
-                .collect()
-        };
-        let anchor_rows = rows(&observed.anchors);
-        let first_seen_rows = rows(&observed.first_seen);
-        let leaf_rows = rows(&observed.leaf_info);
-        let not_after_rows = rows(&observed.leaf_not_after);
-        // Anchors first: first-seen times attach to anchors a pod trusts.
-        for (key, set, i) in &anchor_rows {
-            let s = &observed.anchors[*i];
+        // An anchor a pod trusts is one it exports a first-seen time for (both series are
+        // exported together, for the live bundle only).
+        for s in &observed.first_seen {
             let Some(id) = s.labels.get("anchor_id") else {
                 continue;
             };
-            let Some(pod) = pods.get_mut(key) else {
+            let Some(pod) = pods.entry(s, &mut ignored) else {
                 continue;
             };
-            with_series.insert(key.clone());
-            let anchors = &mut pod.sets.entry(set.clone()).or_default().anchors;
-            anchors.entry(id.clone()).or_default().subject =
-                s.labels.get("subject").cloned().unwrap_or_default();
-        }
-        for (key, set, i) in &first_seen_rows {
-            let s = &observed.first_seen[*i];
-            let seen = pods
-                .get_mut(key)
-                .and_then(|p| p.sets.get_mut(set))
-                .and_then(|ps| ps.anchors.get_mut(s.labels.get("anchor_id")?));
-            if let Some(seen) = seen {
-                if s.value.is_finite() {
-                    // Two series for one anchor (a restart between scrapes): the earliest.
-                    if seen.first_seen.map_or(true, |t| s.value < t) {
-                        seen.first_seen = Some(s.value);
-                        seen.via = s.labels.get("via").cloned();
-                    }
-                }
+            pod.series = true;
+            let Some(set) = set_entry(&mut pod.pod.sets, s) else {
+                continue;
+            };
+            if !set.anchors.contains_key(id) {
+                set.anchors.insert(id.clone(), AnchorSeen::default());
+            }
+            let Some(seen) = set.anchors.get_mut(id) else {
+                continue;
+            };
+            // Two series for one anchor (a pod scraped twice, a restart between scrapes): the
+            // earliest.
+            if s.value.is_finite() && seen.first_seen.map_or(true, |t| s.value < t) {
+                seen.first_seen = Some(s.value);
+                seen.via = s.labels.get("via").cloned();
             }
         }
-        for (key, set, i) in &leaf_rows {
-            let s = &observed.leaf_info[*i];
-            let Some(pod) = pods.get_mut(key) else {
+        for s in &observed.leaf_info {
+            let Some(pod) = pods.entry(s, &mut ignored) else {
                 continue;
             };
-            with_series.insert(key.clone());
+            pod.series = true;
             let label = |k: &str| s.labels.get(k).cloned().unwrap_or_default();
-            let leaf = pod
-                .sets
-                .entry(set.clone())
-                .or_default()
-                .leaf
-                .get_or_insert_with(Leaf::default);
+            let Some(set) = set_entry(&mut pod.pod.sets, s) else {
+                continue;
+            };
+            let leaf = set.leaf.get_or_insert_with(Leaf::default);
             leaf.fingerprint_sha256 = label("fingerprint_sha256");
             leaf.subject = label("subject");
             leaf.issuer = label("issuer");
             leaf.serial = label("serial");
         }
-        for (key, set, i) in &not_after_rows {
-            let s = &observed.leaf_not_after[*i];
-            let Some(pod) = pods.get_mut(key) else {
+        for s in &observed.leaf_not_after {
+            let Some(pod) = pods.entry(s, &mut ignored) else {
                 continue;
             };
-            with_series.insert(key.clone());
-            if s.value.is_finite() {
-                let leaf = pod
-                    .sets
-                    .entry(set.clone())
-                    .or_default()
-                    .leaf
-                    .get_or_insert_with(Leaf::default);
-                leaf.not_after = Some(s.value as i64);
+            pod.series = true;
+            if let (true, Some(set)) = (s.value.is_finite(), set_entry(&mut pod.pod.sets, s)) {
+                set.leaf.get_or_insert_with(Leaf::default).not_after = Some(s.value as i64);
             }
         }
-        for (key, pod) in &mut pods {
-            pod.health = if down.contains(key) {
-                Health::ScrapeFailing
-            } else if !with_series.contains(key) {
-                Health::NoSeries
-            } else {
-                Health::Live
-            };
-            if pod.health != Health::Live {
-                // Whatever a failing target left behind (it has none: staleness) is not shown.
-                pod.sets.clear();
-            }
-        }
-        let pods: Vec<Pod> = pods.into_values().collect();
+        let subjects: BTreeMap<&str, &str> = observed
+            .subjects
+            .iter()
+            .filter_map(|s| {
+                Some((
+                    s.labels.get("anchor_id")?.as_str(),
+                    s.labels.get("subject")?.as_str(),
+                ))
+            })
+            .collect();
+        let pods: Vec<Pod> = pods
+            .0
+            .into_values()
+            .flat_map(BTreeMap::into_values)
+            .map(|mut p| {
+                p.pod.health = match (p.scraped, p.series) {
+                    (Some(false), _) => Health::ScrapeFailing,
+                    (_, false) => Health::NoSeries,
+                    _ => Health::Live,
+                };
+                if p.pod.health != Health::Live {
+                    // Whatever a failing target left behind (it has none: staleness) is not
+                    // shown.
+                    p.pod.sets.clear();
+                }
+                for set in p.pod.sets.values_mut() {
+                    for (id, seen) in &mut set.anchors {
+                        if let Some(subject) = subjects.get(id.as_str()) {
+                            seen.subject = subject.to_string();
+                        }
+                    }
+                }
+                p.pod
+            })
+            .collect();
         let groups = group(&pods, by);
         Self {
             pods,

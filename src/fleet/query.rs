@@ -422,12 +422,8 @@ pub fn decode(url: &str, status: u16, body: &[u8]) -> Result<Vec<Sample>, QueryE
             message: format!("expected a vector, got {}", data.result_type),
         });
     }
-    let result: Vec<VectorSample> =
-        serde_json::from_value(data.result).map_err(|e| QueryError::Decode {
-            url: url.to_string(),
-            message: e.to_string(),
-        })?;
-    Ok(result
+    Ok(data
+        .result
         .into_iter()
         .map(|s| {
             let mut labels = s.metric;
@@ -458,7 +454,9 @@ struct ApiResponse {
 struct ApiData {
     #[serde(rename = "resultType")]
     result_type: String,
-    result: serde_json::Value,
+    // Parsed straight into samples (a scalar or string result fails here: the queries are
+    // vector selectors).
+    result: Vec<VectorSample>,
 }
 
 #[derive(Deserialize)]

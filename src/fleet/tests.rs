@@ -26,7 +26,15 @@ impl Fake {
 impl QueryApi for Fake {
     async fn instant(&self, promql: &str, _deadline: Instant) -> Result<Vec<Sample>, QueryError> {
         self.queries.borrow_mut().push(promql.to_string());
-        let metric = promql.split('{').next().unwrap_or_default().to_string();
+        // The metric the query selects: the word before its `{`.
+        let metric = promql
+            .split('{')
+            .next()
+            .unwrap_or_default()
+            .rsplit(['(', ' '])
+            .next()
+            .unwrap_or_default()
+            .to_string();
         if metric == "up" {
             self.round.set(self.round.get() + 1);
         }
@@ -37,7 +45,7 @@ impl QueryApi for Fake {
         };
         Ok(match metric.as_str() {
             "up" => o.up.clone(),
-            "certgate_trust_anchor_info" => o.anchors.clone(),
+            "certgate_trust_anchor_info" => o.subjects.clone(),
             "certgate_trust_anchor_first_seen_timestamp_seconds" => o.first_seen.clone(),
             "certgate_cert_info" => o.leaf_info.clone(),
             "certgate_cert_not_after_timestamp_seconds" => o.leaf_not_after.clone(),
@@ -71,14 +79,16 @@ fn observed(have_new: &[&str], old_only: &[&str], down: &[&str]) -> Observed {
         sample(&l, v)
     };
     let push = |o: &mut Observed, pod: &str, id: &str, at: f64, via: &str| {
-        let mut a = target(pod);
-        a.push(("set".into(), "default".into()));
-        a.push(("anchor_id".into(), id.into()));
-        let mut f = a.clone();
-        a.push(("subject".into(), long_subject.into()));
+        let mut f = target(pod);
+        f.push(("set".into(), "default".into()));
+        f.push(("anchor_id".into(), id.into()));
         f.push(("via".into(), via.into()));
-        o.anchors.push(s(a, 1.0));
         o.first_seen.push(s(f, at));
+        let subject = vec![
+            ("anchor_id".to_string(), id.to_string()),
+            ("subject".to_string(), long_subject.to_string()),
+        ];
+        o.subjects.push(s(subject, 1.0));
     };
     for pod in have_new.iter().chain(old_only) {
         o.up.push(s(target(pod), 1.0));
@@ -155,7 +165,12 @@ async fn the_overview_and_anchors_fit_120_columns_and_send_a_fixed_number_of_que
     assert_eq!(api.queries.borrow().len(), 5);
     assert_eq!(
         api.queries.borrow()[0],
-        r#"up{job=~".*certgate.*", namespace="shop"}"#
+        r#"min by (namespace, pod, workload) (up{job=~".*certgate.*", namespace="shop"})"#
+    );
+    assert_eq!(
+        api.queries.borrow()[1],
+        "min by (namespace, pod, set, anchor_id, via, workload) \
+         (certgate_trust_anchor_first_seen_timestamp_seconds{namespace=\"shop\"})"
     );
 
     let api = Fake::new(vec![Ok(observed(
@@ -230,7 +245,7 @@ async fn an_unknown_or_ambiguous_anchor_is_a_usage_error() {
     assert_eq!(o, Outcome::Usage);
     assert!(err.contains("unknown anchor id"), "{err}");
     let mut ambiguous = observed(&["web-a"], &[], &[]);
-    for s in &mut ambiguous.anchors {
+    for s in &mut ambiguous.first_seen {
         if s.labels["anchor_id"] == OLD {
             s.labels
                 .insert("anchor_id".into(), format!("111111{}", &OLD[6..]));
@@ -324,7 +339,8 @@ async fn wait_converges_when_the_last_pod_trusts_the_anchor() {
     assert!(lines[3].contains("1 unknown"), "{err}");
     assert!(lines[4].contains("2/2 pods"), "{err}");
     assert_fits(&err);
-    assert_eq!(api.queries.borrow().len(), 5 * 3);
+    // Four answered rounds of 3; the failed one stops before its subject query.
+    assert_eq!(api.queries.borrow().len(), 4 * 3 + 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -416,4 +432,22 @@ fn fit_cuts_with_an_ellipsis_on_char_boundaries() {
     assert_eq!(render::fit("abcdef", 4), "abc…");
     assert_eq!(render::fit("ééééé", 3), "éé…");
     assert_eq!(render::fit("x", 0), "");
+}
+
+#[test]
+fn subjects_are_read_from_one_pod_per_anchor() {
+    let p = plan(Mode::Anchors, false);
+    let o = observed(&["web.a"], &["web-b"], &[]);
+    assert_eq!(
+        p.subject_query(&o.first_seen),
+        format!(
+            "count by (anchor_id, subject) (certgate_trust_anchor_info{{anchor_id=~\"{OLD}|{NEW}\", \
+             namespace=~\"shop\", pod=~\"web\\\\.a\", namespace=\"shop\"}})"
+        )
+    );
+    assert_eq!(
+        p.subject_query(&[]),
+        r#"count by (anchor_id, subject) (certgate_trust_anchor_info{anchor_id="", namespace="shop"})"#
+    );
+    assert_eq!(regex_escape("a.b|c(d)"), r"a\.b\|c\(d\)");
 }

@@ -344,6 +344,23 @@ impl FleetPrometheus {
             .sum()
     }
 
+    /// Prometheus' CPU time so far (user + system, from /proc; 10 ms ticks).
+    pub fn cpu(&self) -> Duration {
+        let Some(pid) = self.child.as_ref().map(Child::id) else {
+            return Duration::ZERO;
+        };
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let ticks: u64 = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|t| t.parse::<u64>().ok())
+            .sum();
+        Duration::from_millis(ticks * 10)
+    }
+
     /// Kills Prometheus.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

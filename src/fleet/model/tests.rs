@@ -40,13 +40,8 @@ fn with<'a>(
 fn trusts(o: &mut Observed, workload: &str, pod: &str, set: &str, id: &str, at: f64, via: &str) {
     let t = target(workload, pod);
     let subject = format!("CN={id}");
-    o.anchors.push(sample(
-        &with(
-            t.clone(),
-            &[("set", set), ("anchor_id", id), ("subject", &subject)],
-        ),
-        1.0,
-    ));
+    o.subjects
+        .push(sample(&[("anchor_id", id), ("subject", &subject)], 1.0));
     o.first_seen.push(sample(
         &with(t, &[("set", set), ("anchor_id", id), ("via", via)]),
         at,
@@ -158,7 +153,7 @@ fn a_scraped_pod_without_series_is_unknown_and_series_without_a_pod_are_left_out
     let mut o = fleet();
     up(&mut o, "web", "f", 1.0);
     o.up.push(sample(&[("job", "certgate"), ("instance", "x:1")], 1.0));
-    o.anchors
+    o.first_seen
         .push(sample(&[("set", "default"), ("anchor_id", "z")], 1.0));
     let f = Fleet::build(&o, &by());
     let pod = f.pods.iter().find(|p| p.pod == "f").unwrap();
