@@ -290,10 +290,17 @@ async fn metrics_of_many_sets_arrive_whole() {
     let admin = Admin::new(snapshot(true, sets));
     let (code, _, body) = admin.get("/metrics").await;
     assert_eq!(code, StatusCode::OK);
-    assert!(body.len() > 64 * 1024, "more than one chunk: {}", body.len());
+    assert!(
+        body.len() > 64 * 1024,
+        "more than one chunk: {}",
+        body.len()
+    );
     for i in [0, 150, 299] {
         let line = format!("certgate_set_ready{{set=\"set{i}\"}} 1\n");
         assert!(body.contains(&line), "{line}");
     }
-    assert!(body.ends_with("\n") && body.contains("\nprocess_open_fds "), "ends with the process");
+    assert!(
+        body.ends_with("\n") && body.contains("\nprocess_open_fds "),
+        "ends with the process"
+    );
 }
