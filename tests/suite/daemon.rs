@@ -416,6 +416,7 @@ fn workload_starting_after_the_first_publish_is_seen_serving_at_the_next_resync(
         f.published_cert().starts_with(&a.cert_pem),
         "nothing swapped"
     );
+    // The rolled_back counter exists at 0 from the start (issue 14).
     assert_eq!(
         rollbacks(&d),
         Some(0.0),

@@ -142,11 +142,8 @@ fn prometheus_scrapes_certgate_and_fires_the_alerts() {
 
     // Pod A: "web" (published) and "expiring" (monitor mode, 1 day left of a 30-day life).
     let a = Pod::new(tmp.path(), "web-a");
-    a.rotate(
-        &inter.leaf(&LeafSpec::new("web.example.com")),
-        &inter,
-        &root.cert_pem,
-    );
+    let first_web = inter.leaf(&LeafSpec::new("web.example.com"));
+    a.rotate(&first_web, &inter, &root.cert_pem);
     let exp_src = a.dir.join("expiring-src");
     let expiring = inter.leaf(&LeafSpec::new("exp.example.com").valid(
         now - time::Duration::days(29),
@@ -184,6 +181,38 @@ fn prometheus_scrapes_certgate_and_fires_the_alerts() {
     let exposition = da.get("/metrics").1;
     let (ok, lint) = promtool_check_metrics(&exposition);
     assert!(ok, "promtool check metrics:\n{lint}\n{exposition}");
+    // What issue 14 added: per-set readiness, rollbacks counted from 0, the process.
+    for series in [
+        "certgate_set_ready{set=\"web\"} 1",
+        "certgate_rotations_total{outcome=\"published\",reason=\"ok\",set=\"web\"} 1",
+        "certgate_rotations_total{outcome=\"rolled_back\",reason=\"workload_refused\",set=\"web\"} 0",
+        "certgate_rotations_total{outcome=\"accepted\",reason=\"ok\",set=\"expiring\"} 1",
+        "certgate_source_rejected{set=\"web\"} 0",
+    ] {
+        assert!(
+            exposition.lines().any(|l| l == series),
+            "{series} not in\n{exposition}"
+        );
+    }
+    for family in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(
+            metric_matching(&exposition, family, &[]).is_some_and(|v| v > 0.0),
+            "{family} not in\n{exposition}"
+        );
+    }
+    // Key bytes never reach /metrics: not one line of the key's base64.
+    let key = first_web.key.pkcs8_pem();
+    for line in key
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() > 16)
+    {
+        assert!(!exposition.contains(line), "key material in /metrics");
+    }
 
     // The labels the chart's PodMonitor gives a target (workload: from a pod label).
     let labels_a = [
@@ -301,6 +330,28 @@ fn prometheus_scrapes_certgate_and_fires_the_alerts() {
                 .len()
                 == 1
     });
+    // The refusal names its reason; one series per set at a time.
+    assert_eq!(
+        prom.query(
+            r#"certgate_source_rejected{pod="web-a",set="web",reason="unknown_issuer"} == 1"#
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        metric_matching(
+            &da.get("/metrics").1,
+            "certgate_source_rejected",
+            &[("set", "web")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        prom.query(r#"certgate_set_ready{pod="web-a",set="web"} == 1"#)
+            .len(),
+        1,
+        "a refused rotation leaves the live set ready"
+    );
     assert_eq!(da.live_fingerprint(0).as_deref(), Some(live_fp.as_str()));
 
     // The alerts: rejected rotation (pod A), expiring leaf, and both skews across A and B.
