@@ -204,11 +204,8 @@ fn start_fleet(pods: usize, targets_mode: bool) -> Fleet {
             });
         }
     }
-    let interval = if targets_mode {
-        Duration::from_secs(30)
-    } else {
-        Duration::from_secs(5)
-    };
+    // The chart's PodMonitor interval.
+    let interval = Duration::from_secs(30);
     let prom = FleetPrometheus::start(&targets, interval, !targets_mode);
     wait_for(
         Duration::from_secs(180),
@@ -347,7 +344,7 @@ fn main() {
             "min by (namespace, pod, workload) (up{job=~\".*certgate.*\"})",
             "min by (namespace, pod, set, anchor_id, via, workload) \
              (certgate_trust_anchor_first_seen_timestamp_seconds{})",
-            "count by (anchor_id, subject) (certgate_trust_anchor_info{})",
+            "count by (anchor_id, subject) (certgate_trust_anchor_info{anchor_id=~\"0f1e2d3c4b5a69780f1e2d3c4b5a69780f1e2d3c4b5a69780f1e2d3c4b5a6978|a1b2c3d4e5f60718a1b2c3d4e5f60718a1b2c3d4e5f60718a1b2c3d4e5f60718\", namespace=~\"bench\", pod=~\"w00-00000\"})",
             "count by (namespace, pod, set, fingerprint_sha256, serial, subject, issuer, workload) \
              (certgate_cert_info{role=\"leaf\"})",
             "min by (namespace, pod, set, workload) \

@@ -61,14 +61,18 @@ pub enum Mode {
     /// `certgate fleet stale`.
     Stale(AnchorArg),
     /// `certgate fleet wait`.
-    Wait {
-        /// The anchor waited for.
-        anchor: AnchorArg,
-        /// The coverage wanted in every group, in basis points (10,000 = 100 %).
-        basis_points: u32,
-        /// Time between rounds.
-        interval: Duration,
-    },
+    Wait(WaitSpec),
+}
+
+/// What `fleet wait` waits for, and how often it looks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaitSpec {
+    /// The anchor waited for.
+    pub anchor: AnchorArg,
+    /// The coverage wanted in every group, in basis points (10,000 = 100 %).
+    pub basis_points: u32,
+    /// Time between rounds.
+    pub interval: Duration,
 }
 
 /// `--anchor ID`, `--anchor PREFIX` or `--newest`.
@@ -119,14 +123,14 @@ impl Plan {
             None => Mode::Overview,
             Some(FleetCommand::Anchors) => Mode::Anchors,
             Some(FleetCommand::Stale(s)) => Mode::Stale(anchor_arg(&s.which)?),
-            Some(FleetCommand::Wait(w)) => Mode::Wait {
+            Some(FleetCommand::Wait(w)) => Mode::Wait(WaitSpec {
                 anchor: anchor_arg(&w.which)?,
                 basis_points: parse_coverage(&w.coverage)?,
                 interval: w.interval,
-            },
+            }),
         };
         let timeout = args.timeout.unwrap_or(match mode {
-            Mode::Wait { .. } => DEFAULT_WAIT_TIMEOUT,
+            Mode::Wait(_) => DEFAULT_WAIT_TIMEOUT,
             _ => DEFAULT_TIMEOUT,
         });
         Ok(Self {
@@ -176,7 +180,7 @@ impl Plan {
         if self.mode == Mode::Overview {
             q.push(format!(
                 "count by ({}) ({})",
-                self.keep(true, &["fingerprint_sha256", "serial", "subject", "issuer"]),
+                self.keep(true, &["fingerprint_sha256", "issuer"]),
                 s.render("certgate_cert_info", &leaf, false)
             ));
             q.push(format!(
@@ -378,13 +382,17 @@ pub fn run(args: &FleetArgs) -> Outcome {
     };
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr();
-    rt.block_on(execute(
+    let outcome = rt.block_on(execute(
         &endpoint,
         endpoint.url(),
         &plan,
         &mut out,
         &mut err,
-    ))
+    ));
+    // A name lookup still running on the blocking pool (getaddrinfo cannot be cancelled)
+    // must not hold the exit past --timeout.
+    rt.shutdown_background();
+    outcome
 }
 
 /// Runs `plan` against `api` (named `url` in output), writing the report to `out` and
@@ -398,11 +406,7 @@ pub async fn execute<A: QueryApi>(
 ) -> Outcome {
     let ctx = plan.context(url);
     match &plan.mode {
-        Mode::Wait {
-            anchor,
-            basis_points,
-            interval,
-        } => wait(api, plan, &ctx, anchor, *basis_points, *interval, out, err).await,
+        Mode::Wait(spec) => wait(api, plan, &ctx, spec, out, err).await,
         _ => one_shot(api, plan, &ctx, out, err).await,
     }
 }
@@ -431,7 +435,7 @@ async fn one_shot<A: QueryApi>(
             emit(out, doc, || render::anchors_text(&fleet, ctx));
             return Outcome::Ok;
         }
-        Mode::Stale(arg) | Mode::Wait { anchor: arg, .. } => arg,
+        Mode::Stale(arg) | Mode::Wait(WaitSpec { anchor: arg, .. }) => arg,
     };
     let target = match resolve(arg, &fleet, false) {
         Ok(t) => t,
@@ -455,17 +459,20 @@ async fn one_shot<A: QueryApi>(
 
 /// `fleet wait`: rounds every `interval` until every group meets the coverage (0), the
 /// timeout passes (1), or [`MAX_FAILED_ROUNDS`] rounds in a row fail (3).
-#[allow(clippy::too_many_arguments)]
 async fn wait<A: QueryApi>(
     api: &A,
     plan: &Plan,
     ctx: &Context,
-    anchor: &AnchorArg,
-    basis_points: u32,
-    interval: Duration,
+    spec: &WaitSpec,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Outcome {
+    let WaitSpec {
+        anchor,
+        basis_points,
+        interval,
+    } = spec;
+    let (basis_points, interval) = (*basis_points, *interval);
     let start = Instant::now();
     let deadline = start + plan.timeout;
     let mut target: Option<Target> = None;

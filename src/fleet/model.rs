@@ -67,12 +67,8 @@ impl Health {
 pub struct Leaf {
     /// SHA-256 of the leaf's DER.
     pub fingerprint_sha256: String,
-    /// Subject.
-    pub subject: String,
     /// Issuer.
     pub issuer: String,
-    /// Serial number.
-    pub serial: String,
     /// notAfter, Unix seconds.
     pub not_after: Option<i64>,
 }
@@ -289,9 +285,7 @@ impl Fleet {
             };
             let leaf = set.leaf.get_or_insert_with(Leaf::default);
             leaf.fingerprint_sha256 = label("fingerprint_sha256");
-            leaf.subject = label("subject");
             leaf.issuer = label("issuer");
-            leaf.serial = label("serial");
         }
         for s in &observed.leaf_not_after {
             let Some(pod) = pods.entry(s, &mut ignored) else {

@@ -299,11 +299,11 @@ async fn api_failures_exit_3_in_one_line_and_a_refused_selector_2() {
 
 fn wait_plan(anchor: AnchorArg, timeout: Duration) -> Plan {
     let mut p = plan(
-        Mode::Wait {
+        Mode::Wait(WaitSpec {
             anchor,
             basis_points: 10_000,
             interval: Duration::from_secs(1),
-        },
+        }),
         false,
     );
     p.timeout = timeout;
