@@ -743,8 +743,14 @@ fn nginx_failing_every_handshake_is_swapped_back_within_3s() {
          ({} failed requests meanwhile)",
         failed.len()
     );
-    let st = d.status();
-    assert_eq!(st["sets"][0]["last_candidate"]["outcome"], "rolled_back");
+    // The status snapshot follows the counter by a loop turn.
+    wait_until(BOUND, "the rollback in /status", || {
+        d.status()["sets"][0]["last_candidate"]["outcome"] == "rolled_back"
+    });
+    assert!(
+        f.published_cert().starts_with(&a.cert_pem),
+        "the refused leaf is not published again"
+    );
     assert_eq!(d.get("/readyz").0, 200);
 }
 
