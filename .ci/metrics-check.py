@@ -218,6 +218,23 @@ def scrape_run(binary, tmp):
             time.sleep(0.2)
         healthz, _ = get(f"http://127.0.0.1:{port}/healthz")
         _, metrics = get(f"http://127.0.0.1:{port}/metrics")
+        # Then a source it must refuse (a key that is not the leaf's): the refusal's series,
+        # with its reason, exist only while it lasts.
+        if status == 200:
+            openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-out", "other.key", cwd=pki)
+            os.replace(os.path.join(pki, "other.key"), os.path.join(pki, "tls.key"))
+            refused = ""
+            while time.monotonic() < deadline and proc.poll() is None:
+                _, text = get(f"http://127.0.0.1:{port}/metrics")
+                if re.search(r'^certgate_source_rejected\{[^}]*reason="[^"]+"[^}]*\} 1', text, re.M):
+                    refused = text
+                    break
+                time.sleep(0.2)
+            if not refused:
+                print("FAIL: certgate run did not report the refused source (certgate_source_rejected)")
+                status = None
+            metrics += refused
     finally:
         stop(proc)
     log.seek(0)
