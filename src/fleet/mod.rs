@@ -3,10 +3,11 @@
 //!
 //! 1. The flags become a [`Plan`] (selector parsed, `--by` checked, anchor id checked); any
 //!    error is a usage error (exit 2).
-//! 2. One round is a fixed set of instant queries, sent at once, whatever the number of pods
-//!    ([`Plan::queries`]: 3, or 5 for the overview): `up` of certgate's scrape jobs, the
-//!    anchors' first-seen times per pod, each anchor's subject, and for the overview the
-//!    leaf's info and expiry.
+//! 2. One round is a fixed set of instant queries whatever the number of pods
+//!    ([`Plan::queries`], then [`Plan::anchor_query`]: 3, or 5 for the overview): `up` of
+//!    certgate's scrape jobs; which anchors each pod trusts (its first-seen times, or its
+//!    bundle fingerprint when no time is needed); for the overview the leaf's info and
+//!    expiry; then the anchors of one pod per bundle, or each anchor's subject.
 //! 3. [`model::Fleet`] joins the answers by `namespace`/`pod` and groups them by `--by`; a
 //!    target whose scrape fails is an *unknown* pod, never left out.
 //! 4. [`render`] prints a table fitting 120 columns, or JSON.
@@ -149,11 +150,11 @@ impl Plan {
         })
     }
 
-    /// The instant queries of one round sent at once, in order: `up`, first-seen times
-    /// (which anchors each pod trusts, since when), and for the overview the leaf's info and
-    /// notAfter. Then [`Plan::subject_query`] follows: [`Plan::query_count`] in all, the same
-    /// whatever the number of pods. Each keeps only the labels certgate reads (pod, grouping
-    /// labels, the series' own), so answers stay small.
+    /// The instant queries of one round sent at once, in order: `up`; which anchors each pod
+    /// trusts (first-seen times, or the bundle fingerprint: [`Plan::by_bundle`]); for the
+    /// overview the leaf's info and notAfter. Then [`Plan::anchor_query`] follows:
+    /// [`Plan::query_count`] in all, the same whatever the number of pods. Each keeps only the
+    /// labels certgate reads (pod, grouping labels, the series' own), so answers stay small.
     pub fn queries(&self) -> Vec<String> {
         let s = &self.selector;
         let leaf = [Matcher::new("role", MatchOp::Equal, "leaf")];
@@ -167,15 +168,23 @@ impl Plan {
                     true
                 )
             ),
-            format!(
-                "min by ({}) ({})",
-                self.keep(true, &["anchor_id", "via"]),
-                s.render(
-                    "certgate_trust_anchor_first_seen_timestamp_seconds",
-                    &[],
-                    false
+            if self.by_bundle() {
+                format!(
+                    "count by ({}) ({})",
+                    self.keep(true, &["fingerprint_sha256"]),
+                    s.render("certgate_trust_bundle_info", &[], false)
                 )
-            ),
+            } else {
+                format!(
+                    "min by ({}) ({})",
+                    self.keep(true, &["anchor_id", "via"]),
+                    s.render(
+                        "certgate_trust_anchor_first_seen_timestamp_seconds",
+                        &[],
+                        false
+                    )
+                )
+            },
         ];
         if self.mode == Mode::Overview {
             q.push(format!(
@@ -197,21 +206,40 @@ impl Plan {
         self.queries().len() + 1
     }
 
-    /// The subjects of the anchors `first_seen` names, read from one pod per anchor (so the
-    /// query touches a handful of series, not one per pod and anchor).
-    pub fn subject_query(&self, first_seen: &[query::Sample]) -> String {
-        let mut ids: Vec<&str> = Vec::new();
+    /// Whether a round learns which anchors each pod trusts from its bundle fingerprint (one
+    /// series per pod and set; the anchors of each distinct bundle then come from one pod
+    /// holding it) rather than from first-seen times (one series per pod, set and anchor).
+    /// Only `anchors` and `--newest` need the times.
+    pub fn by_bundle(&self) -> bool {
+        match &self.mode {
+            Mode::Overview => true,
+            Mode::Anchors => false,
+            Mode::Stale(a) | Mode::Wait(WaitSpec { anchor: a, .. }) => *a != AnchorArg::Newest,
+        }
+    }
+
+    /// The follow-up query, built from the second answer of the round: the anchors (with
+    /// subjects) of one pod per distinct bundle ([`Plan::by_bundle`]), or the subject of
+    /// each anchor, read from one pod holding it. Either touches a handful of series, not one
+    /// per pod.
+    pub fn anchor_query(&self, answer: &[query::Sample]) -> String {
+        let key = if self.by_bundle() {
+            "fingerprint_sha256"
+        } else {
+            "anchor_id"
+        };
+        let mut keys: Vec<&str> = Vec::new();
         let mut namespaces: Vec<&str> = Vec::new();
         let mut pods: Vec<&str> = Vec::new();
-        // Series without a pod label are left out of the fleet: their anchors need no subject.
-        for s in first_seen {
-            let (Some(id), Some(pod)) = (s.labels.get("anchor_id"), s.labels.get("pod")) else {
+        // Series without a pod label are left out of the fleet: nothing to look up for them.
+        for s in answer {
+            let (Some(k), Some(pod)) = (s.labels.get(key), s.labels.get("pod")) else {
                 continue;
             };
-            if ids.contains(&id.as_str()) {
+            if keys.contains(&k.as_str()) {
                 continue;
             }
-            ids.push(id);
+            keys.push(k);
             let ns = s.labels.get("namespace").map_or("", String::as_str);
             if !namespaces.contains(&ns) {
                 namespaces.push(ns);
@@ -226,19 +254,26 @@ impl Plan {
                 .collect::<Vec<_>>()
                 .join("|")
         };
-        let narrow = if ids.is_empty() {
+        let mut narrow = vec![
+            Matcher::new("namespace", MatchOp::Regex, &alternatives(&namespaces)),
+            Matcher::new("pod", MatchOp::Regex, &alternatives(&pods)),
+        ];
+        let by = if self.by_bundle() {
+            "namespace, pod, set, anchor_id, subject"
+        } else {
+            narrow.insert(
+                0,
+                Matcher::new("anchor_id", MatchOp::Regex, &alternatives(&keys)),
+            );
+            "anchor_id, subject"
+        };
+        if keys.is_empty() {
             // Nothing to look up: a selector that matches no series (sent all the same, so a
             // round is always the same queries).
-            vec![Matcher::new("anchor_id", MatchOp::Equal, "")]
-        } else {
-            vec![
-                Matcher::new("anchor_id", MatchOp::Regex, &alternatives(&ids)),
-                Matcher::new("namespace", MatchOp::Regex, &alternatives(&namespaces)),
-                Matcher::new("pod", MatchOp::Regex, &alternatives(&pods)),
-            ]
-        };
+            narrow = vec![Matcher::new("anchor_id", MatchOp::Equal, "")];
+        }
         format!(
-            "count by (anchor_id, subject) ({})",
+            "count by ({by}) ({})",
             self.selector
                 .render("certgate_trust_anchor_info", &narrow, false)
         )
@@ -603,16 +638,19 @@ async fn observe<A: QueryApi>(
             }
         }
     };
-    let (up, first_seen, leaf_info, leaf_not_after) = tokio::join!(one(0), one(1), one(2), one(3));
-    let (up, first_seen, leaf_info, leaf_not_after) =
-        (up?, first_seen?, leaf_info?, leaf_not_after?);
-    let subjects = api
-        .instant(&plan.subject_query(&first_seen), deadline)
-        .await?;
+    let (up, trusted, leaf_info, leaf_not_after) = tokio::join!(one(0), one(1), one(2), one(3));
+    let (up, trusted, leaf_info, leaf_not_after) = (up?, trusted?, leaf_info?, leaf_not_after?);
+    let anchor_info = api.instant(&plan.anchor_query(&trusted), deadline).await?;
+    let (first_seen, bundles) = if plan.by_bundle() {
+        (Vec::new(), trusted)
+    } else {
+        (trusted, Vec::new())
+    };
     Ok(Observed {
         up,
         first_seen,
-        subjects,
+        bundles,
+        anchor_info,
         leaf_info,
         leaf_not_after,
     })

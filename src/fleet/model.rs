@@ -29,10 +29,14 @@ pub struct Observed {
     /// `up` of certgate's scrape jobs.
     pub up: Vec<Sample>,
     /// `certgate_trust_anchor_first_seen_timestamp_seconds` per pod, set and anchor: which
-    /// anchors each pod trusts, since when.
+    /// anchors each pod trusts, since when (when the round reads them).
     pub first_seen: Vec<Sample>,
-    /// `certgate_trust_anchor_info` counted by `anchor_id` and `subject`: each anchor's subject.
-    pub subjects: Vec<Sample>,
+    /// `certgate_trust_bundle_info` per pod and set: which bundle each pod trusts (when the
+    /// round reads bundles instead of first-seen times).
+    pub bundles: Vec<Sample>,
+    /// `certgate_trust_anchor_info` of a few pods: every anchor's subject, and (with
+    /// `namespace`, `pod`, `set`) the anchors of each bundle.
+    pub anchor_info: Vec<Sample>,
     /// `certgate_cert_info{role="leaf"}` (only for the overview).
     pub leaf_info: Vec<Sample>,
     /// `certgate_cert_not_after_timestamp_seconds{role="leaf"}` (only for the overview).
@@ -89,7 +93,10 @@ pub struct AnchorSeen {
 pub struct PodSet {
     /// The live leaf, if the leaf series were queried and present.
     pub leaf: Option<Leaf>,
-    /// The anchors of the live bundle, by anchor id.
+    /// The live bundle's fingerprint, when the round read bundles.
+    pub bundle: Option<String>,
+    /// The anchors of the live bundle, by anchor id (empty when its bundle's anchors are not
+    /// exported: more than `max_exported_anchors`).
     pub anchors: BTreeMap<String, AnchorSeen>,
 }
 
@@ -212,6 +219,12 @@ impl Pods {
         }
         in_ns.get_mut(name)
     }
+
+    /// The pod a sample names, if already known.
+    fn get(&self, s: &Sample) -> Option<&PodEntry> {
+        let ns = s.labels.get("namespace").map_or("", String::as_str);
+        self.0.get(ns)?.get(s.labels.get("pod")?.as_str())
+    }
 }
 
 /// The set a sample names, created on first sight.
@@ -234,7 +247,8 @@ impl Fleet {
         let all = [
             &observed.up,
             &observed.first_seen,
-            &observed.subjects,
+            &observed.bundles,
+            &observed.anchor_info,
             &observed.leaf_info,
             &observed.leaf_not_after,
         ];
@@ -274,6 +288,15 @@ impl Fleet {
                 seen.via = s.labels.get("via").cloned();
             }
         }
+        for s in &observed.bundles {
+            let Some(pod) = pods.entry(s, &mut ignored) else {
+                continue;
+            };
+            pod.series = true;
+            if let Some(set) = set_entry(&mut pod.pod.sets, s) {
+                set.bundle = s.labels.get("fingerprint_sha256").cloned();
+            }
+        }
         for s in &observed.leaf_info {
             let Some(pod) = pods.entry(s, &mut ignored) else {
                 continue;
@@ -297,7 +320,7 @@ impl Fleet {
             }
         }
         let subjects: BTreeMap<&str, &str> = observed
-            .subjects
+            .anchor_info
             .iter()
             .filter_map(|s| {
                 Some((
@@ -306,6 +329,17 @@ impl Fleet {
                 ))
             })
             .collect();
+        // The anchors of each bundle, from the pods the follow-up query read them from.
+        let mut bundle_anchors: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
+        for s in &observed.anchor_info {
+            let bundle = pods
+                .get(s)
+                .and_then(|p| p.pod.sets.get(s.labels.get(SET_LABEL)?.as_str()))
+                .and_then(|set| set.bundle.clone());
+            if let (Some(bundle), Some(id)) = (bundle, s.labels.get("anchor_id")) {
+                bundle_anchors.entry(bundle).or_default().insert(id);
+            }
+        }
         let pods: Vec<Pod> = pods
             .0
             .into_values()
@@ -322,6 +356,10 @@ impl Fleet {
                     p.pod.sets.clear();
                 }
                 for set in p.pod.sets.values_mut() {
+                    let from_bundle = set.bundle.as_ref().and_then(|b| bundle_anchors.get(b));
+                    for id in from_bundle.into_iter().flatten() {
+                        set.anchors.entry(id.to_string()).or_default();
+                    }
                     for (id, seen) in &mut set.anchors {
                         if let Some(subject) = subjects.get(id.as_str()) {
                             seen.subject = subject.to_string();

@@ -158,13 +158,19 @@ pub fn overview_text(fleet: &Fleet, ctx: &Context) -> String {
             let ids: Vec<&str> = set
                 .map(|s| s.anchors.keys().map(|k| short(k)).collect())
                 .unwrap_or_default();
+            let anchors = match set.and_then(|s| s.bundle.as_deref()) {
+                Some(bundle) if ids.is_empty() => {
+                    format!("bundle {} (anchors not exported)", short(bundle))
+                }
+                _ => id_list(&ids, WIDTH - 2 - (26 + 12 + 22 + 20 + 8)),
+            };
             out.push_str(&row(
                 &[
                     &name,
                     leaf.map_or("-", |l| short(&l.fingerprint_sha256)),
                     leaf.map_or("-", |l| l.issuer.as_str()),
                     &time_or_dash(leaf.and_then(|l| l.not_after).map(|t| t as f64)),
-                    &id_list(&ids, WIDTH - 2 - (26 + 12 + 22 + 20 + 8)),
+                    &anchors,
                 ],
                 &widths,
             ));
@@ -256,6 +262,7 @@ pub fn overview_json(fleet: &Fleet, ctx: &Context) -> Value {
                         "set": m.set,
                         "health": pod.health,
                         "leaf": set.and_then(|s| s.leaf.as_ref()),
+                        "bundle_fingerprint": set.and_then(|s| s.bundle.as_ref()),
                         "anchors": anchors,
                     }))
                 })
@@ -415,11 +422,17 @@ pub fn stale_text(fleet: &Fleet, ctx: &Context, verdicts: &[Verdict]) -> String 
             let state = match fleet.pod(m).and_then(|p| p.health.unknown_reason()) {
                 Some(why) => format!("unknown: {why}"),
                 None => {
-                    let has: Vec<&str> = fleet
-                        .pod_set(m)
+                    let set = fleet.pod_set(m);
+                    let has: Vec<&str> = set
                         .map(|s| s.anchors.keys().map(|k| short(k)).collect())
                         .unwrap_or_default();
-                    format!("lacks it; trusts {}", id_list(&has, 60))
+                    match set.and_then(|s| s.bundle.as_deref()) {
+                        Some(bundle) if has.is_empty() => format!(
+                            "cannot tell: bundle {}'s anchors are not exported",
+                            short(bundle)
+                        ),
+                        _ => format!("lacks it; trusts {}", id_list(&has, 60)),
+                    }
                 }
             };
             out.push_str(&row(&[&pod_name(fleet, m), &state], &widths));

@@ -45,7 +45,8 @@ impl QueryApi for Fake {
         };
         Ok(match metric.as_str() {
             "up" => o.up.clone(),
-            "certgate_trust_anchor_info" => o.subjects.clone(),
+            "certgate_trust_anchor_info" => o.anchor_info.clone(),
+            "certgate_trust_bundle_info" => o.bundles.clone(),
             "certgate_trust_anchor_first_seen_timestamp_seconds" => o.first_seen.clone(),
             "certgate_cert_info" => o.leaf_info.clone(),
             "certgate_cert_not_after_timestamp_seconds" => o.leaf_not_after.clone(),
@@ -84,11 +85,17 @@ fn observed(have_new: &[&str], old_only: &[&str], down: &[&str]) -> Observed {
         f.push(("anchor_id".into(), id.into()));
         f.push(("via".into(), via.into()));
         o.first_seen.push(s(f, at));
-        let subject = vec![
-            ("anchor_id".to_string(), id.to_string()),
-            ("subject".to_string(), long_subject.to_string()),
-        ];
-        o.subjects.push(s(subject, 1.0));
+        let mut info = target(pod);
+        info.push(("set".into(), "default".into()));
+        info.push(("anchor_id".into(), id.into()));
+        info.push(("subject".into(), long_subject.into()));
+        o.anchor_info.push(s(info, 1.0));
+    };
+    let bundle = |o: &mut Observed, pod: &str, fingerprint: &str| {
+        let mut b = target(pod);
+        b.push(("set".into(), "default".into()));
+        b.push(("fingerprint_sha256".into(), fingerprint.into()));
+        o.bundles.push(s(b, 1.0));
     };
     for pod in have_new.iter().chain(old_only) {
         o.up.push(s(target(pod), 1.0));
@@ -109,6 +116,10 @@ fn observed(have_new: &[&str], old_only: &[&str], down: &[&str]) -> Observed {
     }
     for (i, pod) in have_new.iter().enumerate() {
         push(&mut o, pod, NEW, 200.0 + i as f64, "rotation");
+        bundle(&mut o, pod, "b0th");
+    }
+    for pod in old_only {
+        bundle(&mut o, pod, "01d0");
     }
     for pod in down {
         o.up.push(s(target(pod), 0.0));
@@ -169,8 +180,8 @@ async fn the_overview_and_anchors_fit_120_columns_and_send_a_fixed_number_of_que
     );
     assert_eq!(
         api.queries.borrow()[1],
-        "min by (namespace, pod, set, anchor_id, via, workload) \
-         (certgate_trust_anchor_first_seen_timestamp_seconds{namespace=\"shop\"})"
+        "count by (namespace, pod, set, fingerprint_sha256, workload) \
+         (certgate_trust_bundle_info{namespace=\"shop\"})"
     );
 
     let api = Fake::new(vec![Ok(observed(
@@ -245,7 +256,7 @@ async fn an_unknown_or_ambiguous_anchor_is_a_usage_error() {
     assert_eq!(o, Outcome::Usage);
     assert!(err.contains("unknown anchor id"), "{err}");
     let mut ambiguous = observed(&["web-a"], &[], &[]);
-    for s in &mut ambiguous.first_seen {
+    for s in &mut ambiguous.anchor_info {
         if s.labels["anchor_id"] == OLD {
             s.labels
                 .insert("anchor_id".into(), format!("111111{}", &OLD[6..]));
@@ -435,19 +446,30 @@ fn fit_cuts_with_an_ellipsis_on_char_boundaries() {
 }
 
 #[test]
-fn subjects_are_read_from_one_pod_per_anchor() {
+fn the_follow_up_query_reads_a_few_pods_only() {
+    let o = observed(&["web.a"], &["web-b", "web-c"], &[]);
+    // Subjects: one pod per anchor.
     let p = plan(Mode::Anchors, false);
-    let o = observed(&["web.a"], &["web-b"], &[]);
+    assert!(!p.by_bundle());
     assert_eq!(
-        p.subject_query(&o.first_seen),
+        p.anchor_query(&o.first_seen),
         format!(
             "count by (anchor_id, subject) (certgate_trust_anchor_info{{anchor_id=~\"{OLD}|{NEW}\", \
              namespace=~\"shop\", pod=~\"web\\\\.a\", namespace=\"shop\"}})"
         )
     );
+    // Bundles: one pod per distinct bundle.
+    let p = plan(Mode::Stale(AnchorArg::Id(NEW.into())), false);
+    assert!(p.by_bundle());
     assert_eq!(
-        p.subject_query(&[]),
-        r#"count by (anchor_id, subject) (certgate_trust_anchor_info{anchor_id="", namespace="shop"})"#
+        p.anchor_query(&o.bundles),
+        "count by (namespace, pod, set, anchor_id, subject) (certgate_trust_anchor_info{\
+         namespace=~\"shop\", pod=~\"web\\\\.a|web-b\", namespace=\"shop\"})"
+    );
+    assert!(!plan(Mode::Stale(AnchorArg::Newest), false).by_bundle());
+    assert_eq!(
+        p.anchor_query(&[]),
+        r#"count by (namespace, pod, set, anchor_id, subject) (certgate_trust_anchor_info{anchor_id="", namespace="shop"})"#
     );
     assert_eq!(regex_escape("a.b|c(d)"), r"a\.b\|c\(d\)");
 }

@@ -91,6 +91,15 @@ pub fn exposition(sets: &[PodSet], labels: &str) -> String {
             );
         }
     }
+    let _ = writeln!(out, "# TYPE certgate_trust_bundle_info gauge");
+    for s in sets {
+        let _ = writeln!(
+            out,
+            "certgate_trust_bundle_info{{{labels}{sep}set=\"{}\",fingerprint_sha256=\"{}\"}} 1",
+            s.set,
+            bundle_fingerprint(&s.anchors)
+        );
+    }
     let _ = writeln!(out, "# TYPE certgate_cert_info gauge");
     for s in sets {
         let _ = writeln!(
@@ -111,6 +120,23 @@ pub fn exposition(sets: &[PodSet], labels: &str) -> String {
         );
     }
     out
+}
+
+/// A stand-in for the bundle fingerprint: 64 hex digits that depend only on the set of
+/// anchor ids (as certgate's, once it no longer depends on their order).
+pub fn bundle_fingerprint(anchors: &[Anchor]) -> String {
+    let mut ids: Vec<&str> = anchors.iter().map(|a| a.id.as_str()).collect();
+    ids.sort_unstable();
+    (0u64..4)
+        .map(|seed| {
+            // FNV-1a, seeded per quarter.
+            let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
+            for b in ids.iter().flat_map(|id| id.bytes()) {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+            format!("{h:016x}")
+        })
+        .collect()
 }
 
 /// A scrape target serving `/metrics` from text the test sets; stopped (connections refused)

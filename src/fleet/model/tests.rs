@@ -40,7 +40,7 @@ fn with<'a>(
 fn trusts(o: &mut Observed, workload: &str, pod: &str, set: &str, id: &str, at: f64, via: &str) {
     let t = target(workload, pod);
     let subject = format!("CN={id}");
-    o.subjects
+    o.anchor_info
         .push(sample(&[("anchor_id", id), ("subject", &subject)], 1.0));
     o.first_seen.push(sample(
         &with(t, &[("set", set), ("anchor_id", id), ("via", via)]),
@@ -223,4 +223,46 @@ fn an_empty_answer_is_an_empty_fleet() {
     let f = Fleet::build(&Observed::default(), &by());
     assert!(f.pods.is_empty() && f.groups.is_empty());
     assert!(f.verdicts(&Target::Newest).is_empty());
+}
+
+#[test]
+fn with_bundles_each_pod_trusts_the_anchors_of_its_bundle() {
+    let mut o = Observed::default();
+    for (pod, bundle) in [("a", "b1"), ("b", "b1"), ("c", "b2"), ("d", "b3")] {
+        up(&mut o, "web", pod, 1.0);
+        o.bundles.push(sample(
+            &with(
+                target("web", pod),
+                &[("set", "default"), ("fingerprint_sha256", bundle)],
+            ),
+            1.0,
+        ));
+    }
+    // The follow-up query read b1's anchors from pod a, b2's from pod c; b3's are not
+    // exported (over the cap).
+    for (pod, id) in [("a", "old"), ("a", "new"), ("c", "old")] {
+        let subject = format!("CN={id}");
+        o.anchor_info.push(sample(
+            &with(
+                target("web", pod),
+                &[("set", "default"), ("anchor_id", id), ("subject", &subject)],
+            ),
+            1.0,
+        ));
+    }
+    let f = Fleet::build(&o, &by());
+    let anchors = |pod: &str| -> Vec<String> {
+        let p = f.pods.iter().find(|p| p.pod == pod).unwrap();
+        p.sets["default"].anchors.keys().cloned().collect()
+    };
+    assert_eq!(anchors("b"), ["new", "old"]);
+    assert_eq!(anchors("c"), ["old"]);
+    assert!(anchors("d").is_empty());
+    assert_eq!(f.pods[1].sets["default"].anchors["new"].subject, "CN=new");
+    let v = f.verdicts(&Target::Anchor("new".into()));
+    assert_eq!(
+        (v[0].trusting, v[0].lacking.len(), v[0].unknown.len()),
+        (2, 2, 0)
+    );
+    assert!(f.pods.iter().all(|p| p.health == Health::Live));
 }
