@@ -6,6 +6,7 @@
 //! ```sh
 //! cargo bench --bench metrics
 //! CERTGATE_BENCH_SETS=100 cargo bench --bench metrics
+//! CERTGATE_BENCH_BODY=/tmp/body.txt cargo bench --bench metrics   # also writes the body
 //! ```
 
 // Test and bench code may panic on a broken fixture; the lint is for production code.
@@ -93,6 +94,10 @@ fn render(c: &mut Criterion) {
         "render: {n} sets, body {} bytes, {series} series",
         body.len()
     );
+    // To look at the body, or measure what compression would make of it.
+    if let Some(path) = std::env::var_os("CERTGATE_BENCH_BODY") {
+        std::fs::write(path, &body).unwrap();
+    }
     c.bench_function(&format!("render {n} sets"), |b| {
         b.iter(|| metrics.render(&snapshot, now))
     });
