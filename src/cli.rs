@@ -317,6 +317,7 @@ impl RunArgs {
                 config::RawConfig {
                     daemon: RawDaemon::default(),
                     sets: vec![set],
+                    fleet: None,
                 }
             }
         };
@@ -345,6 +346,7 @@ impl CheckArgs {
             None => config::Config::from_raw(config::RawConfig {
                 daemon: RawDaemon::default(),
                 sets: vec![self.set.to_raw("default")?],
+                fleet: None,
             }),
         }
     }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::duration::{parse_duration, serde_str};
+use crate::fleet::selector::Selector;
+use crate::gate::{self, FleetSettings, GateMode, GateSettings, ReleaseBefore};
 use crate::pipeline::handshake::TlsVersions;
 use crate::pipeline::load::{SourcePaths, DEFAULT_MAX_FILE_SIZE};
 use crate::pipeline::validate::{ExpectedName, Policy, Usage};
@@ -51,6 +53,57 @@ pub struct RawConfig {
     /// The cert sets.
     #[serde(default, rename = "set")]
     pub sets: Vec<RawSet>,
+    /// The query API the fleet gate reads (shared with `certgate fleet`).
+    pub fleet: Option<RawFleet>,
+}
+
+/// `[fleet]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleet {
+    /// `http(s)://host[:port][/prefix]` of Prometheus, Thanos Query or Mimir.
+    pub prometheus_url: Option<String>,
+    /// Extra headers, `Name: value` (e.g. `X-Scope-OrgID: fleet`).
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// A file holding a bearer token.
+    pub bearer_token_file: Option<PathBuf>,
+    /// CA bundle for an https:// URL.
+    pub ca_file: Option<PathBuf>,
+    /// Bound on each evaluation's queries.
+    #[serde(default, deserialize_with = "serde_str::option")]
+    pub query_timeout: Option<Duration>,
+    /// How often a holding set asks again.
+    #[serde(default, deserialize_with = "serde_str::option")]
+    pub poll_interval: Option<Duration>,
+    /// certgate's scrape job(s), a regex (for `up`).
+    pub job: Option<String>,
+}
+
+/// `[set.gate]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGate {
+    /// `hold`, `observe` or `off`.
+    pub mode: Option<crate::gate::GateMode>,
+    /// Label-matcher selectors naming the verifiers.
+    #[serde(default)]
+    pub verifiers: Vec<String>,
+    /// Selectors naming the presenters (default: the verifiers).
+    pub presenters: Option<Vec<String>>,
+    /// Fewer verifiers seen holds (default 1).
+    pub min_verifiers: Option<u32>,
+    /// PromQL: how many verifiers should exist.
+    pub expected_verifiers: Option<String>,
+    /// `hold` (default) or `ignore`.
+    pub unknown_verifiers: Option<crate::gate::UnknownVerifiers>,
+    /// A clear answer must last this long.
+    #[serde(default, deserialize_with = "serde_str::option")]
+    pub stable_for: Option<Duration>,
+    /// A duration (`30m`) or a share of the lifetime (`10%`).
+    pub release_before_expiry: Option<String>,
+    /// A file of released fingerprints, one per line.
+    pub release_file: Option<PathBuf>,
 }
 
 /// `[daemon]`.
@@ -128,6 +181,8 @@ pub struct RawSet {
     pub max_exported_anchors: Option<usize>,
     /// How to tell the workload to reload.
     pub reload: Option<RawReload>,
+    /// The fleet gate.
+    pub gate: Option<RawGate>,
 }
 
 /// `[set.reload]`.
@@ -266,6 +321,8 @@ pub struct SetConfig {
     pub verify: Option<VerifySettings>,
     /// Above this many anchors, per-anchor series are not exported.
     pub max_exported_anchors: usize,
+    /// The fleet gate (`None`: off).
+    pub gate: Option<GateSettings>,
 }
 
 /// Default of `max_exported_anchors`.
@@ -278,6 +335,8 @@ pub struct Config {
     pub daemon: DaemonSettings,
     /// At least one set, names unique.
     pub sets: Vec<SetConfig>,
+    /// The query API, when configured.
+    pub fleet: Option<FleetSettings>,
 }
 
 impl Config {
@@ -331,7 +390,21 @@ impl Config {
             }
             sets.push(set);
         }
-        Ok(Self { daemon, sets })
+        let fleet = raw.fleet.as_ref().map(validate_fleet).transpose()?;
+        if fleet.is_none() {
+            if let Some(s) = sets.iter().find(|s| s.gate.is_some()) {
+                return Err(ConfigError(format!(
+                    "set {:?}: gate: needs [fleet] prometheus_url (where the verifiers' trust \
+                     is read)",
+                    s.name
+                )));
+            }
+        }
+        Ok(Self {
+            daemon,
+            sets,
+            fleet,
+        })
     }
 }
 
@@ -612,6 +685,10 @@ pub fn validate_set(raw: &RawSet) -> Result<SetConfig, ConfigError> {
              series in every scrape of every pod)"
         )));
     }
+    let gate = match &raw.gate {
+        Some(g) => validate_gate(g, publish.is_some())?,
+        None => None,
+    };
     let verify = match &raw.verify_addr {
         None => None,
         Some(addr) => Some(VerifySettings {
@@ -651,7 +728,116 @@ pub fn validate_set(raw: &RawSet) -> Result<SetConfig, ConfigError> {
         reload,
         verify,
         max_exported_anchors,
+        gate,
     })
+}
+
+/// Validates `[fleet]`; the URL and files are checked again when the client is built.
+pub fn validate_fleet(raw: &RawFleet) -> Result<FleetSettings, ConfigError> {
+    let url = raw
+        .prometheus_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| ConfigError::new("fleet.prometheus_url: must be set"))?;
+    let query_timeout = raw.query_timeout.unwrap_or(gate::DEFAULT_QUERY_TIMEOUT);
+    if query_timeout.is_zero() || query_timeout > Duration::from_secs(300) {
+        return Err(ConfigError::new(
+            "fleet.query_timeout: must be more than 0 and at most 5m",
+        ));
+    }
+    let poll_interval = raw.poll_interval.unwrap_or(gate::DEFAULT_POLL_INTERVAL);
+    if poll_interval < Duration::from_millis(100) || poll_interval > Duration::from_secs(3600) {
+        return Err(ConfigError::new(
+            "fleet.poll_interval: must be between 100ms and 1h",
+        ));
+    }
+    let settings = FleetSettings {
+        prometheus_url: url.to_string(),
+        headers: raw.headers.clone(),
+        bearer_token_file: raw.bearer_token_file.clone(),
+        ca_file: raw.ca_file.clone(),
+        query_timeout,
+        poll_interval,
+        job: raw
+            .job
+            .clone()
+            .unwrap_or_else(|| crate::fleet::DEFAULT_JOB.to_string()),
+    };
+    // The same checks the client makes, so a bad URL or header is a config error at start.
+    gate::query::PromFleet::new(&settings).map_err(ConfigError)?;
+    Ok(settings)
+}
+
+/// Validates `[set.gate]` of a set (`publish`: whether it publishes).
+fn validate_gate(raw: &RawGate, publish: bool) -> Result<Option<GateSettings>, ConfigError> {
+    let mode = raw.mode.unwrap_or(GateMode::Hold);
+    if mode == GateMode::Off {
+        return Ok(None);
+    }
+    if mode == GateMode::Hold && !publish {
+        return Err(ConfigError::new(
+            "gate.mode: \"hold\" needs publish_dir (monitor mode publishes nothing to hold; \
+             use \"observe\")",
+        ));
+    }
+    let env = |name: &str| std::env::var(name).ok();
+    let selectors = |key: &str, list: &[String]| -> Result<Vec<Selector>, ConfigError> {
+        list.iter()
+            .map(|s| {
+                let expanded = gate::expand_env(s, &env)
+                    .map_err(|e| ConfigError(format!("gate.{key}: {e}")))?;
+                Selector::parse(&expanded).map_err(|e| {
+                    ConfigError(format!("gate.{key}: {}", e.replacen("--selector ", "", 1)))
+                })
+            })
+            .collect()
+    };
+    let verifiers = selectors("verifiers", &raw.verifiers)?;
+    if verifiers.is_empty() {
+        return Err(ConfigError::new(
+            "gate.verifiers: name the pods that verify this set's leaf, e.g. \
+             ['{namespace=\"$POD_NAMESPACE\"}']",
+        ));
+    }
+    let presenters = match &raw.presenters {
+        Some(p) => selectors("presenters", p)?,
+        None => verifiers.clone(),
+    };
+    let min_verifiers = raw.min_verifiers.unwrap_or(1);
+    let stable_for = raw.stable_for.unwrap_or(gate::DEFAULT_STABLE_FOR);
+    if stable_for > Duration::from_secs(24 * 3600) {
+        return Err(ConfigError::new("gate.stable_for: must be at most 24h"));
+    }
+    let release_before_expiry = raw
+        .release_before_expiry
+        .as_deref()
+        .map(ReleaseBefore::parse)
+        .transpose()
+        .map_err(|e| ConfigError(format!("gate.release_before_expiry: {e}")))?;
+    let expected_verifiers = raw
+        .expected_verifiers
+        .as_deref()
+        .map(str::trim)
+        .map(|e| {
+            if e.is_empty() {
+                return Err(ConfigError::new("gate.expected_verifiers: empty"));
+            }
+            gate::expand_env(e, &env)
+                .map_err(|e| ConfigError(format!("gate.expected_verifiers: {e}")))
+        })
+        .transpose()?;
+    Ok(Some(GateSettings {
+        mode,
+        verifiers,
+        presenters,
+        min_verifiers,
+        expected_verifiers,
+        unknown_verifiers: raw.unknown_verifiers.unwrap_or_default(),
+        stable_for,
+        release_before_expiry,
+        release_file: raw.release_file.clone(),
+    }))
 }
 
 fn parse_key_mode(m: &str) -> Result<u32, ConfigError> {

@@ -284,6 +284,7 @@ fn demo_config(
             verify_timeout: Some(VERIFY_TIMEOUT),
             ..RawSet::default()
         }],
+        fleet: None,
     })
 }
 

@@ -180,6 +180,12 @@ labels! {
         PublishWarning => "publish_warning",
         /// The publish directory no longer served the live generation and was repaired.
         Repaired => "repaired",
+        /// The fleet gate holds a candidate.
+        GateHold => "gate_hold",
+        /// The fleet gate released a candidate (clear, deadline, override).
+        GateRelease => "gate_release",
+        /// A held candidate was replaced by newer source material, never published.
+        GateSuperseded => "gate_superseded",
     }
 }
 

@@ -26,6 +26,7 @@ pub mod config;
 pub mod daemon;
 pub mod duration;
 pub mod fleet;
+pub mod gate;
 pub mod http;
 pub mod ids;
 pub mod labels;

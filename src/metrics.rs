@@ -34,6 +34,8 @@ pub struct Metrics {
     registry: Registry,
     reaction: HistogramVec,
     handshake: prometheus::Histogram,
+    /// The fleet gate's families.
+    pub gate: crate::gate::metrics::GateMetrics,
     /// Per set name.
     sets: Mutex<BTreeMap<String, SetEvents>>,
 }
@@ -93,10 +95,12 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1.0);
+        let gate = crate::gate::metrics::GateMetrics::register(&r)?;
         Ok(Self {
             registry: r,
             reaction,
             handshake,
+            gate,
             sets: Mutex::new(BTreeMap::new()),
         })
     }

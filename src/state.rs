@@ -162,6 +162,9 @@ pub struct SetStatus {
     pub workload: Option<WorkloadStatus>,
     /// The live bundle's anchors: which, since when, and which the live chain verifies to.
     pub trust: Option<TrustStatus>,
+    /// The fleet gate, for a set with one (`mode` hold or observe).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateStatus>,
     /// Recent events, newest last.
     pub events: VecDeque<Event>,
 }
@@ -227,6 +230,80 @@ pub struct TrustStatus {
     pub note: Option<String>,
 }
 
+/// The fleet gate of a set, in `/status`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GateStatus {
+    /// `hold` or `observe`.
+    pub mode: crate::gate::GateMode,
+    /// `idle`, `holding`, or (observe mode) `would_hold`.
+    pub state: GateState,
+    /// `leaf` or `removal`, while holding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<crate::gate::HoldKind>,
+    /// The anchors the live chain verifies to.
+    pub live_anchors: Vec<crate::ids::AnchorId>,
+    /// The anchors the held candidate verifies to.
+    pub candidate_anchors: Vec<crate::ids::AnchorId>,
+    /// The held candidate's leaf.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidate_fingerprint_sha256: Option<crate::ids::Fingerprint>,
+    /// When the hold started, RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// When it ends at the latest, RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
+    /// Since when the answer has been clear (it must stay so for `stable_for`), RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clear_since: Option<String>,
+    /// Verifiers seen / expected / regressing / unknown at the last evaluation.
+    pub verifiers: GateVerifiers,
+    /// Up to 20 pods holding the candidate (`namespace/pod`).
+    pub blocking: Vec<String>,
+    /// Why it holds, on one line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    /// The last evaluation, RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_evaluation: Option<String>,
+    /// Its error, when the query API did not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// How the last hold ended: `clear`, `deadline`, `override`, `superseded`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_release: Option<String>,
+    /// Anchors kept in the published bundle although the source dropped them (presenters'
+    /// live leaves still need them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept_anchors: Vec<crate::ids::AnchorId>,
+}
+
+/// The gate's state.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum GateState {
+    /// Nothing held.
+    Idle,
+    /// A candidate is held.
+    Holding,
+    /// Observe mode: a hold would be in place; the candidate was published.
+    WouldHold,
+}
+
+/// Verifier counts of the last evaluation.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct GateVerifiers {
+    /// Seen exporting trust.
+    pub seen: u64,
+    /// `expected_verifiers`' answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected: Option<u64>,
+    /// Would regress.
+    pub regressing: u64,
+    /// Scrape failing or no trust series.
+    pub unknown: u64,
+}
+
 impl SetStatus {
     /// A set nothing is known about yet.
     pub fn new(
@@ -251,6 +328,7 @@ impl SetStatus {
             last_rollback: None,
             workload: None,
             trust: None,
+            gate: None,
             events: VecDeque::new(),
         }
     }

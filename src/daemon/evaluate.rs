@@ -149,6 +149,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
             match f {
                 Found::Unchanged => {}
                 Found::AlreadyLive(key) => {
+                    self.supersede(set, "the source going back to the live material");
                     let s = self.set(set);
                     s.last_seen = Some(key);
                     s.last_problem = None;

@@ -13,10 +13,12 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
 use super::follow_up::{VerifyDone, Workload};
+use super::gate::{GateAnswer, NoFleet};
 use super::set::SetRuntime;
 use super::watch::Triggers;
 use super::{Clock, Shared};
 use crate::config::{Config, DaemonSettings, SetConfig};
+use crate::gate::query::{FleetView, PromFleet};
 use crate::ids::SetId;
 use crate::labels::EventKind;
 use crate::metrics::Metrics;
@@ -43,6 +45,17 @@ pub(crate) struct Core<P, W> {
     /// Verdicts of follow-ups running off the loop come back here.
     pub(super) verify_tx: mpsc::UnboundedSender<VerifyDone>,
     verify_rx: Option<mpsc::UnboundedReceiver<VerifyDone>>,
+    /// Where the gate asks which anchors the verifiers trust.
+    pub(super) fleet: Arc<dyn FleetView>,
+    /// certgate's scrape job(s), a regex.
+    pub(super) fleet_job: String,
+    /// How often a holding set asks.
+    pub(super) fleet_poll: Duration,
+    /// Gate evaluations running off the loop answer here.
+    pub(super) gate_tx: mpsc::UnboundedSender<GateAnswer>,
+    gate_rx: Option<mpsc::UnboundedReceiver<GateAnswer>>,
+    /// Numbers holds, so a late answer to an earlier hold is ignored.
+    pub(super) gate_token: u64,
 }
 
 impl<P: Publish, W: Workload> Core<P, W> {
@@ -76,6 +89,22 @@ impl<P: Publish, W: Workload> Core<P, W> {
             }
         }
         let (verify_tx, verify_rx) = mpsc::unbounded_channel();
+        let (gate_tx, gate_rx) = mpsc::unbounded_channel();
+        let (fleet, fleet_job, fleet_poll): (Arc<dyn FleetView>, _, _) = match &config.fleet {
+            Some(f) => (
+                match PromFleet::new(f) {
+                    Ok(view) => Arc::new(view),
+                    Err(e) => Arc::new(NoFleet(e)),
+                },
+                f.job.clone(),
+                f.poll_interval,
+            ),
+            None => (
+                Arc::new(NoFleet("no [fleet] configured".into())),
+                crate::fleet::DEFAULT_JOB.to_string(),
+                crate::gate::DEFAULT_POLL_INTERVAL,
+            ),
+        };
         let shared = Shared {
             snapshot: snapshot_rx,
             heartbeat: heartbeat.clone(),
@@ -95,6 +124,12 @@ impl<P: Publish, W: Workload> Core<P, W> {
             workload,
             verify_tx,
             verify_rx: Some(verify_rx),
+            fleet,
+            fleet_job,
+            fleet_poll,
+            gate_tx,
+            gate_rx: Some(gate_rx),
+            gate_token: 0,
         };
         (core, shared)
     }
@@ -133,7 +168,9 @@ impl<P: Publish, W: Workload> Core<P, W> {
         shutdown: impl Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
-        let Some(mut verdicts) = self.verify_rx.take() else {
+        let (Some(mut verdicts), Some(mut gate_answers)) =
+            (self.verify_rx.take(), self.gate_rx.take())
+        else {
             return;
         };
         for s in &self.sets {
@@ -147,6 +184,9 @@ impl<P: Publish, W: Workload> Core<P, W> {
                 tracing::info!(set = %s.name(), "monitor mode: no --publish-dir, certgate validates and reports but publishes nothing");
             }
             self.metrics.declare_set(s.name());
+            if s.cfg.gate.is_some() {
+                self.metrics.gate.declare(s.name());
+            }
         }
         self.adopt_published().await;
         self.heartbeat.beat(self.clock.unix_millis());
@@ -155,6 +195,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
 
         loop {
             self.process_due().await;
+            self.process_gates().await;
             self.process_crossings();
             self.initialized = true;
             self.publish_snapshot();
@@ -175,6 +216,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
                     }
                 },
                 Some(done) = verdicts.recv() => self.handle_verify(done).await,
+                Some(answer) = gate_answers.recv() => self.handle_gate(answer).await,
                 () = self.resync_now.notified() => {
                     tracing::info!("resync requested");
                     next_resync = Instant::now() + self.settings.resync_interval;
@@ -209,6 +251,9 @@ impl<P: Publish, W: Workload> Core<P, W> {
         let now_unix = self.now();
         let now = Instant::now();
         let mut deadline = next_resync;
+        if let Some(gate) = self.next_gate_deadline(now_unix) {
+            deadline = deadline.min(gate);
+        }
         for s in &self.sets {
             if let Some(d) = s.settle_deadline {
                 deadline = deadline.min(d);

@@ -14,6 +14,7 @@
 mod evaluate;
 pub(crate) mod event_loop;
 mod follow_up;
+mod gate;
 mod intake;
 pub mod reload;
 mod rotation;

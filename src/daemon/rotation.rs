@@ -263,7 +263,10 @@ impl<P: Publish, W: Workload> Core<P, W> {
         }
         match eval.into_approved() {
             Ok(approved) => self.accept(set, approved, started, stages).await,
-            Err(eval) => self.reject(set, &eval, started, stages),
+            Err(eval) => {
+                self.supersede(set, "newer source material that was refused");
+                self.reject(set, &eval, started, stages);
+            }
         }
     }
 
@@ -337,7 +340,41 @@ impl<P: Publish, W: Workload> Core<P, W> {
         }
     }
 
-    async fn accept(
+    async fn accept(&mut self, set: SetId, approved: Approved, started: Instant, stages: Stages) {
+        let Some(approved) = self.gate_admit(set, approved, started, stages).await else {
+            return;
+        };
+        let now = self.now();
+        let metrics = self.metrics.clone();
+        let s = self.set(set);
+        if s.publisher.is_some() {
+            self.publish(set, approved, started, stages).await;
+            return;
+        }
+        let fingerprint = approved.fingerprint().clone();
+        let live = Live::new(&approved, None, &s.cfg.paths, now);
+        let reaction = started.elapsed();
+        tracing::info!(set = %s.name(), fingerprint = %fingerprint, outcome = Outcome::Accepted.as_str(), reaction_ms = millis(reaction), "source material valid");
+        metrics.rotation(s.name(), Outcome::Accepted, None, Some(reaction), now);
+        s.set_live(Some(live), now);
+        let st = s.status_mut();
+        st.last_candidate = Some(candidate(
+            now,
+            Outcome::Accepted,
+            Some(&fingerprint),
+            Vec::new(),
+            reaction,
+            stages,
+        ));
+        st.push_event(
+            now,
+            EventKind::Accepted,
+            format!("valid source material {}", fingerprint.short()),
+        );
+    }
+
+    /// Publishes an approved candidate (gated already), then reloads and verifies the workload.
+    pub(super) async fn publish(
         &mut self,
         set: SetId,
         approved: Approved,
@@ -349,25 +386,6 @@ impl<P: Publish, W: Workload> Core<P, W> {
         let s = self.set(set);
         let fingerprint = approved.fingerprint().clone();
         let Some(publisher) = s.publisher.clone() else {
-            let live = Live::new(&approved, None, &s.cfg.paths, now);
-            let reaction = started.elapsed();
-            tracing::info!(set = %s.name(), fingerprint = %fingerprint, outcome = Outcome::Accepted.as_str(), reaction_ms = millis(reaction), "source material valid");
-            metrics.rotation(s.name(), Outcome::Accepted, None, Some(reaction), now);
-            s.set_live(Some(live), now);
-            let st = s.status_mut();
-            st.last_candidate = Some(candidate(
-                now,
-                Outcome::Accepted,
-                Some(&fingerprint),
-                Vec::new(),
-                reaction,
-                stages,
-            ));
-            st.push_event(
-                now,
-                EventKind::Accepted,
-                format!("valid source material {}", fingerprint.short()),
-            );
             return;
         };
         let publish_started = Instant::now();

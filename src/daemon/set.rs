@@ -136,6 +136,8 @@ pub(super) struct SetRuntime<P> {
     pub(super) first_seen: BTreeMap<AnchorId, (i64, Via)>,
     /// Whether the set was ever live in this pod (an anchor new after that came by rotation).
     pub(super) ever_live: bool,
+    /// A candidate the fleet gate holds.
+    pub(super) held: Option<super::gate::Held>,
 }
 
 /// How many published leaves a set remembers.
@@ -148,13 +150,14 @@ impl<P> SetRuntime<P> {
         } else {
             Mode::Monitor
         };
-        let status = SetStatus::new(
+        let mut status = SetStatus::new(
             &cfg.name,
             mode,
             cfg.required,
             cfg.fail_ready_before.as_secs(),
             cfg.policy.warn_before.as_secs(),
         );
+        status.gate = cfg.gate.as_ref().map(|g| super::gate::idle(g.mode));
         let mut dirs: Vec<PathBuf> = cfg.paths.iter().map(|(_, p)| watched_dir(p)).collect();
         dirs.sort();
         dirs.dedup();
@@ -177,6 +180,7 @@ impl<P> SetRuntime<P> {
             published: VecDeque::new(),
             first_seen: BTreeMap::new(),
             ever_live: false,
+            held: None,
         }
     }
 

@@ -657,7 +657,7 @@ async fn observe<A: QueryApi>(
 }
 
 /// `s` with RE2's metacharacters escaped, to match literally inside `=~`.
-fn regex_escape(s: &str) -> String {
+pub(crate) fn regex_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
         if "\\.+*?()|[]{}^$".contains(c) {

@@ -5,8 +5,10 @@
 
 use rustls_pki_types::UnixTime;
 
+use rustls_pki_types::CertificateDer;
+
 use super::inspect::anchor_id_of;
-use super::load::Material;
+use super::load::{Chain, Material};
 use super::validate::Usage;
 use crate::ids::AnchorId;
 
@@ -20,7 +22,20 @@ pub fn verifying_anchors(
     now: i64,
     limit: usize,
 ) -> Vec<AnchorId> {
-    let Ok(ee) = webpki::EndEntityCert::try_from(material.chain.leaf()) else {
+    anchors_verifying(&material.chain, &material.trust, usage, now, limit)
+}
+
+/// The anchors of `trust` that `chain` verifies to at `now` for `usage`: `A(L)` of the fleet
+/// gate, where `trust` is every anchor known (the live and the candidate bundle). An anchor
+/// listed twice is tried once.
+pub fn anchors_verifying(
+    chain: &Chain,
+    trust: &[CertificateDer<'static>],
+    usage: Usage,
+    now: i64,
+    limit: usize,
+) -> Vec<AnchorId> {
+    let Ok(ee) = webpki::EndEntityCert::try_from(chain.leaf()) else {
         return Vec::new();
     };
     let algs = rustls::crypto::ring::default_provider()
@@ -34,23 +49,28 @@ pub fn verifying_anchors(
     let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
         u64::try_from(now).unwrap_or(0),
     ));
-    material
-        .trust
-        .iter()
-        .take(limit)
-        .filter_map(|der| {
-            let anchor = webpki::anchor_from_trusted_cert(der).ok()?;
-            ee.verify_for_usage(
+    let mut out: Vec<AnchorId> = Vec::new();
+    for der in trust.iter().take(limit) {
+        let Ok(anchor) = webpki::anchor_from_trusted_cert(der) else {
+            continue;
+        };
+        if ee
+            .verify_for_usage(
                 algs,
                 &[anchor],
-                material.chain.intermediates(),
+                chain.intermediates(),
                 time,
                 eku,
                 None,
                 None,
             )
-            .ok()?;
-            anchor_id_of(der)
-        })
-        .collect()
+            .is_err()
+        {
+            continue;
+        }
+        if let Some(id) = anchor_id_of(der).filter(|id| !out.contains(id)) {
+            out.push(id);
+        }
+    }
+    out
 }

@@ -1,0 +1,578 @@
+//! The fleet gate in the loop: deciding at publish time whether a candidate may regress a
+//! verifier (no query when it cannot), holding it — after publishing its bundle with the live
+//! leaf when that bundle still verifies the live leaf (trust before leaf) — asking the fleet
+//! off the loop until the answer is clear for `stable_for`, and releasing it then, at the
+//! deadline, or when an operator names it. The rule itself is in [`crate::gate`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::evaluate::read_off_loop;
+use super::event_loop::Core;
+use super::follow_up::Workload;
+use crate::fleet::query::QueryError;
+use crate::gate::query::{FleetView, RoundQueries};
+use crate::gate::{self, Answers, GateMode, HoldKind, Release, UnknownVerifiers};
+use crate::ids::{AnchorId, Fingerprint, SetId};
+use crate::labels::EventKind;
+use crate::pipeline::anchors::anchors_verifying;
+use crate::pipeline::load::{FileRole, RawSet};
+use crate::pipeline::{self, Approved, EvalOptions};
+use crate::publish::Publish;
+use crate::state::{GateState, GateStatus, GateVerifiers, Stages};
+use crate::time_fmt::rfc3339;
+
+/// Most anchors path building tries per chain (a public root store mounted as a bundle).
+const MAX_ANCHORS_TRIED: usize = 1000;
+/// The longest back-off between evaluations after query errors.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// The most of a `release_file` read.
+const MAX_RELEASE_FILE: u64 = 64 * 1024;
+
+/// A candidate the gate holds.
+pub(super) struct Held {
+    pub(super) approved: Approved,
+    pub(super) fingerprint: Fingerprint,
+    pub(super) kind: HoldKind,
+    pub(super) live_anchors: Vec<AnchorId>,
+    pub(super) candidate_anchors: Vec<AnchorId>,
+    /// Unix seconds.
+    pub(super) since: i64,
+    /// Unix seconds: released by then whatever the fleet says.
+    pub(super) deadline: i64,
+    /// When the change that brought it was seen (the reaction time runs from here).
+    pub(super) started: Instant,
+    pub(super) stages: Stages,
+    pub(super) round: Arc<RoundQueries>,
+    /// Unix seconds since the answers have been clear.
+    pub(super) clear_since: Option<i64>,
+    pub(super) next_poll: Instant,
+    pub(super) in_flight: bool,
+    /// Consecutive failed evaluations (back-off).
+    pub(super) errors: u32,
+    /// Tells this hold's answers from an earlier hold's.
+    pub(super) token: u64,
+}
+
+/// An evaluation's answer, back on the loop.
+pub(crate) struct GateAnswer {
+    set: SetId,
+    token: u64,
+    took: Duration,
+    result: Result<Answers, QueryError>,
+}
+
+/// A view that cannot answer (the `[fleet]` client could not be built): holds fail closed.
+pub(crate) struct NoFleet(pub(crate) String);
+
+impl FleetView for NoFleet {
+    fn ask(
+        &self,
+        _round: Arc<RoundQueries>,
+    ) -> crate::gate::query::BoxFuture<Result<Answers, QueryError>> {
+        let message = self.0.clone();
+        Box::pin(async move {
+            Err(QueryError::Unreachable {
+                url: "[fleet]".into(),
+                message,
+            })
+        })
+    }
+}
+
+/// `d` ± 20 %, so a fleet of holding pods does not ask in step.
+fn jittered(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let r = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .map(|()| u16::from_le_bytes(b))
+        .unwrap_or(32_768);
+    // 0.8 .. 1.2
+    d.mul_f64(0.8 + 0.4 * f64::from(r) / f64::from(u16::MAX))
+}
+
+/// The interval after `errors` consecutive failures: doubling, at most [`MAX_BACKOFF`] (and
+/// never below the poll interval).
+fn backoff(poll: Duration, errors: u32) -> Duration {
+    let factor = 1u32 << errors.min(6);
+    poll.saturating_mul(factor).min(MAX_BACKOFF.max(poll))
+}
+
+/// The gate status of a set with nothing held.
+pub(super) fn idle(mode: GateMode) -> GateStatus {
+    GateStatus {
+        mode,
+        state: GateState::Idle,
+        kind: None,
+        live_anchors: Vec::new(),
+        candidate_anchors: Vec::new(),
+        candidate_fingerprint_sha256: None,
+        since: None,
+        deadline: None,
+        clear_since: None,
+        verifiers: GateVerifiers::default(),
+        blocking: Vec::new(),
+        why: None,
+        last_evaluation: None,
+        last_error: None,
+        last_release: None,
+        kept_anchors: Vec::new(),
+    }
+}
+
+/// Whether `file` (one entry per line: a leaf fingerprint or an anchor id, `#` comments)
+/// releases a candidate with leaf `fp` verifying to `anchors`. A missing file releases
+/// nothing; an unreadable one is logged by the caller.
+fn listed(file: &std::path::Path, fp: &Fingerprint, anchors: &[AnchorId]) -> Result<bool, String> {
+    let bytes = match crate::bounded::read_regular(file, MAX_RELEASE_FILE) {
+        Ok(b) => b,
+        Err(crate::bounded::ReadError::NotFound) => return Ok(false),
+        Err(e) => return Err(format!("release_file {}: {e}", file.display())),
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    Ok(text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .filter(|l| !l.is_empty())
+        .any(|l| {
+            let l = l.to_ascii_lowercase();
+            l == fp.as_str() || anchors.iter().any(|a| a.as_str() == l)
+        }))
+}
+
+impl<P: Publish, W: Workload> Core<P, W> {
+    /// Decides, before a publish, whether the gate holds `approved`. Returns it back when it
+    /// may be published now; `None` when it is held (its bundle may have been published with
+    /// the live leaf).
+    pub(super) async fn gate_admit(
+        &mut self,
+        set: SetId,
+        approved: Approved,
+        started: Instant,
+        stages: Stages,
+    ) -> Option<Approved> {
+        let now = self.now();
+        let metrics = self.metrics.clone();
+        self.supersede(set, "newer source material");
+        let s = self.set(set);
+        let Some(g) = s.cfg.gate.clone() else {
+            return Some(approved);
+        };
+        // A first publish is never held: the gate never blocks a pod's start.
+        let live = s.live.as_ref()?.clone();
+        let usage = s.cfg.policy.usage;
+        let mut known = live.material().trust.clone();
+        known.extend(approved.material().trust.iter().cloned());
+        let a_live = anchors_verifying(
+            &live.material().chain,
+            &known,
+            usage,
+            now,
+            MAX_ANCHORS_TRIED,
+        );
+        let a_cand = anchors_verifying(
+            &approved.material().chain,
+            &known,
+            usage,
+            now,
+            MAX_ANCHORS_TRIED,
+        );
+        let mut status = s.status.gate.clone().unwrap_or_else(|| idle(g.mode));
+        status.live_anchors = a_live.clone();
+        status.candidate_anchors = a_cand.clone();
+        if !gate::may_regress(&a_live, &a_cand) {
+            status.state = GateState::Idle;
+            status.why = None;
+            s.status_mut().gate = Some(status);
+            return Some(approved);
+        }
+        let fp = approved.fingerprint().clone();
+        let deadline = gate::deadline(
+            live.view.effective_start(),
+            live.view.effective_expiry,
+            g.release_before_expiry,
+        );
+        let short = |ids: &[AnchorId]| {
+            ids.iter()
+                .map(AnchorId::short)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let what = format!(
+            "leaf {} verifies to anchors [{}], the live leaf to [{}]",
+            fp.short(),
+            short(&a_cand),
+            short(&a_live)
+        );
+        if g.mode == GateMode::Observe {
+            tracing::info!(set = %s.name(), "gate (observe): would hold: {what}; publishing");
+            status.state = GateState::WouldHold;
+            status.why = Some(format!("would hold: {what}"));
+            s.status_mut().gate = Some(status);
+            return Some(approved);
+        }
+        if now >= deadline {
+            tracing::warn!(set = %s.name(), deadline = %rfc3339(deadline), "gate: {what}; the deadline has passed, publishing at once");
+            metrics
+                .gate
+                .unhold(s.name(), HoldKind::Leaf, Some(Release::Deadline));
+            status.state = GateState::Idle;
+            status.last_release = Some(Release::Deadline.as_str().into());
+            s.status_mut().gate = Some(status);
+            return Some(approved);
+        }
+        if let Some(file) = &g.release_file {
+            if let Ok(true) = listed(file, &fp, &a_cand) {
+                tracing::warn!(set = %s.name(), file = %file.display(), "gate: {what}; released by the release file");
+                metrics
+                    .gate
+                    .unhold(s.name(), HoldKind::Leaf, Some(Release::Override));
+                status.state = GateState::Idle;
+                status.last_release = Some(Release::Override.as_str().into());
+                s.status_mut().gate = Some(status);
+                return Some(approved);
+            }
+        }
+        // Trust before leaf: the candidate's bundle goes out now with the live leaf, so the
+        // peers this pod verifies can move while its own leaf waits (else every pod of a mesh
+        // withholds the root its peers wait for).
+        let new_bundle =
+            hash_of(live.files(), FileRole::Trust) != hash_of(approved.files(), FileRole::Trust);
+        let mut trust_first = None;
+        if new_bundle {
+            trust_first = self.live_leaf_with(set, &approved).await;
+        }
+        let anchors: Vec<&AnchorId> = a_live.iter().chain(a_cand.iter()).collect();
+        let round = Arc::new(RoundQueries::new(
+            &g.verifiers,
+            &self.fleet_job,
+            &anchors,
+            g.expected_verifiers.as_deref(),
+        ));
+        self.gate_token += 1;
+        let s = &mut self.sets[set.0];
+        tracing::warn!(set = %s.name(), deadline = %rfc3339(deadline), "gate: holding: {what}; asking the verifiers");
+        s.status_mut()
+            .push_event(now, EventKind::GateHold, format!("holding: {what}"));
+        self.metrics
+            .gate
+            .hold(s.name(), HoldKind::Leaf, now, deadline);
+        status.state = GateState::Holding;
+        status.kind = Some(HoldKind::Leaf);
+        status.candidate_fingerprint_sha256 = Some(fp.clone());
+        status.since = Some(rfc3339(now));
+        status.deadline = Some(rfc3339(deadline));
+        status.clear_since = None;
+        status.why = Some(format!("waiting for the first answer: {what}"));
+        status.verifiers = GateVerifiers::default();
+        status.blocking = Vec::new();
+        status.last_error = None;
+        s.status_mut().gate = Some(status);
+        s.held = Some(Held {
+            approved,
+            fingerprint: fp,
+            kind: HoldKind::Leaf,
+            live_anchors: a_live,
+            candidate_anchors: a_cand,
+            since: now,
+            deadline,
+            started,
+            stages,
+            round,
+            clear_since: None,
+            next_poll: Instant::now(),
+            in_flight: false,
+            errors: 0,
+            token: self.gate_token,
+        });
+        if let Some((mixed, started)) = trust_first {
+            self.publish(set, mixed, started, Stages::default()).await;
+        }
+        None
+    }
+
+    /// The live leaf and key with `candidate`'s bundle, validated (self-handshake included)
+    /// as any candidate: what "trust before leaf" publishes. `None` when the new bundle does
+    /// not verify the live leaf (then nothing is published before the hold ends).
+    async fn live_leaf_with(
+        &mut self,
+        set: SetId,
+        candidate: &Approved,
+    ) -> Option<(Approved, Instant)> {
+        let now = self.now();
+        let base = self.settings.eval.clone();
+        let s = self.set(set);
+        let publisher = s.publisher.clone()?;
+        let trust = candidate.material().raw.trust.clone()?;
+        let opts = EvalOptions {
+            handshake: s.cfg.handshake,
+            ..base
+        };
+        let policy = s.cfg.policy.clone();
+        let name = s.cfg.name.clone();
+        // The live generation's files, as published (the source already holds the candidate).
+        let (raw, read_ms) = read_off_loop(&publisher.published_paths(), opts.max_file_size).await;
+        let live = match raw {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(set = %name, "gate: cannot read the live generation to publish the new bundle first: {e}");
+                return None;
+            }
+        };
+        let mixed = RawSet {
+            cert: live.cert,
+            key: live.key,
+            trust: Some(trust),
+        };
+        match pipeline::evaluate_raw(mixed, read_ms, &policy, &opts, now)
+            .await
+            .into_approved()
+        {
+            Ok(a) => Some((a, Instant::now())),
+            Err(eval) => {
+                let why = eval
+                    .problems()
+                    .first()
+                    .map(|p| p.message.clone())
+                    .unwrap_or_default();
+                tracing::warn!(set = %name, "gate: the new bundle does not pass with the live leaf ({why}); holding all of the candidate");
+                None
+            }
+        }
+    }
+
+    /// Drops a held candidate that newer source material replaced: it is never published.
+    pub(super) fn supersede(&mut self, set: SetId, why: &str) {
+        let now = self.now();
+        let metrics = self.metrics.clone();
+        let s = self.set(set);
+        let Some(held) = s.held.take() else {
+            return;
+        };
+        tracing::info!(set = %s.name(), fingerprint = %held.fingerprint, "gate: held candidate superseded by {why}; not published");
+        metrics.gate.unhold(s.name(), held.kind, None);
+        s.status_mut().push_event(
+            now,
+            EventKind::GateSuperseded,
+            format!("held leaf {} superseded by {why}", held.fingerprint.short()),
+        );
+        if let Some(g) = s.status_mut().gate.as_mut() {
+            let mode = g.mode;
+            let last_error = g.last_error.take();
+            *g = GateStatus {
+                last_release: Some("superseded".into()),
+                last_evaluation: g.last_evaluation.take(),
+                last_error,
+                ..idle(mode)
+            };
+        }
+    }
+
+    /// Each turn: releases holds whose deadline came, and starts the evaluations that are due.
+    pub(super) async fn process_gates(&mut self) {
+        let now = self.now();
+        let instant = Instant::now();
+        for i in 0..self.sets.len() {
+            let s = &mut self.sets[i];
+            let name = s.cfg.name.clone();
+            let Some(held) = s.held.as_mut() else {
+                continue;
+            };
+            // One rotation in flight: the leaf waits for the bundle published before it.
+            let verifying = s.verifying.as_ref().is_some_and(|v| v.hold_until > instant);
+            if now >= held.deadline && !verifying {
+                self.release(SetId(i), Release::Deadline).await;
+                continue;
+            }
+            if held.in_flight || held.next_poll > instant {
+                continue;
+            }
+            let released = s.cfg.gate.as_ref().and_then(|g| g.release_file.clone());
+            if let Some(file) = released {
+                match listed(&file, &held.fingerprint, &held.candidate_anchors) {
+                    Ok(true) if !verifying => {
+                        self.release(SetId(i), Release::Override).await;
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(set = %name, "gate: {e}"),
+                }
+            }
+            held.in_flight = true;
+            let (round, token) = (held.round.clone(), held.token);
+            let fleet = self.fleet.clone();
+            let tx = self.gate_tx.clone();
+            tokio::spawn(async move {
+                let asked = Instant::now();
+                let result = fleet.ask(round).await;
+                let _ = tx.send(GateAnswer {
+                    set: SetId(i),
+                    token,
+                    took: asked.elapsed(),
+                    result,
+                });
+            });
+        }
+    }
+
+    /// An evaluation came back: judge it, report it, and release once clear for `stable_for`.
+    pub(super) async fn handle_gate(&mut self, answer: GateAnswer) {
+        let now = self.now();
+        let metrics = self.metrics.clone();
+        let poll = self.fleet_poll;
+        let s = self.set(answer.set);
+        let Some(g) = s.cfg.gate.clone() else {
+            return;
+        };
+        if !s.held.as_ref().is_some_and(|h| h.token == answer.token) {
+            return;
+        }
+        let verifying = s
+            .verifying
+            .as_ref()
+            .is_some_and(|v| v.hold_until > Instant::now());
+        let name = s.cfg.name.clone();
+        let mut status = s.status.gate.clone().unwrap_or_else(|| idle(g.mode));
+        status.last_evaluation = Some(rfc3339(now));
+        let Some(held) = s.held.as_mut() else {
+            return;
+        };
+        held.in_flight = false;
+        let answers = match answer.result {
+            Ok(a) => a,
+            Err(e) => {
+                held.errors = held.errors.saturating_add(1);
+                held.clear_since = None;
+                held.next_poll = Instant::now() + jittered(backoff(poll, held.errors));
+                metrics.gate.failed(&name, answer.took);
+                let msg = e.to_string();
+                if status.last_error.as_deref() != Some(msg.as_str()) {
+                    tracing::warn!(set = %name, "gate: still holding; the query API did not answer: {msg}");
+                }
+                status.last_error = Some(msg);
+                status.clear_since = None;
+                s.status_mut().gate = Some(status);
+                return;
+            }
+        };
+        held.errors = 0;
+        let j = gate::judge(&answers, &held.live_anchors, &held.candidate_anchors, &g);
+        metrics
+            .gate
+            .evaluated(&name, &j, g.unknown_verifiers, answer.took, now);
+        let unknown_hold = g.unknown_verifiers == UnknownVerifiers::Hold;
+        let was_blocking = std::mem::take(&mut status.blocking);
+        status.last_error = None;
+        status.verifiers = GateVerifiers {
+            seen: j.seen,
+            expected: j.expected,
+            regressing: u64::try_from(j.regressing.len()).unwrap_or(u64::MAX),
+            unknown: u64::try_from(j.unknown.len()).unwrap_or(u64::MAX),
+        };
+        status.blocking = j.blocking(unknown_hold);
+        status.why.clone_from(&j.why);
+        if status.blocking != was_blocking && !status.blocking.is_empty() {
+            tracing::info!(set = %name, blocking = %status.blocking.join(" "), "gate: holding: {}", j.why.clone().unwrap_or_default());
+        }
+        let mut next = jittered(poll);
+        let mut release = false;
+        if j.clear {
+            let since = *held.clear_since.get_or_insert(now);
+            status.clear_since = Some(rfc3339(since));
+            let stable = i64::try_from(g.stable_for.as_secs()).unwrap_or(i64::MAX);
+            let left = since.saturating_add(stable).saturating_sub(now);
+            if left <= 0 && !verifying {
+                release = true;
+            } else if left <= 0 {
+                // The bundle published before this leaf is still being verified.
+                next = poll.min(Duration::from_secs(1));
+            } else {
+                // Ask again as the stable window closes, not a whole interval later.
+                next = next.min(Duration::from_secs(u64::try_from(left).unwrap_or(0)));
+            }
+        } else {
+            held.clear_since = None;
+            status.clear_since = None;
+        }
+        held.next_poll = Instant::now() + next;
+        s.status_mut().gate = Some(status);
+        if release {
+            self.release(answer.set, Release::Clear).await;
+        }
+    }
+
+    /// Ends the hold and publishes the candidate.
+    async fn release(&mut self, set: SetId, why: Release) {
+        let now = self.now();
+        let metrics = self.metrics.clone();
+        let s = self.set(set);
+        let Some(held) = s.held.take() else {
+            return;
+        };
+        let waited = now.saturating_sub(held.since);
+        let blocking = s
+            .status
+            .gate
+            .as_ref()
+            .map(|g| g.blocking.join(" "))
+            .unwrap_or_default();
+        match why {
+            Release::Clear => {
+                tracing::info!(set = %s.name(), fingerprint = %held.fingerprint, waited_s = waited, "gate: released (clear): no verifier regresses");
+            }
+            Release::Deadline => {
+                tracing::warn!(set = %s.name(), fingerprint = %held.fingerprint, waited_s = waited, blocking = %blocking, "gate: released at the deadline; these verifiers may fail the new leaf");
+            }
+            Release::Override => {
+                tracing::warn!(set = %s.name(), fingerprint = %held.fingerprint, waited_s = waited, blocking = %blocking, "gate: released by override");
+            }
+        }
+        metrics.gate.unhold(s.name(), held.kind, Some(why));
+        s.status_mut().push_event(
+            now,
+            EventKind::GateRelease,
+            format!(
+                "{}: leaf {} after {waited}s",
+                why.as_str(),
+                held.fingerprint.short()
+            ),
+        );
+        if let Some(g) = s.status_mut().gate.as_mut() {
+            let mode = g.mode;
+            *g = GateStatus {
+                live_anchors: held.candidate_anchors.clone(),
+                last_release: Some(why.as_str().into()),
+                last_evaluation: g.last_evaluation.take(),
+                ..idle(mode)
+            };
+        }
+        self.publish(set, held.approved, held.started, held.stages)
+            .await;
+    }
+
+    /// When the next gate timer (an evaluation due, a deadline) fires.
+    pub(super) fn next_gate_deadline(&self, now_unix: i64) -> Option<Instant> {
+        let now = Instant::now();
+        self.sets
+            .iter()
+            .filter_map(|s| s.held.as_ref())
+            .map(|h| {
+                let secs = u64::try_from(h.deadline.saturating_sub(now_unix)).unwrap_or(0);
+                let deadline = now + Duration::from_secs(secs);
+                if h.in_flight {
+                    deadline
+                } else {
+                    deadline.min(h.next_poll)
+                }
+            })
+            .min()
+    }
+}
+
+fn hash_of(files: &[crate::pipeline::FileSummary], role: FileRole) -> Option<&str> {
+    files
+        .iter()
+        .find(|f| f.role == role)
+        .map(|f| f.sha256.as_str())
+}

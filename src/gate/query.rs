@@ -1,0 +1,155 @@
+//! The gate's questions to the query API, and the trait the daemon asks through (a real
+//! [`PromFleet`], or a fake in the daemon's state-machine tests).
+//!
+//! One round is three instant queries (four with `expected_verifiers`), sent at once, whatever
+//! the number of verifiers: `up` of the verifiers' targets, the pods exporting trust series,
+//! and which of the anchors of the two chains each pod trusts. Each answer is one row per pod
+//! (per pod and relevant anchor), so answers stay small at thousands of pods.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Answers, FleetSettings};
+use crate::fleet::query::{Endpoint, EndpointOptions, QueryApi, QueryError, Sample};
+use crate::fleet::regex_escape;
+use crate::fleet::selector::{MatchOp, Matcher, Selector};
+use crate::ids::AnchorId;
+
+/// The queries of one hold, built once when it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoundQueries {
+    /// `up` of the verifiers' targets, per pod.
+    pub up: String,
+    /// Pods exporting per-anchor trust series.
+    pub exporting: String,
+    /// Which of the relevant anchors each pod trusts.
+    pub relevant: String,
+    /// `sum(expected_verifiers)`, when configured.
+    pub expected: Option<String>,
+}
+
+/// `expr{sel1} or expr{sel2} …` for several selectors (PromQL has no OR inside one selector).
+fn union(selectors: &[Selector], metric: &str, first: &[Matcher], targets_only: bool) -> String {
+    let parts: Vec<String> = selectors
+        .iter()
+        .map(|s| s.render(metric, first, targets_only))
+        .collect();
+    parts.join(" or ")
+}
+
+impl RoundQueries {
+    /// The queries for `verifiers`, about the anchors of the live and the candidate chain.
+    pub fn new(
+        verifiers: &[Selector],
+        job: &str,
+        anchors: &[&AnchorId],
+        expected: Option<&str>,
+    ) -> Self {
+        let job = [Matcher::new("job", MatchOp::Regex, job)];
+        let alternatives = anchors
+            .iter()
+            .map(|a| regex_escape(a.as_str()))
+            .collect::<Vec<_>>()
+            .join("|");
+        let relevant = [Matcher::new("anchor_id", MatchOp::Regex, &alternatives)];
+        Self {
+            up: format!(
+                "min by (namespace, pod) ({})",
+                union(verifiers, "up", &job, true)
+            ),
+            exporting: format!(
+                "count by (namespace, pod) ({})",
+                union(verifiers, "certgate_trust_anchor_info", &[], false)
+            ),
+            relevant: format!(
+                "count by (namespace, pod, anchor_id) ({})",
+                union(verifiers, "certgate_trust_anchor_info", &relevant, false)
+            ),
+            expected: expected.map(|e| format!("sum({e})")),
+        }
+    }
+
+    /// How many queries a round sends.
+    pub fn count(&self) -> usize {
+        3 + usize::from(self.expected.is_some())
+    }
+}
+
+/// A boxed future, `Send`, as the trait below returns.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Answers a round of the gate's queries.
+pub trait FleetView: Send + Sync + 'static {
+    /// Runs `round`, all of it bounded by the view's timeout.
+    fn ask(&self, round: Arc<RoundQueries>) -> BoxFuture<Result<Answers, QueryError>>;
+}
+
+/// The query API, as `[fleet]` configures it.
+pub struct PromFleet {
+    endpoint: Arc<Endpoint>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for PromFleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PromFleet")
+            .field("endpoint", &self.endpoint)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl PromFleet {
+    /// Checks the URL, headers and files (errors name the `[fleet]` key).
+    pub fn new(settings: &FleetSettings) -> Result<Self, String> {
+        let endpoint = Endpoint::new(&EndpointOptions {
+            url: settings.prometheus_url.clone(),
+            headers: settings.headers.clone(),
+            bearer_token_file: settings.bearer_token_file.clone(),
+            ca_file: settings.ca_file.clone(),
+        })
+        .map_err(|e| format!("[fleet]: {}", e.replace("--prometheus", "prometheus_url")))?;
+        Ok(Self {
+            endpoint: Arc::new(endpoint),
+            timeout: settings.query_timeout,
+        })
+    }
+}
+
+/// Runs a round against any query API, every query bounded by `deadline`.
+pub async fn ask<A: QueryApi>(
+    api: &A,
+    round: &RoundQueries,
+    deadline: Instant,
+) -> Result<Answers, QueryError> {
+    let expected = async {
+        match &round.expected {
+            Some(q) => api.instant(q, deadline).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (up, exporting, relevant, expected) = tokio::join!(
+        api.instant(&round.up, deadline),
+        api.instant(&round.exporting, deadline),
+        api.instant(&round.relevant, deadline),
+        expected,
+    );
+    Ok(Answers {
+        up: up?,
+        exporting: exporting?,
+        relevant: relevant?,
+        expected: expected?.map(|rows: Vec<Sample>| rows.iter().map(|s| s.value).sum()),
+    })
+}
+
+impl FleetView for PromFleet {
+    fn ask(&self, round: Arc<RoundQueries>) -> BoxFuture<Result<Answers, QueryError>> {
+        let endpoint = self.endpoint.clone();
+        let deadline = Instant::now() + self.timeout;
+        Box::pin(async move { ask(endpoint.as_ref(), &round, deadline).await })
+    }
+}
