@@ -46,7 +46,7 @@ pub(super) struct Held {
     pub(super) started: Instant,
     pub(super) stages: Stages,
     pub(super) round: Arc<RoundQueries>,
-    /// Unix seconds since the answers have been clear.
+    /// Unix milliseconds since the answers have been clear.
     pub(super) clear_since: Option<i64>,
     pub(super) next_poll: Instant,
     pub(super) in_flight: bool,
@@ -160,7 +160,9 @@ impl<P: Publish, W: Workload> Core<P, W> {
             return Some(approved);
         };
         // A first publish is never held: the gate never blocks a pod's start.
-        let live = s.live.as_ref()?.clone();
+        let Some(live) = s.live.clone() else {
+            return Some(approved);
+        };
         let usage = s.cfg.policy.usage;
         let mut known = live.material().trust.clone();
         known.extend(approved.material().trust.iter().cloned());
@@ -419,6 +421,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
     /// An evaluation came back: judge it, report it, and release once clear for `stable_for`.
     pub(super) async fn handle_gate(&mut self, answer: GateAnswer) {
         let now = self.now();
+        let now_ms = self.clock.unix_millis();
         let metrics = self.metrics.clone();
         let poll = self.fleet_poll;
         let s = self.set(answer.set);
@@ -478,10 +481,10 @@ impl<P: Publish, W: Workload> Core<P, W> {
         let mut next = jittered(poll);
         let mut release = false;
         if j.clear {
-            let since = *held.clear_since.get_or_insert(now);
-            status.clear_since = Some(rfc3339(since));
-            let stable = i64::try_from(g.stable_for.as_secs()).unwrap_or(i64::MAX);
-            let left = since.saturating_add(stable).saturating_sub(now);
+            let since = *held.clear_since.get_or_insert(now_ms);
+            status.clear_since = Some(rfc3339(since.div_euclid(1000)));
+            let stable = i64::try_from(g.stable_for.as_millis()).unwrap_or(i64::MAX);
+            let left = since.saturating_add(stable).saturating_sub(now_ms);
             if left <= 0 && !verifying {
                 release = true;
             } else if left <= 0 {
@@ -489,7 +492,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
                 next = poll.min(Duration::from_secs(1));
             } else {
                 // Ask again as the stable window closes, not a whole interval later.
-                next = next.min(Duration::from_secs(u64::try_from(left).unwrap_or(0)));
+                next = next.min(Duration::from_millis(u64::try_from(left).unwrap_or(0)));
             }
         } else {
             held.clear_since = None;

@@ -536,6 +536,18 @@ impl Ca {
         }
     }
 
+    /// This CA (its subject and key) certified by `other`, PEM: a cross-signed certificate.
+    /// A chain carrying it beside this CA's own certificate verifies to either root, as
+    /// Consul, OpenShift and Vault rotate CAs.
+    pub fn cross_signed_by(&self, other: &Ca) -> String {
+        let mut params = self.params.clone();
+        params.serial_number = Some(serial());
+        params
+            .signed_by(&self.key.public(), &other.issuer())
+            .expect("cross-sign")
+            .pem()
+    }
+
     fn issuer(&self) -> Issuer<'_, &KeyPair> {
         Issuer::from_params(&self.params, self.key.signer())
     }

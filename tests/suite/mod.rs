@@ -8,6 +8,7 @@ mod demo;
 mod faults;
 mod fleet;
 mod fleet_pods;
+mod gate;
 mod pipeline;
 mod process;
 mod prometheus;
