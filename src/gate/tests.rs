@@ -62,13 +62,14 @@ fn answers(pods: &[(&str, &[&AnchorId])]) -> Answers {
 #[test]
 fn a_verifier_regresses_only_when_it_verifies_the_live_leaf_and_not_the_candidate() {
     let (r1, r2) = (id('1'), id('2'));
+    let (l, c) = (std::slice::from_ref(&r1), std::slice::from_ref(&r2));
     let a = answers(&[
         ("both", &[&r1, &r2]),
         ("old-only", &[&r1]),
         ("new-only", &[&r2]),
         ("neither", &[]),
     ]);
-    let j = judge(&a, &[r1.clone()], &[r2.clone()], &settings());
+    let j = judge(&a, l, c, &settings());
     let names: Vec<&str> = j.regressing.iter().map(|p| p.pod.as_str()).collect();
     assert_eq!(names, ["old-only"]);
     assert!(!j.clear);
@@ -77,17 +78,18 @@ fn a_verifier_regresses_only_when_it_verifies_the_live_leaf_and_not_the_candidat
     assert!(j.why.unwrap().contains("shop/old-only"));
     // Once it moves, the candidate is clear.
     let a = answers(&[("both", &[&r1, &r2]), ("old-only", &[&r1, &r2])]);
-    let j = judge(&a, &[r1.clone()], &[r2.clone()], &settings());
+    let j = judge(&a, l, c, &settings());
     assert!(j.clear, "{j:?}");
 }
 
 #[test]
 fn unknown_and_too_few_verifiers_hold_unless_told_otherwise() {
     let (r1, r2) = (id('1'), id('2'));
+    let (l, c) = (std::slice::from_ref(&r1), std::slice::from_ref(&r2));
     let mut a = answers(&[("a", &[&r1, &r2])]);
     a.up.push(sample(&[("namespace", "shop"), ("pod", "down")], 0.0));
     a.up.push(sample(&[("namespace", "shop"), ("pod", "starting")], 1.0));
-    let j = judge(&a, &[r1.clone()], &[r2.clone()], &settings());
+    let j = judge(&a, l, c, &settings());
     assert!(!j.clear);
     assert_eq!(
         j.unknown,
@@ -112,33 +114,29 @@ fn unknown_and_too_few_verifiers_hold_unless_told_otherwise() {
         unknown_verifiers: UnknownVerifiers::Ignore,
         ..settings()
     };
-    assert!(judge(&a, &[r1.clone()], &[r2.clone()], &ignore).clear);
+    assert!(judge(&a, l, c, &ignore).clear);
     // A selector matching nothing is a typo, not consensus.
-    let j = judge(
-        &Answers::default(),
-        &[r1.clone()],
-        &[r2.clone()],
-        &settings(),
-    );
+    let j = judge(&Answers::default(), l, c, &settings());
     assert!(!j.clear);
     assert!(j.why.unwrap().contains("min_verifiers"));
     // Expected verifiers that run no certgate are not invisible.
     let mut a = answers(&[("a", &[&r1, &r2])]);
     a.expected = Some(3.0);
-    let j = judge(&a, &[r1.clone()], &[r2.clone()], &settings());
+    let j = judge(&a, l, c, &settings());
     assert!(!j.clear);
     assert_eq!(j.expected, Some(3));
     a.expected = Some(1.0);
-    assert!(judge(&a, &[r1], &[r2], &settings()).clear);
+    assert!(judge(&a, l, c, &settings()).clear);
 }
 
 #[test]
 fn blocking_pods_are_bounded() {
     let (r1, r2) = (id('1'), id('2'));
+    let (l, c) = (std::slice::from_ref(&r1), std::slice::from_ref(&r2));
     let names: Vec<String> = (0..50).map(|i| format!("p{i:02}")).collect();
     let old = [&r1];
     let pods: Vec<(&str, &[&AnchorId])> = names.iter().map(|n| (n.as_str(), &old[..])).collect();
-    let j = judge(&answers(&pods), &[r1.clone()], &[r2], &settings());
+    let j = judge(&answers(&pods), l, c, &settings());
     assert_eq!(j.regressing.len(), 50);
     assert_eq!(j.blocking(true).len(), MAX_BLOCKING_SHOWN);
     assert!(j.why.unwrap().ends_with("and 30 more"));
