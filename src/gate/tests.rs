@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use certgate_testkit::pki::{Alg, Ca, LeafSpec};
 
-use super::query::RoundQueries;
+use super::query::{self, RoundQueries};
 use super::*;
 use crate::pipeline::anchors::anchors_verifying;
 use crate::pipeline::load;
@@ -199,17 +199,51 @@ fn a_round_is_a_few_queries_whatever_the_number_of_verifiers() {
         &[&r1, &r2],
         Some("count(kube_pod_info)"),
     );
-    assert_eq!(q.count(), 4);
-    assert!(q.up.starts_with("min by (namespace, pod) (up{"));
-    assert!(!q.up.contains("set="), "up has no set label: {}", q.up);
-    assert!(q.up.contains(" or up{"), "{}", q.up);
+    assert_eq!(q.count(), 2);
     assert!(
-        q.relevant
-            .contains(&format!("anchor_id=~\"{}|{}\"", r1, r2)),
+        q.fleet.contains("min by (namespace, pod) (up{"),
         "{}",
-        q.relevant
+        q.fleet
+    );
+    assert!(q.fleet.contains(" or up{"), "{}", q.fleet);
+    let up = q
+        .fleet
+        .split("up{")
+        .nth(1)
+        .unwrap()
+        .split('}')
+        .next()
+        .unwrap();
+    assert!(!up.contains("set="), "up has no set label: {up}");
+    assert!(
+        q.fleet.contains(&format!("anchor_id=~\"{}|{}\"", r1, r2)),
+        "{}",
+        q.fleet
     );
     assert_eq!(q.expected.as_deref(), Some("sum(count(kube_pod_info))"));
+    // The answer splits back by part.
+    let tag = |part: &str, pod: &str| {
+        sample(
+            &[
+                ("namespace", "shop"),
+                ("pod", pod),
+                (query::PART_LABEL, part),
+            ],
+            1.0,
+        )
+    };
+    let a = query::split(
+        vec![
+            tag("up", "a"),
+            tag("exporting", "a"),
+            tag("anchor", "a"),
+            tag("other", "b"),
+        ],
+        Some(vec![sample(&[], 2.0), sample(&[], 1.0)]),
+    );
+    assert_eq!((a.up.len(), a.exporting.len(), a.relevant.len()), (1, 1, 1));
+    assert!(!a.up[0].labels.contains_key(query::PART_LABEL));
+    assert_eq!(a.expected, Some(3.0));
 }
 
 // === A(L) over the matrix {old, new chain} × {old, new, both bundles} × {cross-signed} ===
