@@ -84,6 +84,15 @@ pub enum BindError {
         #[source]
         source: std::io::Error,
     },
+    /// The gate's admin address could not be bound.
+    #[error("[daemon] admin_listen {addr}: cannot bind: {source}")]
+    AdminListen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Why a running server stopped other than by its shutdown future.
@@ -104,6 +113,8 @@ pub struct Server {
     listen: SocketAddr,
     heartbeat_bound: Duration,
     limits: AdminLimits,
+    /// The gate's loopback listener, when a set's gate holds candidates.
+    gate: Option<(tokio::net::TcpListener, SocketAddr)>,
 }
 
 // === impl Server ===
@@ -118,7 +129,21 @@ impl Server {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| BindError::Listen { addr, source })?;
+        let admin_listen = config.daemon.admin_listen;
         let (daemon, shared) = Daemon::new(config, metrics, http::wall_clock_millis);
+        let gate = if daemon.gates_hold() {
+            let l = tokio::net::TcpListener::bind(admin_listen)
+                .await
+                .map_err(|source| BindError::AdminListen {
+                    addr: admin_listen,
+                    source,
+                })?;
+            let bound = l.local_addr().unwrap_or(admin_listen);
+            tracing::info!(admin_listen = %bound, "gate admin listener (loopback): POST /gate/release");
+            Some((l, bound))
+        } else {
+            None
+        };
         // With port 0 the kernel picks the port: report the one actually bound.
         let listen = listener.local_addr().unwrap_or(addr);
         tracing::info!(listen = %listen, version = env!("CARGO_PKG_VERSION"), "admin server listening (/healthz /readyz /status /metrics)");
@@ -129,6 +154,7 @@ impl Server {
             listen,
             heartbeat_bound,
             limits: AdminLimits::default(),
+            gate,
         })
     }
 
@@ -155,6 +181,11 @@ impl Server {
         self.listen
     }
 
+    /// The gate's admin listener's bound address, when it listens.
+    pub fn gate_addr(&self) -> Option<SocketAddr> {
+        self.gate.as_ref().map(|(_, a)| *a)
+    }
+
     /// Asks the daemon for a resync (SIGHUP).
     pub fn resync_handle(&self) -> crate::daemon::ResyncHandle {
         self.daemon.resync_handle()
@@ -175,8 +206,10 @@ impl Server {
             listener,
             heartbeat_bound,
             limits,
+            gate,
             ..
         } = self;
+        let gate_app = http::gate::gate_router(daemon.gate_control());
         let app = http::router(http::AppState {
             snapshot: shared.snapshot.clone(),
             heartbeat: shared.heartbeat.clone(),
@@ -187,9 +220,15 @@ impl Server {
         // The server keeps answering probes while the daemon winds down (readiness is read from
         // its last snapshot), and is told to stop once the daemon has.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let gate_server =
+            gate.map(|(l, _)| tokio::spawn(serve_admin(l, gate_app, limits, stop_rx.clone())));
         let mut server = tokio::spawn(serve_admin(listener, app, limits, stop_rx));
         let result = daemon.run(shutdown).await;
         let _ = stop_tx.send(true);
+        if let Some(g) = gate_server {
+            // Releases are answered by the loop, which has stopped: nothing to wait for.
+            g.abort();
+        }
         match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("admin server task: {e}"),

@@ -36,6 +36,10 @@ pub enum Command {
     /// Which pods trust which CA, read back from Prometheus (or Thanos, Mimir). Exit 0 ok or
     /// converged, 1 not converged, 2 usage, 3 query API unreachable, erroring or partial.
     Fleet(FleetArgs),
+    /// The fleet gate of a running sidecar (run in its pod: kubectl exec). Exit 0 released,
+    /// 1 nothing released, 2 usage, 3 the sidecar's gate listener is unreachable.
+    #[command(subcommand)]
+    Gate(GateCommand),
     /// Show the whole lifecycle on a throwaway PKI in a temp dir. Ctrl-C stops it.
     #[cfg(feature = "demo")]
     Demo(DemoArgs),
@@ -363,6 +367,41 @@ pub struct ProbeArgs {
     pub live: bool,
     /// Give up after this long.
     #[arg(long, env = "CERTGATE_PROBE_TIMEOUT", value_parser = clap_duration, default_value = "2s", value_name = "DURATION")]
+    pub timeout: Duration,
+}
+
+/// `certgate gate` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum GateCommand {
+    /// Release the one candidate a set's gate holds now (a leaf, or with --removal a bundle
+    /// removal), so it is published without waiting for the verifiers. Scoped to that
+    /// candidate: a later one is gated again.
+    Release(GateReleaseArgs),
+}
+
+/// `certgate gate release`.
+#[derive(Debug, Args)]
+pub struct GateReleaseArgs {
+    /// The set whose held candidate to release.
+    #[arg(long, value_name = "NAME")]
+    pub set: String,
+    /// Release only if the held leaf is this one (SHA-256, or a prefix of at least 8 hex
+    /// digits, as `/status` shows under gate.candidate_fingerprint_sha256).
+    #[arg(long, value_name = "SHA256")]
+    pub fingerprint: Option<String>,
+    /// Release a held bundle removal (the anchors kept for presenters are dropped).
+    #[arg(long)]
+    pub removal: bool,
+    /// The sidecar's gate listener ([daemon] admin_listen).
+    #[arg(
+        long,
+        env = "CERTGATE_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9465",
+        value_name = "ADDR"
+    )]
+    pub admin: std::net::SocketAddr,
+    /// Give up after this long.
+    #[arg(long, value_parser = clap_duration, default_value = "35s", value_name = "DURATION")]
     pub timeout: Duration,
 }
 

@@ -215,6 +215,65 @@ pub async fn serve(config: Config, limits: AdminLimits) -> Outcome {
     }
 }
 
+/// `certgate gate release`: POSTs to the sidecar's loopback gate listener.
+pub fn gate(cmd: &crate::cli::GateCommand) -> Outcome {
+    let crate::cli::GateCommand::Release(args) = cmd;
+    if let Some(fp) = &args.fingerprint {
+        let fp = fp.trim();
+        if fp.len() < 8 || fp.len() > 64 || !fp.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return usage_error(format!(
+                "gate release --fingerprint {fp:?}: expected a SHA-256 in hex (or a prefix of \
+                 at least 8 hex digits)"
+            ));
+        }
+    }
+    let mut url = format!(
+        "http://{}{}?set={}",
+        args.admin,
+        http::gate::RELEASE_PATH,
+        crate::fleet::selector::form_encode(&args.set)
+    );
+    if let Some(fp) = &args.fingerprint {
+        url.push_str("&fingerprint=");
+        url.push_str(&crate::fleet::selector::form_encode(fp.trim()));
+    }
+    if args.removal {
+        url.push_str("&removal=true");
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(o) => return o,
+    };
+    let line = |s: &str| s.trim().replace('\n', " ");
+    match rt.block_on(http::client_request_body("POST", &url, args.timeout)) {
+        Ok((200, body)) => {
+            let _ = writeln!(std::io::stdout(), "{}", line(&body));
+            Outcome::Ok
+        }
+        Ok((409, body)) => {
+            let _ = writeln!(std::io::stderr(), "certgate gate release: {}", line(&body));
+            Outcome::Failed
+        }
+        Ok((400 | 404, body)) => usage_error(format!("gate release: {}", line(&body))),
+        Ok((status, body)) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "certgate gate release: HTTP {status}: {}",
+                line(&body)
+            );
+            Outcome::Unavailable
+        }
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "certgate gate release: {e} (is a set's gate in mode \"hold\" on this pod? \
+                 the listener is [daemon] admin_listen)"
+            );
+            Outcome::Unavailable
+        }
+    }
+}
+
 /// `certgate probe`.
 pub fn probe(args: &ProbeArgs) -> Outcome {
     let url = args.url.clone().unwrap_or_else(|| {

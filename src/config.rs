@@ -125,6 +125,8 @@ pub struct RawDaemon {
     /// Bound on each self-handshake.
     #[serde(default, deserialize_with = "serde_str::option")]
     pub handshake_timeout: Option<Duration>,
+    /// Loopback address of the gate's admin listener (`certgate gate release`).
+    pub admin_listen: Option<String>,
 }
 
 /// `[[set]]`.
@@ -216,7 +218,13 @@ pub struct DaemonSettings {
     pub log_format: LogFormat,
     /// Pipeline options.
     pub eval: EvalOptions,
+    /// The gate's admin listener (loopback only); bound when a set has a holding gate.
+    pub admin_listen: SocketAddr,
 }
+
+/// Default `[daemon] admin_listen`.
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9465);
 
 impl Default for DaemonSettings {
     fn default() -> Self {
@@ -228,6 +236,7 @@ impl Default for DaemonSettings {
             settle: Duration::from_millis(100),
             log_format: LogFormat::Text,
             eval: EvalOptions::default(),
+            admin_listen: DEFAULT_ADMIN_LISTEN,
         }
     }
 }
@@ -578,6 +587,21 @@ pub fn validate_daemon(raw: &RawDaemon) -> Result<DaemonSettings, ConfigError> {
             ));
         }
         d.eval.handshake_timeout = t;
+    }
+    if let Some(a) = &raw.admin_listen {
+        let addr: SocketAddr = a.parse().map_err(|_| {
+            ConfigError(format!(
+                "daemon.admin_listen: {a:?} is not an address like 127.0.0.1:9465"
+            ))
+        })?;
+        if !addr.ip().is_loopback() {
+            return Err(ConfigError(format!(
+                "daemon.admin_listen: {a:?} is not a loopback address; the admin listener \
+                 releases held candidates and must be reachable only from inside the pod \
+                 (kubectl exec)"
+            )));
+        }
+        d.admin_listen = addr;
     }
     Ok(d)
 }

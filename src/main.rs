@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run(&args),
         Command::Probe(args) => commands::probe(&args),
         Command::Fleet(args) => certgate::fleet::run(&args),
+        Command::Gate(cmd) => commands::gate(&cmd),
         #[cfg(feature = "demo")]
         Command::Demo(args) => demo::run(&args),
     };

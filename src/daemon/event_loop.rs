@@ -16,7 +16,7 @@ use super::follow_up::{VerifyDone, Workload};
 use super::gate::{GateAnswer, NoFleet};
 use super::set::SetRuntime;
 use super::watch::Triggers;
-use super::{Clock, Shared};
+use super::{Clock, ReleaseRequest, Shared};
 use crate::config::{Config, DaemonSettings, SetConfig};
 use crate::gate::query::{FleetView, PromFleet};
 use crate::ids::SetId;
@@ -56,6 +56,9 @@ pub(crate) struct Core<P, W> {
     gate_rx: Option<mpsc::UnboundedReceiver<GateAnswer>>,
     /// Numbers holds, so a late answer to an earlier hold is ignored.
     pub(super) gate_token: u64,
+    /// Operator releases arrive here.
+    pub(super) release_tx: mpsc::Sender<ReleaseRequest>,
+    release_rx: Option<mpsc::Receiver<ReleaseRequest>>,
 }
 
 impl<P: Publish, W: Workload> Core<P, W> {
@@ -90,6 +93,8 @@ impl<P: Publish, W: Workload> Core<P, W> {
         }
         let (verify_tx, verify_rx) = mpsc::unbounded_channel();
         let (gate_tx, gate_rx) = mpsc::unbounded_channel();
+        // A few at a time: the admin listener waits for room (its peers are bounded).
+        let (release_tx, release_rx) = mpsc::channel(8);
         let (fleet, fleet_job, fleet_poll): (Arc<dyn FleetView>, _, _) = match &config.fleet {
             Some(f) => (
                 match PromFleet::new(f) {
@@ -130,6 +135,8 @@ impl<P: Publish, W: Workload> Core<P, W> {
             gate_tx,
             gate_rx: Some(gate_rx),
             gate_token: 0,
+            release_tx,
+            release_rx: Some(release_rx),
         };
         (core, shared)
     }
@@ -168,9 +175,11 @@ impl<P: Publish, W: Workload> Core<P, W> {
         shutdown: impl Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
-        let (Some(mut verdicts), Some(mut gate_answers)) =
-            (self.verify_rx.take(), self.gate_rx.take())
-        else {
+        let (Some(mut verdicts), Some(mut gate_answers), Some(mut releases)) = (
+            self.verify_rx.take(),
+            self.gate_rx.take(),
+            self.release_rx.take(),
+        ) else {
             return;
         };
         for s in &self.sets {
@@ -217,6 +226,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
                 },
                 Some(done) = verdicts.recv() => self.handle_verify(done).await,
                 Some(answer) = gate_answers.recv() => self.handle_gate(answer).await,
+                Some(req) = releases.recv() => self.handle_release(req).await,
                 () = self.resync_now.notified() => {
                     tracing::info!("resync requested");
                     next_resync = Instant::now() + self.settings.resync_interval;

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::evaluate::read_off_loop;
 use super::event_loop::Core;
 use super::follow_up::Workload;
+use super::ReleaseRequest;
 use crate::fleet::query::QueryError;
 use crate::gate::query::{FleetView, RoundQueries};
 use crate::gate::{self, Answers, GateMode, HoldKind, Release, UnknownVerifiers};
@@ -54,6 +55,9 @@ pub(super) struct Held {
     pub(super) errors: u32,
     /// Tells this hold's answers from an earlier hold's.
     pub(super) token: u64,
+    /// An operator released it while the bundle published before it was being verified: it
+    /// goes once that is done.
+    pub(super) override_pending: bool,
 }
 
 /// An evaluation's answer, back on the loop.
@@ -287,6 +291,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
             in_flight: false,
             errors: 0,
             token: self.gate_token,
+            override_pending: false,
         });
         if let Some((mixed, started)) = trust_first {
             self.publish(set, mixed, started, Stages::default()).await;
@@ -385,6 +390,10 @@ impl<P: Publish, W: Workload> Core<P, W> {
             let verifying = s.verifying.as_ref().is_some_and(|v| v.hold_until > instant);
             if now >= held.deadline && !verifying {
                 self.release(SetId(i), Release::Deadline).await;
+                continue;
+            }
+            if held.override_pending && !verifying {
+                self.release(SetId(i), Release::Override).await;
                 continue;
             }
             if held.in_flight || held.next_poll > instant {
@@ -554,20 +563,93 @@ impl<P: Publish, W: Workload> Core<P, W> {
             .await;
     }
 
-    /// When the next gate timer (an evaluation due, a deadline) fires.
+    /// An operator's release (`certgate gate release`): of the one candidate held now, when
+    /// it is the one named.
+    pub(super) async fn handle_release(&mut self, req: ReleaseRequest) {
+        let ReleaseRequest {
+            set,
+            fingerprint,
+            removal,
+            reply,
+        } = req;
+        let answer = self
+            .release_named(&set, fingerprint.as_deref(), removal)
+            .await;
+        let _ = reply.send(answer);
+    }
+
+    async fn release_named(
+        &mut self,
+        name: &str,
+        fingerprint: Option<&str>,
+        removal: bool,
+    ) -> Result<String, (u16, String)> {
+        let Some(i) = self.sets.iter().position(|s| s.cfg.name == name) else {
+            return Err((404, format!("no set named {name:?}")));
+        };
+        let kind = if removal {
+            HoldKind::Removal
+        } else {
+            HoldKind::Leaf
+        };
+        let s = &mut self.sets[i];
+        let verifying = s
+            .verifying
+            .as_ref()
+            .is_some_and(|v| v.hold_until > Instant::now());
+        let Some(held) = s.held.as_mut().filter(|h| h.kind == kind) else {
+            return Err((
+                409,
+                format!(
+                    "set {name:?}: the gate holds no {} candidate",
+                    kind.as_str()
+                ),
+            ));
+        };
+        if let Some(want) = fingerprint {
+            let want = want.trim().to_ascii_lowercase();
+            if want.len() < 8 || !held.fingerprint.as_str().starts_with(&want) {
+                return Err((
+                    409,
+                    format!(
+                        "set {name:?}: the held leaf is {}, not {want}; nothing released",
+                        held.fingerprint
+                    ),
+                ));
+            }
+        }
+        let fp = held.fingerprint.clone();
+        tracing::warn!(set = %name, fingerprint = %fp, "gate: operator released the held {} candidate", kind.as_str());
+        if verifying {
+            held.override_pending = true;
+            return Ok(format!(
+                "set {name:?}: released leaf {fp}; it is published once the bundle published \
+                 before it is verified"
+            ));
+        }
+        self.release(SetId(i), Release::Override).await;
+        Ok(format!("set {name:?}: released and published leaf {fp}"))
+    }
+
+    /// When the next gate timer (an evaluation due, a deadline, a pending override) fires;
+    /// never sooner than a quarter second from now, so a deadline or override waiting for a
+    /// verification does not spin the loop.
     pub(super) fn next_gate_deadline(&self, now_unix: i64) -> Option<Instant> {
         let now = Instant::now();
+        let soonest = now + Duration::from_millis(250);
         self.sets
             .iter()
             .filter_map(|s| s.held.as_ref())
             .map(|h| {
                 let secs = u64::try_from(h.deadline.saturating_sub(now_unix)).unwrap_or(0);
-                let deadline = now + Duration::from_secs(secs);
-                if h.in_flight {
-                    deadline
-                } else {
-                    deadline.min(h.next_poll)
+                let mut at = now + Duration::from_secs(secs);
+                if !h.in_flight {
+                    at = at.min(h.next_poll);
                 }
+                if h.override_pending {
+                    at = at.min(now + Duration::from_secs(1));
+                }
+                at.max(soonest)
             })
             .min()
     }

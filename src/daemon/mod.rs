@@ -100,6 +100,21 @@ impl Daemon {
         (Self { core }, shared)
     }
 
+    /// Where operator releases are sent (the gate's admin listener).
+    pub fn gate_control(&self) -> GateControl {
+        GateControl(self.core.release_tx.clone())
+    }
+
+    /// Whether a set's gate holds candidates (so the admin listener is needed).
+    pub fn gates_hold(&self) -> bool {
+        self.core.sets.iter().any(|s| {
+            s.cfg
+                .gate
+                .as_ref()
+                .is_some_and(|g| g.mode == crate::gate::GateMode::Hold)
+        })
+    }
+
     /// A handle that makes the loop resync at once (re-read every set, re-establish watches,
     /// check workloads again): what SIGHUP does.
     pub fn resync_handle(&self) -> ResyncHandle {
@@ -143,6 +158,34 @@ impl Daemon {
         self.core.run(triggers, shutdown).await;
         drop(locks);
         Ok(())
+    }
+}
+
+/// An operator's release of the candidate a set's gate holds (`certgate gate release`).
+#[derive(Debug)]
+pub struct ReleaseRequest {
+    /// The set.
+    pub set: String,
+    /// The held leaf's fingerprint (or a prefix of at least 8 hex digits); `None`: whatever is
+    /// held now — still one candidate, never "everything from now on".
+    pub fingerprint: Option<String>,
+    /// Release a held bundle removal instead of a leaf.
+    pub removal: bool,
+    /// The answer: what was released, or why nothing was (an HTTP status and a message).
+    pub reply: tokio::sync::oneshot::Sender<Result<String, (u16, String)>>,
+}
+
+/// Sends releases to a running daemon.
+#[derive(Debug, Clone)]
+pub struct GateControl(tokio::sync::mpsc::Sender<ReleaseRequest>);
+
+impl GateControl {
+    /// Asks the loop to release; `Err` when the daemon has stopped.
+    pub async fn release(&self, req: ReleaseRequest) -> Result<(), String> {
+        self.0
+            .send(req)
+            .await
+            .map_err(|_| "the daemon has stopped".to_string())
     }
 }
 

@@ -2,6 +2,7 @@
 //! actions use; apart, so neither drags in the other.
 
 pub mod client;
+pub mod gate;
 pub mod server;
 
 #[cfg(test)]
