@@ -186,7 +186,7 @@ fn base_name(p: &Path) -> OsString {
 }
 
 /// PEM `CERTIFICATE` blocks of `certs`, 64 columns, LF: the form every TLS stack reads.
-fn pem_certificates(certs: &[rustls_pki_types::CertificateDer<'_>]) -> Vec<u8> {
+pub(crate) fn pem_certificates(certs: &[rustls_pki_types::CertificateDer<'_>]) -> Vec<u8> {
     let mut out = Vec::new();
     for der in certs {
         pem_block(&mut out, "CERTIFICATE", der.as_ref());

@@ -19,11 +19,14 @@ use crate::gate::{self, Answers, GateMode, HoldKind, Release, UnknownVerifiers};
 use crate::ids::{AnchorId, Fingerprint, SetId};
 use crate::labels::EventKind;
 use crate::pipeline::anchors::anchors_verifying;
-use crate::pipeline::load::{FileRole, RawSet};
+use crate::pipeline::inspect::anchor_id_of;
+use crate::pipeline::load::{FileRole, FileSnapshot, RawSet};
 use crate::pipeline::{self, Approved, EvalOptions};
+use crate::publish::pem_certificates;
 use crate::publish::Publish;
 use crate::state::{GateState, GateStatus, GateVerifiers, Stages};
 use crate::time_fmt::rfc3339;
+use rustls_pki_types::CertificateDer;
 
 /// Most anchors path building tries per chain (a public root store mounted as a bundle).
 const MAX_ANCHORS_TRIED: usize = 1000;
@@ -147,8 +150,8 @@ fn listed(file: &std::path::Path, fp: &Fingerprint, anchors: &[AnchorId]) -> Res
 
 impl<P: Publish, W: Workload> Core<P, W> {
     /// Decides, before a publish, whether the gate holds `approved`. Returns it back when it
-    /// may be published now; `None` when it is held (its bundle may have been published with
-    /// the live leaf).
+    /// may be published now; `None` when it is held (its bundle, or a bundle keeping the
+    /// anchors it drops, may have been published instead).
     pub(super) async fn gate_admit(
         &mut self,
         set: SetId,
@@ -184,45 +187,52 @@ impl<P: Publish, W: Workload> Core<P, W> {
             now,
             MAX_ANCHORS_TRIED,
         );
+        let dropped = dropped_anchors(&live.material().trust, &approved.material().trust);
         let mut status = s.status.gate.clone().unwrap_or_else(|| idle(g.mode));
         status.live_anchors = a_live.clone();
         status.candidate_anchors = a_cand.clone();
-        if !gate::may_regress(&a_live, &a_cand) {
+        let leaf = gate::may_regress(&a_live, &a_cand);
+        if !leaf && dropped.is_empty() {
             status.state = GateState::Idle;
             status.why = None;
             s.status_mut().gate = Some(status);
             return Some(approved);
         }
+        let kind = if leaf {
+            HoldKind::Leaf
+        } else {
+            HoldKind::Removal
+        };
         let fp = approved.fingerprint().clone();
         let deadline = gate::deadline(
             live.view.effective_start(),
             live.view.effective_expiry,
             g.release_before_expiry,
         );
-        let short = |ids: &[AnchorId]| {
-            ids.iter()
-                .map(AnchorId::short)
-                .collect::<Vec<_>>()
-                .join(",")
+        let what = if leaf {
+            format!(
+                "leaf {} verifies to anchors [{}], the live leaf to [{}]",
+                fp.short(),
+                short_ids(&a_cand),
+                short_ids(&a_live)
+            )
+        } else {
+            format!(
+                "the new bundle drops anchors [{}]",
+                short_ids(&dropped.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>())
+            )
         };
-        let what = format!(
-            "leaf {} verifies to anchors [{}], the live leaf to [{}]",
-            fp.short(),
-            short(&a_cand),
-            short(&a_live)
-        );
         if g.mode == GateMode::Observe {
             tracing::info!(set = %s.name(), "gate (observe): would hold: {what}; publishing");
             status.state = GateState::WouldHold;
+            status.kind = Some(kind);
             status.why = Some(format!("would hold: {what}"));
             s.status_mut().gate = Some(status);
             return Some(approved);
         }
         if now >= deadline {
             tracing::warn!(set = %s.name(), deadline = %rfc3339(deadline), "gate: {what}; the deadline has passed, publishing at once");
-            metrics
-                .gate
-                .unhold(s.name(), HoldKind::Leaf, Some(Release::Deadline));
+            metrics.gate.unhold(s.name(), kind, Some(Release::Deadline));
             status.state = GateState::Idle;
             status.last_release = Some(Release::Deadline.as_str().into());
             s.status_mut().gate = Some(status);
@@ -231,41 +241,125 @@ impl<P: Publish, W: Workload> Core<P, W> {
         if let Some(file) = &g.release_file {
             if let Ok(true) = listed(file, &fp, &a_cand) {
                 tracing::warn!(set = %s.name(), file = %file.display(), "gate: {what}; released by the release file");
-                metrics
-                    .gate
-                    .unhold(s.name(), HoldKind::Leaf, Some(Release::Override));
+                metrics.gate.unhold(s.name(), kind, Some(Release::Override));
                 status.state = GateState::Idle;
                 status.last_release = Some(Release::Override.as_str().into());
                 s.status_mut().gate = Some(status);
                 return Some(approved);
             }
         }
-        // Trust before leaf: the candidate's bundle goes out now with the live leaf, so the
-        // peers this pod verifies can move while its own leaf waits (else every pod of a mesh
-        // withholds the root its peers wait for).
-        let new_bundle =
-            hash_of(live.files(), FileRole::Trust) != hash_of(approved.files(), FileRole::Trust);
-        let mut trust_first = None;
-        if new_bundle {
-            trust_first = self.live_leaf_with(set, &approved).await;
+        let kept: Vec<CertificateDer<'static>> = dropped.iter().map(|(_, d)| d.clone()).collect();
+        // What goes out now: for a leaf hold, the candidate's bundle (keeping what it drops)
+        // with the live leaf, so the peers this pod verifies can move while its own leaf waits
+        // (else every pod of a mesh withholds the root its peers wait for); for a removal, the
+        // candidate keeping the anchors it drops.
+        let now_published = if leaf {
+            let new_bundle = hash_of(live.files(), FileRole::Trust)
+                != hash_of(approved.files(), FileRole::Trust);
+            if new_bundle {
+                self.with_bundle(set, None, &approved, &kept).await
+            } else {
+                None
+            }
+        } else {
+            self.with_bundle(set, Some(&approved), &approved, &kept)
+                .await
+        };
+        self.start_hold(set, kind, approved, started, stages, deadline, &what);
+        if let Some(first) = now_published {
+            self.publish(set, first, Instant::now(), Stages::default())
+                .await;
+        } else if !leaf {
+            // The candidate with its dropped anchors did not pass: nothing goes out until the
+            // hold ends.
+            tracing::warn!(set = %self.set(set).name(), "gate: the new bundle with the dropped anchors kept did not pass; holding all of it");
         }
-        let anchors: Vec<&AnchorId> = a_live.iter().chain(a_cand.iter()).collect();
-        let round = Arc::new(RoundQueries::new(
-            &g.verifiers,
-            &self.fleet_job,
-            &anchors,
-            g.expected_verifiers.as_deref(),
-        ));
+        None
+    }
+
+    /// Starts a hold of `kind` on `approved` (the gate's status must hold the anchors).
+    #[allow(clippy::too_many_arguments)]
+    fn start_hold(
+        &mut self,
+        set: SetId,
+        kind: HoldKind,
+        approved: Approved,
+        started: Instant,
+        stages: Stages,
+        deadline: i64,
+        what: &str,
+    ) {
+        let now = self.now();
+        let metrics = self.metrics.clone();
         self.gate_token += 1;
-        let s = &mut self.sets[set.0];
-        tracing::warn!(set = %s.name(), deadline = %rfc3339(deadline), "gate: holding: {what}; asking the verifiers");
-        s.status_mut()
-            .push_event(now, EventKind::GateHold, format!("holding: {what}"));
-        self.metrics
-            .gate
-            .hold(s.name(), HoldKind::Leaf, now, deadline);
+        let token = self.gate_token;
+        let job = self.fleet_job.clone();
+        let s = self.set(set);
+        let Some(g) = s.cfg.gate.clone() else {
+            return;
+        };
+        let Some(live) = s.live.as_ref() else {
+            return;
+        };
+        let usage = s.cfg.policy.usage;
+        let mut known = live.material().trust.clone();
+        known.extend(approved.material().trust.iter().cloned());
+        let (held_live, held_cand, kept, round) = match kind {
+            HoldKind::Leaf => {
+                let a_live = anchors_verifying(
+                    &live.material().chain,
+                    &known,
+                    usage,
+                    now,
+                    MAX_ANCHORS_TRIED,
+                );
+                let a_cand = anchors_verifying(
+                    &approved.material().chain,
+                    &known,
+                    usage,
+                    now,
+                    MAX_ANCHORS_TRIED,
+                );
+                let anchors: Vec<&AnchorId> = a_live.iter().chain(a_cand.iter()).collect();
+                let round = RoundQueries::new(
+                    &g.verifiers,
+                    &job,
+                    TRUST_SERIES,
+                    &anchors,
+                    g.expected_verifiers.as_deref(),
+                );
+                (a_live, a_cand, Vec::new(), round)
+            }
+            HoldKind::Removal => {
+                // A presenter regresses when its live chain reaches a dropped anchor and none
+                // of the new bundle's.
+                let dropped: Vec<AnchorId> =
+                    dropped_anchors(&live.material().trust, &approved.material().trust)
+                        .into_iter()
+                        .map(|(id, _)| id)
+                        .collect();
+                let remaining: Vec<AnchorId> = approved
+                    .material()
+                    .trust
+                    .iter()
+                    .filter_map(|d| anchor_id_of(d))
+                    .collect();
+                let anchors: Vec<&AnchorId> = dropped.iter().chain(remaining.iter()).collect();
+                let round = RoundQueries::new(&g.presenters, &job, CHAIN_SERIES, &anchors, None);
+                (dropped.clone(), remaining, dropped, round)
+            }
+        };
+        let fp = approved.fingerprint().clone();
+        tracing::warn!(set = %s.name(), kind = kind.as_str(), deadline = %rfc3339(deadline), "gate: holding: {what}; asking the {}", if kind == HoldKind::Leaf { "verifiers" } else { "presenters" });
+        s.status_mut().push_event(
+            now,
+            EventKind::GateHold,
+            format!("holding ({}): {what}", kind.as_str()),
+        );
+        metrics.gate.hold(s.name(), kind, now, deadline);
+        let mut status = s.status.gate.clone().unwrap_or_else(|| idle(g.mode));
         status.state = GateState::Holding;
-        status.kind = Some(HoldKind::Leaf);
+        status.kind = Some(kind);
         status.candidate_fingerprint_sha256 = Some(fp.clone());
         status.since = Some(rfc3339(now));
         status.deadline = Some(rfc3339(deadline));
@@ -274,76 +368,96 @@ impl<P: Publish, W: Workload> Core<P, W> {
         status.verifiers = GateVerifiers::default();
         status.blocking = Vec::new();
         status.last_error = None;
+        status.kept_anchors = kept;
+        if kind == HoldKind::Leaf {
+            status.live_anchors.clone_from(&held_live);
+            status.candidate_anchors.clone_from(&held_cand);
+        }
         s.status_mut().gate = Some(status);
         s.held = Some(Held {
             approved,
             fingerprint: fp,
-            kind: HoldKind::Leaf,
-            live_anchors: a_live,
-            candidate_anchors: a_cand,
+            kind,
+            live_anchors: held_live,
+            candidate_anchors: held_cand,
             since: now,
             deadline,
             started,
             stages,
-            round,
+            round: Arc::new(round),
             clear_since: None,
             next_poll: Instant::now(),
             in_flight: false,
             errors: 0,
-            token: self.gate_token,
+            token,
             override_pending: false,
         });
-        if let Some((mixed, started)) = trust_first {
-            self.publish(set, mixed, started, Stages::default()).await;
-        }
-        None
     }
 
-    /// The live leaf and key with `candidate`'s bundle, validated (self-handshake included)
-    /// as any candidate: what "trust before leaf" publishes. `None` when the new bundle does
-    /// not verify the live leaf (then nothing is published before the hold ends).
-    async fn live_leaf_with(
+    /// `leaf_of`'s leaf and key (the live generation's when `None`) with `bundle_of`'s bundle
+    /// plus `kept` anchors, validated (self-handshake included) as any candidate: what goes
+    /// out while a hold lasts. `None` when it does not pass (then nothing goes out early).
+    async fn with_bundle(
         &mut self,
         set: SetId,
-        candidate: &Approved,
-    ) -> Option<(Approved, Instant)> {
+        leaf_of: Option<&Approved>,
+        bundle_of: &Approved,
+        kept: &[CertificateDer<'static>],
+    ) -> Option<Approved> {
         let now = self.now();
         let base = self.settings.eval.clone();
         let s = self.set(set);
         let publisher = s.publisher.clone()?;
-        let trust = candidate.material().raw.trust.clone()?;
+        let trust = bundle_of.material().raw.trust.clone()?;
+        let trust = if kept.is_empty() {
+            trust
+        } else {
+            let mut all = bundle_of.material().trust.clone();
+            all.extend(kept.iter().cloned());
+            FileSnapshot::made(FileRole::Trust, &trust.path, pem_certificates(&all))
+        };
         let opts = EvalOptions {
             handshake: s.cfg.handshake,
             ..base
         };
         let policy = s.cfg.policy.clone();
         let name = s.cfg.name.clone();
-        // The live generation's files, as published (the source already holds the candidate).
-        let (raw, read_ms) = read_off_loop(&publisher.published_paths(), opts.max_file_size).await;
-        let live = match raw {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(set = %name, "gate: cannot read the live generation to publish the new bundle first: {e}");
-                return None;
+        let (cert, key, read_ms) = match leaf_of {
+            Some(a) => (
+                a.material().raw.cert.clone(),
+                a.material().raw.key.clone(),
+                0.0,
+            ),
+            None => {
+                // The live generation's files, as published (the source holds the candidate).
+                let (raw, read_ms) =
+                    read_off_loop(&publisher.published_paths(), opts.max_file_size).await;
+                match raw {
+                    Ok(r) => (r.cert, r.key, read_ms),
+                    Err(e) => {
+                        tracing::warn!(set = %name, "gate: cannot read the live generation to publish the new bundle first: {e}");
+                        return None;
+                    }
+                }
             }
         };
         let mixed = RawSet {
-            cert: live.cert,
-            key: live.key,
+            cert,
+            key,
             trust: Some(trust),
         };
         match pipeline::evaluate_raw(mixed, read_ms, &policy, &opts, now)
             .await
             .into_approved()
         {
-            Ok(a) => Some((a, Instant::now())),
+            Ok(a) => Some(a),
             Err(eval) => {
                 let why = eval
                     .problems()
                     .first()
                     .map(|p| p.message.clone())
                     .unwrap_or_default();
-                tracing::warn!(set = %name, "gate: the new bundle does not pass with the live leaf ({why}); holding all of the candidate");
+                tracing::warn!(set = %name, "gate: the bundle to publish during the hold does not pass ({why}); holding all of the candidate");
                 None
             }
         }
@@ -469,7 +583,13 @@ impl<P: Publish, W: Workload> Core<P, W> {
             }
         };
         held.errors = 0;
-        let j = gate::judge(&answers, &held.live_anchors, &held.candidate_anchors, &g);
+        let j = gate::judge(
+            &answers,
+            &held.live_anchors,
+            &held.candidate_anchors,
+            &g,
+            held.kind,
+        );
         metrics
             .gate
             .evaluated(&name, &j, g.unknown_verifiers, answer.took, now);
@@ -558,6 +678,45 @@ impl<P: Publish, W: Workload> Core<P, W> {
                 last_evaluation: g.last_evaluation.take(),
                 ..idle(mode)
             };
+        }
+        let s = self.set(set);
+        let mode = s.cfg.gate.as_ref().map(|g| g.mode);
+        let dropped = match (&s.live, held.kind) {
+            (Some(live), HoldKind::Leaf) => {
+                dropped_anchors(&live.material().trust, &held.approved.material().trust)
+            }
+            _ => Vec::new(),
+        };
+        if mode == Some(GateMode::Hold) && !dropped.is_empty() {
+            // The leaf goes out keeping the anchors its bundle drops; their removal is gated
+            // next, on the presenters.
+            let kept: Vec<CertificateDer<'static>> =
+                dropped.iter().map(|(_, d)| d.clone()).collect();
+            let first = self
+                .with_bundle(set, Some(&held.approved), &held.approved, &kept)
+                .await;
+            if let Some(first) = first {
+                self.publish(set, first, held.started, held.stages).await;
+                let s = self.set(set);
+                let Some(live) = s.live.as_ref() else {
+                    return;
+                };
+                let rb = s.cfg.gate.as_ref().and_then(|g| g.release_before_expiry);
+                let deadline =
+                    gate::deadline(live.view.effective_start(), live.view.effective_expiry, rb);
+                let ids: Vec<AnchorId> = dropped.into_iter().map(|(id, _)| id).collect();
+                let what = format!("the new bundle drops anchors [{}]", short_ids(&ids));
+                self.start_hold(
+                    set,
+                    HoldKind::Removal,
+                    held.approved,
+                    Instant::now(),
+                    Stages::default(),
+                    deadline,
+                    &what,
+                );
+                return;
+            }
         }
         self.publish(set, held.approved, held.started, held.stages)
             .await;
@@ -653,6 +812,35 @@ impl<P: Publish, W: Workload> Core<P, W> {
             })
             .min()
     }
+}
+
+/// The series a leaf hold reads: which anchors each verifier's bundle holds.
+const TRUST_SERIES: &str = "certgate_trust_anchor_info";
+/// The series a removal hold reads: which anchors each presenter's live chain verifies to.
+const CHAIN_SERIES: &str = "certgate_chain_anchor_info";
+
+/// The anchors of `live` (by id) that `candidate` no longer holds, with their DER.
+fn dropped_anchors(
+    live: &[CertificateDer<'static>],
+    candidate: &[CertificateDer<'static>],
+) -> Vec<(AnchorId, CertificateDer<'static>)> {
+    let keep: Vec<AnchorId> = candidate.iter().filter_map(|d| anchor_id_of(d)).collect();
+    let mut out: Vec<(AnchorId, CertificateDer<'static>)> = Vec::new();
+    for der in live {
+        if let Some(id) = anchor_id_of(der) {
+            if !keep.contains(&id) && !out.iter().any(|(o, _)| *o == id) {
+                out.push((id, der.clone()));
+            }
+        }
+    }
+    out
+}
+
+fn short_ids(ids: &[AnchorId]) -> String {
+    ids.iter()
+        .map(AnchorId::short)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn hash_of(files: &[crate::pipeline::FileSummary], role: FileRole) -> Option<&str> {

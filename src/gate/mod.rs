@@ -330,11 +330,16 @@ impl Judgement {
 /// holds nothing. The candidate is clear when none regresses, no unknown verifier counts
 /// (`unknown_verifiers = "hold"`), at least `min_verifiers` are seen, and at least the
 /// expected number are.
+///
+/// For a removal (`kind` [`HoldKind::Removal`]) the pods are presenters, `live` the anchors
+/// the candidate bundle drops and `candidate` those it keeps: a presenter whose live chain
+/// reaches only dropped anchors would be stranded.
 pub fn judge(
     answers: &Answers,
     live: &[AnchorId],
     candidate: &[AnchorId],
     settings: &GateSettings,
+    kind: HoldKind,
 ) -> Judgement {
     let exporting: BTreeSet<PodRef> = answers.exporting.iter().filter_map(pod_of).collect();
     let mut trusts: BTreeMap<&PodRef, (bool, bool)> = BTreeMap::new();
@@ -376,27 +381,37 @@ pub fn judge(
         .filter(|v| v.is_finite() && *v >= 0.0)
         .map(|v| v.round() as u64);
     let unknown_hold = settings.unknown_verifiers == UnknownVerifiers::Hold;
+    let (pods, regress) = match kind {
+        HoldKind::Leaf => (
+            "verifier(s)",
+            "trust the live leaf's CA but not the candidate's",
+        ),
+        HoldKind::Removal => (
+            "presenter(s)",
+            "serve leaves that chain only to dropped anchors",
+        ),
+    };
     let why = if !regressing.is_empty() {
         Some(format!(
-            "{} verifier(s) trust the live leaf's CA but not the candidate's: {}",
+            "{} {pods} {regress}: {}",
             regressing.len(),
             list(regressing.iter().map(ToString::to_string))
         ))
     } else if unknown_hold && !unknown.is_empty() {
         Some(format!(
-            "{} verifier(s) unknown (scrape failing or no trust series): {}",
+            "{} {pods} unknown (scrape failing or no certgate series): {}",
             unknown.len(),
             list(unknown.iter().map(|(p, _)| p.to_string()))
         ))
     } else if seen < u64::from(settings.min_verifiers) {
         Some(format!(
-            "{seen} verifier(s) seen, min_verifiers is {} (does the selector match?)",
+            "{seen} {pods} seen, min_verifiers is {} (does the selector match?)",
             settings.min_verifiers
         ))
     } else {
         expected
             .filter(|n| seen < *n)
-            .map(|n| format!("{seen} verifier(s) seen, expected_verifiers says {n}"))
+            .map(|n| format!("{seen} {pods} seen, expected_verifiers says {n}"))
     };
     Judgement {
         seen,

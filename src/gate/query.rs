@@ -50,9 +50,12 @@ fn tagged(expr: &str, part: &str) -> String {
 
 impl RoundQueries {
     /// The queries for `verifiers`, about the anchors of the live and the candidate chain.
+    /// `series` is `certgate_trust_anchor_info` (which anchors a verifier trusts) or
+    /// `certgate_chain_anchor_info` (which anchors a presenter's live chain verifies to).
     pub fn new(
         verifiers: &[Selector],
         job: &str,
+        series: &str,
         anchors: &[&AnchorId],
         expected: Option<&str>,
     ) -> Self {
@@ -69,11 +72,11 @@ impl RoundQueries {
         );
         let exporting = format!(
             "count by (namespace, pod) ({})",
-            union(verifiers, "certgate_trust_anchor_info", &[], false)
+            union(verifiers, series, &[], false)
         );
         let anchor = format!(
             "count by (namespace, pod, anchor_id) ({})",
-            union(verifiers, "certgate_trust_anchor_info", &relevant, false)
+            union(verifiers, series, &relevant, false)
         );
         // Tagged apart, the parts never match each other: `or` keeps every series of each.
         Self {

@@ -69,7 +69,7 @@ fn a_verifier_regresses_only_when_it_verifies_the_live_leaf_and_not_the_candidat
         ("new-only", &[&r2]),
         ("neither", &[]),
     ]);
-    let j = judge(&a, l, c, &settings());
+    let j = judge(&a, l, c, &settings(), HoldKind::Leaf);
     let names: Vec<&str> = j.regressing.iter().map(|p| p.pod.as_str()).collect();
     assert_eq!(names, ["old-only"]);
     assert!(!j.clear);
@@ -78,7 +78,7 @@ fn a_verifier_regresses_only_when_it_verifies_the_live_leaf_and_not_the_candidat
     assert!(j.why.unwrap().contains("shop/old-only"));
     // Once it moves, the candidate is clear.
     let a = answers(&[("both", &[&r1, &r2]), ("old-only", &[&r1, &r2])]);
-    let j = judge(&a, l, c, &settings());
+    let j = judge(&a, l, c, &settings(), HoldKind::Leaf);
     assert!(j.clear, "{j:?}");
 }
 
@@ -89,7 +89,7 @@ fn unknown_and_too_few_verifiers_hold_unless_told_otherwise() {
     let mut a = answers(&[("a", &[&r1, &r2])]);
     a.up.push(sample(&[("namespace", "shop"), ("pod", "down")], 0.0));
     a.up.push(sample(&[("namespace", "shop"), ("pod", "starting")], 1.0));
-    let j = judge(&a, l, c, &settings());
+    let j = judge(&a, l, c, &settings(), HoldKind::Leaf);
     assert!(!j.clear);
     assert_eq!(
         j.unknown,
@@ -114,19 +114,19 @@ fn unknown_and_too_few_verifiers_hold_unless_told_otherwise() {
         unknown_verifiers: UnknownVerifiers::Ignore,
         ..settings()
     };
-    assert!(judge(&a, l, c, &ignore).clear);
+    assert!(judge(&a, l, c, &ignore, HoldKind::Leaf).clear);
     // A selector matching nothing is a typo, not consensus.
-    let j = judge(&Answers::default(), l, c, &settings());
+    let j = judge(&Answers::default(), l, c, &settings(), HoldKind::Leaf);
     assert!(!j.clear);
     assert!(j.why.unwrap().contains("min_verifiers"));
     // Expected verifiers that run no certgate are not invisible.
     let mut a = answers(&[("a", &[&r1, &r2])]);
     a.expected = Some(3.0);
-    let j = judge(&a, l, c, &settings());
+    let j = judge(&a, l, c, &settings(), HoldKind::Leaf);
     assert!(!j.clear);
     assert_eq!(j.expected, Some(3));
     a.expected = Some(1.0);
-    assert!(judge(&a, l, c, &settings()).clear);
+    assert!(judge(&a, l, c, &settings(), HoldKind::Leaf).clear);
 }
 
 #[test]
@@ -136,7 +136,7 @@ fn blocking_pods_are_bounded() {
     let names: Vec<String> = (0..50).map(|i| format!("p{i:02}")).collect();
     let old = [&r1];
     let pods: Vec<(&str, &[&AnchorId])> = names.iter().map(|n| (n.as_str(), &old[..])).collect();
-    let j = judge(&answers(&pods), l, c, &settings());
+    let j = judge(&answers(&pods), l, c, &settings(), HoldKind::Leaf);
     assert_eq!(j.regressing.len(), 50);
     assert_eq!(j.blocking(true).len(), MAX_BLOCKING_SHOWN);
     assert!(j.why.unwrap().ends_with("and 30 more"));
@@ -196,6 +196,7 @@ fn a_round_is_a_few_queries_whatever_the_number_of_verifiers() {
     let q = RoundQueries::new(
         &sels,
         ".*certgate.*",
+        "certgate_trust_anchor_info",
         &[&r1, &r2],
         Some("count(kube_pod_info)"),
     );

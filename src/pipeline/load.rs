@@ -242,6 +242,18 @@ impl FileSnapshot {
         Self { role, ..self }
     }
 
+    /// Content certgate made itself (a bundle with anchors kept by the fleet gate), as if read
+    /// from `path`.
+    pub fn made(role: FileRole, path: &Path, bytes: Vec<u8>) -> Self {
+        Self {
+            role,
+            path: path.to_path_buf(),
+            generation: None,
+            sha256: hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref()),
+            bytes: Zeroizing::new(bytes),
+        }
+    }
+
     /// The raw content. For the key file these are secret bytes: never log them.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
