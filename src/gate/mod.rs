@@ -341,7 +341,21 @@ pub fn judge(
     settings: &GateSettings,
     kind: HoldKind,
 ) -> Judgement {
-    let exporting: BTreeSet<PodRef> = answers.exporting.iter().filter_map(pod_of).collect();
+    // A pod whose scrape fails is unknown whatever its last series say: after a Prometheus
+    // restart (or a target that vanished) they are old answers, still visible for the
+    // lookback window.
+    let failing: BTreeSet<PodRef> = answers
+        .up
+        .iter()
+        .filter(|s| s.value == 0.0 || s.value.is_nan())
+        .filter_map(pod_of)
+        .collect();
+    let exporting: BTreeSet<PodRef> = answers
+        .exporting
+        .iter()
+        .filter_map(pod_of)
+        .filter(|p| !failing.contains(p))
+        .collect();
     let mut trusts: BTreeMap<&PodRef, (bool, bool)> = BTreeMap::new();
     let pods: Vec<(PodRef, Option<&str>)> = answers
         .relevant
@@ -362,19 +376,18 @@ pub fn judge(
             _ => ok += 1,
         }
     }
-    let mut unknown: Vec<(PodRef, Unknown)> = Vec::new();
+    let mut unknown: Vec<(PodRef, Unknown)> = failing
+        .iter()
+        .map(|p| (p.clone(), Unknown::ScrapeFailing))
+        .collect();
     for s in &answers.up {
         let Some(pod) = pod_of(s) else { continue };
-        if s.value == 0.0 || s.value.is_nan() {
-            unknown.push((pod, Unknown::ScrapeFailing));
-        } else if !exporting.contains(&pod) {
+        if !failing.contains(&pod) && !exporting.contains(&pod) {
             unknown.push((pod, Unknown::NoTrustSeries));
         }
     }
     unknown.sort_by(|a, b| a.0.cmp(&b.0));
     unknown.dedup_by(|a, b| a.0 == b.0);
-    // A pod seen exporting trust is known even if its `up` series says otherwise this round.
-    unknown.retain(|(p, why)| *why == Unknown::NoTrustSeries || !exporting.contains(p));
     let seen = u64::try_from(exporting.len()).unwrap_or(u64::MAX);
     let expected = answers
         .expected

@@ -110,6 +110,17 @@ fn unknown_and_too_few_verifiers_hold_unless_told_otherwise() {
             ),
         ]
     );
+    // A failing scrape makes a pod unknown even while its last series are still visible
+    // (after a Prometheus restart they are old answers).
+    let mut stale = answers(&[("a", &[&r1, &r2]), ("old", &[&r1])]);
+    stale.up.retain(|s| s.labels["pod"] != "old");
+    stale
+        .up
+        .push(sample(&[("namespace", "shop"), ("pod", "old")], 0.0));
+    let j = judge(&stale, l, c, &settings(), HoldKind::Leaf);
+    assert!(j.regressing.is_empty(), "{j:?}");
+    assert_eq!(j.unknown.len(), 1);
+    assert_eq!(j.seen, 1);
     let ignore = GateSettings {
         unknown_verifiers: UnknownVerifiers::Ignore,
         ..settings()

@@ -58,18 +58,47 @@ impl Pod {
         prom: &str,
         gate: &str,
     ) -> Self {
+        // Each gated pod's release listener on a port of its own (tests run in parallel).
+        let admin = format!("admin_listen = \"{}\"", crate::util::fleet::free_port());
+        Self::with(
+            dir,
+            workload,
+            name,
+            &leaf.cert_pem,
+            leaf,
+            ca,
+            prom,
+            &admin,
+            gate,
+        )
+    }
+
+    /// [`Pod::new`] with the chain given (leaf first), `extra` lines in `[daemon]` and `set`
+    /// keys before the gate table.
+    #[allow(clippy::too_many_arguments)]
+    fn with(
+        dir: &Path,
+        workload: &'static str,
+        name: &'static str,
+        chain: &str,
+        leaf: &Leaf,
+        ca: &str,
+        prom: &str,
+        daemon: &str,
+        gate: &str,
+    ) -> Self {
         let src = dir.join(name).join("src");
         let out = dir.join(name).join("out");
         fs::create_dir_all(&src).unwrap();
         fs::write(src.join("tls.key"), leaf.key.pkcs8_pem()).unwrap();
-        fs::write(src.join("tls.crt"), &leaf.cert_pem).unwrap();
+        fs::write(src.join("tls.crt"), chain).unwrap();
         fs::write(src.join("ca.crt"), ca).unwrap();
         let config = dir.join(name).join("certgate.toml");
         let p = |f: &str| src.join(f).display().to_string();
         fs::write(
             &config,
             format!(
-                "[daemon]\nsettle = \"100ms\"\n\
+                "[daemon]\nsettle = \"100ms\"\n{daemon}\n\
                  [fleet]\nprometheus_url = \"{prom}\"\npoll_interval = \"{}ms\"\n\
                  query_timeout = \"5s\"\n\
                  [[set]]\nname = \"web\"\ncert = {:?}\nkey = {:?}\ntrust = {:?}\n\
@@ -111,6 +140,17 @@ impl Pod {
             replace(&self.src.join("tls.crt"), &leaf.cert_pem);
         }
         replace(&self.src.join("ca.crt"), ca);
+    }
+
+    /// A rotation of the source to `chain` (leaf first) with `leaf`'s key, then the bundle.
+    fn rotate_chain(&self, chain: &str, leaf: &Leaf, ca: &str) {
+        replace(&self.src.join("tls.key"), &leaf.key.pkcs8_pem());
+        replace(&self.src.join("tls.crt"), chain);
+        replace(&self.src.join("ca.crt"), ca);
+    }
+
+    fn live(&self) -> Option<String> {
+        self.d().live_fingerprint(0)
     }
 
     fn gate(&self) -> serde_json::Value {
@@ -399,4 +439,361 @@ fn without_the_gate_the_lagging_clients_fail_with_unknown_issuer() {
             "{lagging}: {f:?}"
         );
     }
+}
+
+/// `certgate gate release` against `admin`.
+fn release(admin: SocketAddr, args: &[&str]) -> std::process::Output {
+    crate::util::command()
+        .args([
+            "gate",
+            "release",
+            "--set",
+            "web",
+            "--admin",
+            &admin.to_string(),
+        ])
+        .args(args)
+        .output()
+        .expect("run certgate gate release")
+}
+
+#[test]
+fn a_hold_survives_restarts_and_api_outages_and_only_the_named_candidate_is_released() {
+    if !prometheus_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (r1, r2, r3) = (
+        Ca::root("hold root 1", Alg::P256),
+        Ca::root("hold root 2", Alg::P256),
+        Ca::root("hold root 3", Alg::P256),
+    );
+    let spec = LeafSpec::new("localhost");
+    let (l0, l2, l3, l4) = (
+        r1.leaf(&spec),
+        r2.leaf(&spec),
+        r3.leaf(&spec),
+        r2.leaf(&spec),
+    );
+    let mut prom = FleetPrometheus::start(&[], SCRAPE, false);
+    let admin = crate::util::fleet::free_port();
+    let gate = "[set.gate]\nverifiers = ['{namespace=\"shop\", workload=\"client\"}']\n\
+                stable_for = \"1s\"\n";
+    let mut server = Pod::with(
+        tmp.path(),
+        "server",
+        "s",
+        &l0.cert_pem,
+        &l0,
+        &r1.cert_pem,
+        &prom.url(),
+        &format!("admin_listen = \"{admin}\""),
+        gate,
+    );
+    let mut clients: Vec<Pod> = ["c1", "c2"]
+        .into_iter()
+        .map(|n| {
+            Pod::new(
+                tmp.path(),
+                "client",
+                n,
+                &r1.leaf(&spec),
+                &r1.cert_pem,
+                &prom.url(),
+                "",
+            )
+        })
+        .collect();
+    let mut targets = vec![server.target()];
+    targets.extend(clients.iter().map(Pod::target));
+    prom.set_targets(&targets);
+    wait_for(BOUND, "every pod scraped", || {
+        prom.query("certgate_trust_anchor_info").len() == 3
+    });
+    let r12 = format!("{}{}", r1.cert_pem, r2.cert_pem);
+    server.rotate(Some(&l2), &r12);
+    wait_for(BOUND, "the hold naming c1 and c2", || {
+        server.blocking() == ["shop/c1", "shop/c2"]
+    });
+
+    // A restart rebuilds the hold from the source and the publish directory: never published.
+    drop(server.d.take());
+    server.start();
+    assert_eq!(server.live(), Some(l0.fingerprint_sha256()));
+    wait_for(BOUND, "the hold rebuilt after the restart", || {
+        server.gate()["state"] == "holding" && server.blocking() == ["shop/c1", "shop/c2"]
+    });
+    assert_eq!(server.live(), Some(l0.fingerprint_sha256()));
+
+    // The query API goes away: the hold stays, with the error in /status; back, it recovers.
+    prom.stop();
+    wait_for(BOUND, "the query error in /status", || {
+        server.gate()["last_error"].is_string()
+    });
+    assert_eq!(server.gate()["state"], "holding");
+    assert!(
+        server
+            .d()
+            .metric("certgate_gate_evaluations_total{result=\"error\",set=\"web\"}")
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    prom.restart();
+    wait_for(BOUND, "answers again", || {
+        server.gate()["last_error"].is_null() && server.blocking() == ["shop/c1", "shop/c2"]
+    });
+
+    // c2's certgate dies before it moves; c1 moves. c2 is unknown, and unknown holds.
+    drop(clients[1].d.take());
+    clients[0].rotate(None, &r12);
+    wait_for(BOUND, "c2 unknown, c1 no longer blocking", || {
+        let g = server.gate();
+        server.blocking() == ["shop/c2"] && g["verifiers"]["unknown"] == 1
+    });
+    assert_eq!(server.live(), Some(l0.fingerprint_sha256()));
+
+    // An override names the candidate: another fingerprint releases nothing.
+    let o = release(admin, &["--fingerprint", "0123456789abcdef"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&l2.fingerprint_sha256()),
+        "{o:?}"
+    );
+    assert_eq!(server.gate()["state"], "holding");
+    let o = release(admin, &["--fingerprint", &l2.fingerprint_sha256()[..16]]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    wait_for(BOUND, "the released leaf published", || {
+        server.live() == Some(l2.fingerprint_sha256())
+    });
+    assert_eq!(server.gate()["last_release"], "override");
+    assert_eq!(
+        server
+            .d()
+            .metric("certgate_gate_releases_total{kind=\"leaf\",reason=\"override\",set=\"web\"}"),
+        Some(1.0)
+    );
+
+    // The override was for that candidate only: the next one from a new CA is held again.
+    let r123 = format!("{r12}{}", r3.cert_pem);
+    server.rotate(Some(&l3), &r123);
+    wait_for(BOUND, "the next candidate held", || {
+        server.gate()["state"] == "holding"
+            && server.gate()["candidate_fingerprint_sha256"] == l3.fingerprint_sha256().as_str()
+    });
+    // Superseded while held: a newer candidate (from the live CA) replaces it; the held one is
+    // never published.
+    server.rotate(Some(&l4), &r12);
+    wait_for(BOUND, "the newer candidate published", || {
+        server.live() == Some(l4.fingerprint_sha256())
+    });
+    let events = server.d().status()["sets"][0]["events"].clone();
+    let events = events.as_array().cloned().unwrap_or_default();
+    let l3_short = &l3.fingerprint_sha256()[..16];
+    assert!(
+        events.iter().any(|e| e["kind"] == "gate_superseded"
+            && e["message"].as_str().is_some_and(|m| m.contains(l3_short))),
+        "{events:?}"
+    );
+    assert!(
+        !events.iter().any(|e| e["kind"] == "published"
+            && e["message"].as_str().is_some_and(|m| m.contains(l3_short))),
+        "the superseded leaf was never published: {events:?}"
+    );
+    assert_ne!(server.live(), Some(l3.fingerprint_sha256()));
+    // Nothing left to release.
+    let o = release(admin, &[]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+}
+
+#[test]
+fn a_bundle_dropping_a_root_is_held_until_the_presenters_moved_or_released() {
+    if !prometheus_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (r1, r2) = (
+        Ca::root("removal root 1", Alg::P256),
+        Ca::root("removal root 2", Alg::P256),
+    );
+    let spec = LeafSpec::new("localhost");
+    let r12 = format!("{}{}", r1.cert_pem, r2.cert_pem);
+    let prom = FleetPrometheus::start(&[], SCRAPE, false);
+    let admin = crate::util::fleet::free_port();
+    // The server verifies the clients' leaves: they are its presenters.
+    let gate = "[set.gate]\nverifiers = ['{namespace=\"shop\", workload=\"server\"}']\n\
+                presenters = ['{namespace=\"shop\", workload=\"client\"}']\n\
+                stable_for = \"1s\"\n";
+    let server_leaf = r2.leaf(&spec);
+    let server = Pod::with(
+        tmp.path(),
+        "server",
+        "s",
+        &server_leaf.cert_pem,
+        &server_leaf,
+        &r12,
+        &prom.url(),
+        &format!("admin_listen = \"{admin}\""),
+        gate,
+    );
+    // c1's live leaf chains to R1; c2's to R2.
+    let clients = [("c1", &r1), ("c2", &r2)].map(|(n, ca)| {
+        Pod::new(
+            tmp.path(),
+            "client",
+            n,
+            &ca.leaf(&spec),
+            &r12,
+            &prom.url(),
+            "",
+        )
+    });
+    let mut targets = vec![server.target()];
+    targets.extend(clients.iter().map(Pod::target));
+    prom.set_targets(&targets);
+    wait_for(BOUND, "every pod's chain anchors scraped", || {
+        prom.query("certgate_chain_anchor_info").len() == 3
+    });
+    let r1_line = r1.cert_pem.lines().nth(1).unwrap_or_default().to_string();
+
+    // The bundle drops R1 while c1 still serves a leaf from it: the removal is held and R1
+    // stays published.
+    server.rotate(None, &r2.cert_pem);
+    wait_for(BOUND, "the removal held, naming c1", || {
+        let g = server.gate();
+        g["state"] == "holding" && g["kind"] == "removal" && server.blocking() == ["shop/c1"]
+    });
+    let kept = server.gate()["kept_anchors"].clone();
+    assert_eq!(kept.as_array().map(Vec::len), Some(1), "{kept}");
+    assert!(server.published_bundle().contains(&r1_line), "R1 kept");
+    // c1 moves to a leaf from R2: nothing needs R1 any more, the removal goes out.
+    let moved = r2.leaf(&spec);
+    clients[0].rotate(Some(&moved), &r12);
+    wait_for(BOUND, "R1 dropped", || {
+        !server.published_bundle().contains(&r1_line) && server.gate()["state"] == "idle"
+    });
+    assert_eq!(server.gate()["last_release"], "clear");
+
+    // Again, and this time released by hand: --removal drops it at once.
+    server.rotate(None, &r12);
+    wait_for(BOUND, "R1 back", || {
+        server.published_bundle().contains(&r1_line)
+    });
+    let back = r1.leaf(&spec);
+    clients[0].rotate(Some(&back), &r12);
+    wait_for(BOUND, "c1 chains to R1 again", || {
+        prom.query(&format!(
+            "certgate_chain_anchor_info{{pod=\"c1\",anchor_id=\"{}\"}}",
+            certgate::pipeline::inspect::anchor_id_of(&r1.cert_der).unwrap()
+        ))
+        .len()
+            == 1
+    });
+    server.rotate(None, &r2.cert_pem);
+    wait_for(BOUND, "the removal held again", || {
+        server.blocking() == ["shop/c1"]
+    });
+    let o = release(admin, &[]);
+    assert_eq!(o.status.code(), Some(1), "no leaf is held: {o:?}");
+    let o = release(admin, &["--removal"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    wait_for(BOUND, "R1 dropped by the override", || {
+        !server.published_bundle().contains(&r1_line)
+    });
+    assert_eq!(server.gate()["last_release"], "override");
+}
+
+#[test]
+fn cross_signed_chains_go_at_once_and_a_selector_matching_nothing_holds() {
+    if !prometheus_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (r1, r2) = (
+        Ca::root("cross root 1", Alg::P256),
+        Ca::root("cross root 2", Alg::P256),
+    );
+    let i2 = r2.intermediate("cross issuer 2", Alg::P256);
+    let spec = LeafSpec::new("localhost");
+    let (l0, l2) = (r1.leaf(&spec), i2.leaf(&spec));
+    let cross = format!("{}{}{}", l2.cert_pem, i2.cert_pem, i2.cross_signed_by(&r1));
+    let r12 = format!("{}{}", r1.cert_pem, r2.cert_pem);
+    let prom = FleetPrometheus::start(&[], SCRAPE, false);
+    let gate = |sel: &str| format!("[set.gate]\nverifiers = ['{sel}']\nstable_for = \"1s\"\n");
+    let server = Pod::new(
+        tmp.path(),
+        "server",
+        "s",
+        &l0,
+        &r1.cert_pem,
+        &prom.url(),
+        &gate("{namespace=\"shop\", workload=\"client\"}"),
+    );
+    let typo = Pod::new(
+        tmp.path(),
+        "server",
+        "t",
+        &l0,
+        &r1.cert_pem,
+        &prom.url(),
+        &gate("{namespace=\"shop\", workload=\"clinet\"}"),
+    );
+    let clients: Vec<Pod> = ["c1", "c2"]
+        .into_iter()
+        .map(|n| {
+            Pod::new(
+                tmp.path(),
+                "client",
+                n,
+                &r1.leaf(&spec),
+                &r1.cert_pem,
+                &prom.url(),
+                "",
+            )
+        })
+        .collect();
+    let mut targets = vec![server.target(), typo.target()];
+    targets.extend(clients.iter().map(Pod::target));
+    prom.set_targets(&targets);
+    wait_for(BOUND, "every pod scraped", || {
+        prom.query("certgate_trust_anchor_info").len() == 4
+    });
+    let workload = Workload::start(server.out.clone(), Behaviour::Reloading);
+    let stop = Arc::new(AtomicBool::new(false));
+    let loops: Vec<JoinHandle<Seen>> = clients
+        .iter()
+        .map(|c| client_loop(workload.addr, c.out.join("ca.crt"), stop.clone()))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // A chain cross-signed by the old root reaches every client: published at once, no query.
+    server.rotate_chain(&cross, &l2, &r12);
+    wait_for(BOUND, "the cross-signed leaf published", || {
+        server.live() == Some(l2.fingerprint_sha256())
+    });
+    assert_eq!(server.gate()["state"], "idle", "{}", server.gate());
+    assert_eq!(
+        server
+            .d()
+            .metric("certgate_gate_evaluations_total{result=\"hold\",set=\"web\"}"),
+        Some(0.0)
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    for (i, h) in loops.into_iter().enumerate() {
+        let seen = h.join().unwrap();
+        assert!(seen.failures.is_empty(), "c{}: {:?}", i + 1, seen.failures);
+        assert_eq!(seen.leaves.len(), 2, "c{} saw both leaves: {seen:?}", i + 1);
+    }
+
+    // A selector that matches nothing is a typo, not consensus: it holds.
+    typo.rotate(Some(&r2.leaf(&spec)), &r12);
+    wait_for(BOUND, "the typo's hold explained", || {
+        let g = typo.gate();
+        g["state"] == "holding"
+            && g["why"]
+                .as_str()
+                .is_some_and(|w| w.contains("min_verifiers"))
+    });
+    assert_eq!(typo.gate()["verifiers"]["seen"], 0);
+    assert_eq!(typo.live(), Some(l0.fingerprint_sha256()));
 }

@@ -281,27 +281,42 @@ impl FleetPrometheus {
             dir,
         };
         p.set_targets(targets);
-        let log = fs::File::create(p.dir.path().join("prometheus.log")).expect("log");
+        p.spawn();
+        p
+    }
+
+    fn spawn(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("prometheus.log"))
+            .expect("log");
         let child = Command::new("prometheus")
             .arg(format!(
                 "--config.file={}",
-                p.dir.path().join("prometheus.yml").display()
+                self.dir.path().join("prometheus.yml").display()
             ))
             .arg(format!(
                 "--storage.tsdb.path={}",
-                p.dir.path().join("data").display()
+                self.dir.path().join("data").display()
             ))
-            .arg(format!("--web.listen-address={}", p.addr))
+            .arg(format!("--web.listen-address={}", self.addr))
             .arg("--log.level=warn")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn prometheus");
-        p.child = Some(child);
+        self.child = Some(child);
+        let addr = self.addr;
         wait_for(Duration::from_secs(60), "prometheus ready", || {
-            get(p.addr, "/-/ready").is_some_and(|(c, _)| c == 200)
+            get(addr, "/-/ready").is_some_and(|(c, _)| c == 200)
         });
-        p
+    }
+
+    /// Starts Prometheus again after [`FleetPrometheus::stop`], on the same address and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
     }
 
     /// Rewrites the file_sd file (atomically: Prometheus never reads half of it).
@@ -465,7 +480,7 @@ fn dechunk(body: &str) -> String {
     out
 }
 
-fn free_port() -> SocketAddr {
+pub fn free_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("local addr")
 }
