@@ -797,3 +797,99 @@ fn cross_signed_chains_go_at_once_and_a_selector_matching_nothing_holds() {
     assert_eq!(typo.gate()["verifiers"]["seen"], 0);
     assert_eq!(typo.live(), Some(l0.fingerprint_sha256()));
 }
+
+#[test]
+fn a_hold_ends_at_the_deadline_and_observe_mode_only_reports() {
+    if !prometheus_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (r1, r2) = (
+        Ca::root("deadline root 1", Alg::P256),
+        Ca::root("deadline root 2", Alg::P256),
+    );
+    let now = time::OffsetDateTime::now_utc();
+    // The live leaf expires in 80 s; with release_before_expiry = 1m the deadline is 20 s away.
+    let short = r1.leaf(&LeafSpec::new("localhost").valid(
+        now - time::Duration::hours(1),
+        now + time::Duration::seconds(80),
+    ));
+    let spec = LeafSpec::new("localhost");
+    let (new_leaf, observed_leaf) = (r2.leaf(&spec), r2.leaf(&spec));
+    let r12 = format!("{}{}", r1.cert_pem, r2.cert_pem);
+    let prom = FleetPrometheus::start(&[], SCRAPE, false);
+    let verifiers = "verifiers = ['{namespace=\"shop\", workload=\"client\"}']\n";
+    let server = Pod::new(
+        tmp.path(),
+        "server",
+        "s",
+        &short,
+        &r1.cert_pem,
+        &prom.url(),
+        &format!("[set.gate]\n{verifiers}release_before_expiry = \"1m\"\n"),
+    );
+    let observer = Pod::new(
+        tmp.path(),
+        "server",
+        "o",
+        &r1.leaf(&spec),
+        &r1.cert_pem,
+        &prom.url(),
+        &format!("[set.gate]\nmode = \"observe\"\n{verifiers}"),
+    );
+    let client = Pod::new(
+        tmp.path(),
+        "client",
+        "c1",
+        &r1.leaf(&spec),
+        &r1.cert_pem,
+        &prom.url(),
+        "",
+    );
+    prom.set_targets(&[server.target(), observer.target(), client.target()]);
+    wait_for(BOUND, "every pod scraped", || {
+        prom.query("certgate_trust_anchor_info").len() == 3
+    });
+
+    // Observe: computed and reported, published at once.
+    observer.rotate(Some(&observed_leaf), &r12);
+    wait_for(BOUND, "the observer publishes at once", || {
+        observer.live() == Some(observed_leaf.fingerprint_sha256())
+    });
+    let g = observer.gate();
+    assert_eq!(g["state"], "would_hold", "{g}");
+    assert_eq!(g["mode"], "observe", "{g}");
+
+    // Hold: c1 never moves, so only the deadline ends it, ~20 s from now.
+    server.rotate(Some(&new_leaf), &r12);
+    wait_for(BOUND, "the hold", || server.blocking() == ["shop/c1"]);
+    assert!(server.gate()["deadline"].is_string());
+    assert_eq!(
+        server
+            .d()
+            .metric("certgate_gate_deadline_timestamp_seconds{kind=\"leaf\",set=\"web\"}")
+            .map(|d| d as i64),
+        Some((now + time::Duration::seconds(20)).unix_timestamp()),
+        "deadline = notAfter - 1m"
+    );
+    wait_for(Duration::from_secs(60), "the deadline release", || {
+        server.live() == Some(new_leaf.fingerprint_sha256())
+    });
+    let released_at = time::OffsetDateTime::now_utc().unix_timestamp();
+    let due = (now + time::Duration::seconds(20)).unix_timestamp();
+    assert!(
+        released_at >= due,
+        "released at {released_at}, before the deadline {due}"
+    );
+    assert_eq!(server.gate()["last_release"], "deadline");
+    let series = "certgate_gate_releases_total{kind=\"leaf\",reason=\"deadline\",set=\"web\"}";
+    assert_eq!(server.d().metric(series), Some(1.0));
+    assert!(server.d().log_text().contains("released at the deadline"));
+    // And Prometheus sees it, as the alert reads it.
+    wait_for(BOUND, "the deadline release scraped", || {
+        prom.value(&format!(
+            "increase(certgate_gate_releases_total{{reason=\"deadline\",pod=\"s\"}}[5m])"
+        ))
+        .is_some_and(|v| v > 0.0)
+    });
+}
