@@ -887,9 +887,7 @@ fn a_hold_ends_at_the_deadline_and_observe_mode_only_reports() {
     assert!(server.d().log_text().contains("released at the deadline"));
     // And Prometheus sees it, as the alert reads it.
     wait_for(BOUND, "the deadline release scraped", || {
-        prom.value(&format!(
-            "increase(certgate_gate_releases_total{{reason=\"deadline\",pod=\"s\"}}[5m])"
-        ))
-        .is_some_and(|v| v > 0.0)
+        prom.value("increase(certgate_gate_releases_total{reason=\"deadline\",pod=\"s\"}[5m])")
+            .is_some_and(|v| v > 0.0)
     });
 }
