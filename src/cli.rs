@@ -493,6 +493,10 @@ pub struct FleetArgs {
     /// Print one JSON document instead of a table.
     #[arg(long, env = "CERTGATE_JSON", global = true)]
     pub json: bool,
+    /// Read the query API settings from this config file's [fleet] table (the one the
+    /// sidecar's gate uses); the flags above override it.
+    #[arg(long, env = "CERTGATE_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// `certgate fleet` subcommands.

@@ -109,9 +109,17 @@ pub struct Plan {
 impl Plan {
     /// Validates the flags; the error is a one-line usage message naming the flag.
     pub fn from_args(args: &FleetArgs) -> Result<Self, String> {
-        let url = args.prometheus.clone().ok_or(
-            "--prometheus URL (or CERTGATE_PROMETHEUS_URL) is required: the Prometheus, Thanos \
-             Query or Mimir query API to read",
+        // `[fleet]` of --config, under the flags.
+        let file = match &args.config {
+            Some(path) => crate::config::read_raw(path)
+                .map_err(|e| e.to_string())?
+                .fleet
+                .unwrap_or_default(),
+            None => crate::config::RawFleet::default(),
+        };
+        let url = args.prometheus.clone().or(file.prometheus_url).ok_or(
+            "--prometheus URL (or CERTGATE_PROMETHEUS_URL, or [fleet] prometheus_url in \
+             --config) is required: the Prometheus, Thanos Query or Mimir query API to read",
         )?;
         let selector = Selector::parse(args.selector.as_deref().unwrap_or_default())?;
         let by = if args.by.is_empty() {
@@ -119,7 +127,11 @@ impl Plan {
         } else {
             selector::parse_by(&args.by)?
         };
-        let job = args.job.clone().unwrap_or_else(|| DEFAULT_JOB.into());
+        let job = args
+            .job
+            .clone()
+            .or(file.job)
+            .unwrap_or_else(|| DEFAULT_JOB.into());
         let mode = match &args.command {
             None => Mode::Overview,
             Some(FleetCommand::Anchors) => Mode::Anchors,
@@ -138,9 +150,13 @@ impl Plan {
             mode,
             endpoint: EndpointOptions {
                 url,
-                headers: args.headers.clone(),
-                bearer_token_file: args.bearer_token_file.clone(),
-                ca_file: args.ca_file.clone(),
+                headers: if args.headers.is_empty() {
+                    file.headers
+                } else {
+                    args.headers.clone()
+                },
+                bearer_token_file: args.bearer_token_file.clone().or(file.bearer_token_file),
+                ca_file: args.ca_file.clone().or(file.ca_file),
             },
             selector,
             by,

@@ -342,6 +342,23 @@ fn outage(mode: &str) -> Option<Outage> {
                 .metric("certgate_gate_holding{kind=\"leaf\",set=\"web\"}"),
             Some(1.0)
         );
+        // `certgate fleet` reads the same [fleet] table from the sidecar's config.
+        let r2_id = certgate::pipeline::inspect::anchor_id_of(&r2.cert_der)
+            .unwrap()
+            .to_string();
+        let o = crate::util::command()
+            .args(["fleet", "stale", "--anchor", &r2_id, "--selector"])
+            .arg("{workload=\"client\"}")
+            .arg("--config")
+            .arg(&server.config)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(1), "{o:?}");
+        assert!(
+            text.contains("c2") && text.contains("c3") && !text.contains("c1"),
+            "{text}"
+        );
         clients[1].rotate(None, &both);
         wait_for(BOUND, "the hold naming only c3", || {
             server.blocking() == ["shop/c3"]
