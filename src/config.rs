@@ -976,6 +976,85 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_is_the_example_file() {
+        let doc = include_str!("../docs/configuration.md");
+        let file = include_str!("../config/certgate.example.toml");
+        assert!(
+            doc.contains(file),
+            "docs/configuration.md ## Example is out of date"
+        );
+    }
+
+    #[test]
+    fn gate_mistakes_are_named() {
+        let set = |gate: &str, publish: bool| {
+            format!(
+                "[fleet]\nprometheus_url = \"http://127.0.0.1:9090\"\n\
+                 [[set]]\nname = \"a\"\ncert = \"/src/tls.crt\"\n{}[set.gate]\n{gate}",
+                if publish {
+                    "publish_dir = \"/out\"\n"
+                } else {
+                    ""
+                }
+            )
+        };
+        let ok = "verifiers = ['{namespace=\"shop\"}']\n";
+        let cfg = Config::from_toml(&set(ok, true)).expect("valid gate");
+        let g = cfg.sets[0].gate.as_ref().expect("gate");
+        assert_eq!((g.mode, g.min_verifiers), (GateMode::Hold, 1));
+        assert_eq!(g.presenters, g.verifiers);
+        assert_eq!(cfg.daemon.admin_listen, DEFAULT_ADMIN_LISTEN);
+        let off = Config::from_toml(&set(&format!("mode = \"off\"\n{ok}"), true)).unwrap();
+        assert!(off.sets[0].gate.is_none());
+        let cases = [
+            (set(ok, false), "gate.mode: \"hold\" needs publish_dir"),
+            (set("", true), "gate.verifiers: name the pods"),
+            (
+                set("verifiers = ['shop']\n", true),
+                "gate.verifiers: \"shop\": must start with '{'",
+            ),
+            (
+                set(
+                    "verifiers = ['{namespace=\"$CERTGATE_TEST_UNSET_VAR\"}']\n",
+                    true,
+                ),
+                "CERTGATE_TEST_UNSET_VAR is not set",
+            ),
+            (
+                set(&format!("{ok}release_before_expiry = \"100%\"\n"), true),
+                "gate.release_before_expiry: ",
+            ),
+            (set(&format!("{ok}mode = \"maybe\"\n"), true), "mode"),
+            (
+                format!(
+                    "[[set]]\nname = \"a\"\ncert = \"/x\"\npublish_dir = \"/o\"\n[set.gate]\n{ok}"
+                ),
+                "needs [fleet] prometheus_url",
+            ),
+            (
+                format!(
+                    "[daemon]\nadmin_listen = \"0.0.0.0:9465\"\n{}",
+                    set(ok, true)
+                ),
+                "daemon.admin_listen: \"0.0.0.0:9465\" is not a loopback address",
+            ),
+            (
+                set(ok, true).replace("http://127.0.0.1:9090", "ftp://x"),
+                "prometheus_url",
+            ),
+            (
+                set(ok, true).replace("[[set]]", "poll_interval = \"1ms\"\n[[set]]"),
+                "fleet.poll_interval",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = Config::from_toml(&text).expect_err(want).to_string();
+            assert!(err.contains(want), "want {want:?} in {err:?}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let err = Config::from_toml("[[set]]\nname = \"a\"\ncert = \"/x\"\ncolour = \"red\"\n")
             .unwrap_err();
