@@ -652,3 +652,89 @@ fn queries_are_posted_with_the_headers_and_token_given_over_http_and_https() {
     assert!(err.contains("TLS"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+/// The gate's round through the real client: every error answer fails the round (the gate
+/// then holds), and a big answer is read whole.
+#[test]
+fn a_gate_round_fails_on_error_answers_and_reads_ten_thousand_rows() {
+    use certgate::fleet::query::{Endpoint, EndpointOptions, QueryError};
+    use certgate::gate::query::{ask, RoundQueries, PART_LABEL};
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let round = RoundQueries::new(
+        &[certgate::fleet::selector::Selector::parse("{namespace=\"shop\"}").unwrap()],
+        ".*certgate.*",
+        "certgate_trust_anchor_info",
+        &[],
+        None,
+    );
+    let run = |api: &FakeApi, timeout: Duration| {
+        let endpoint = Endpoint::new(&EndpointOptions {
+            url: api.url("http"),
+            ..EndpointOptions::default()
+        })
+        .unwrap();
+        rt.block_on(ask(
+            &endpoint,
+            &round,
+            tokio::time::Instant::now() + timeout,
+        ))
+    };
+    let cases: Vec<(Arc<Respond>, &str)> = vec![
+        (fixed(503, "upstream down"), "http_status"),
+        (
+            fixed(
+                422,
+                r#"{"status":"error","errorType":"execution","error":"too many samples"}"#,
+            ),
+            "api_error",
+        ),
+        (
+            fixed(
+                200,
+                r#"{"status":"success","warnings":["store eu-1 unreachable"],"data":{"resultType":"vector","result":[]}}"#,
+            ),
+            "partial_data",
+        ),
+        (
+            Arc::new(|_| {
+                std::thread::sleep(Duration::from_secs(5));
+                (200, EMPTY.as_bytes().to_vec())
+            }),
+            "timeout",
+        ),
+    ];
+    for (respond, want) in cases {
+        let api = FakeApi::start(None, respond);
+        let err: QueryError = run(&api, Duration::from_secs(1)).expect_err(want);
+        assert_eq!(err.reason(), want, "{err}");
+    }
+    // 10,000 verifiers: three parts per pod, one query.
+    let mut rows = String::new();
+    for i in 0..10_000 {
+        for part in ["up", "exporting", "anchor"] {
+            if !rows.is_empty() {
+                rows.push(',');
+            }
+            rows.push_str(&format!(
+                r#"{{"metric":{{"namespace":"shop","pod":"p{i}","anchor_id":"{OLD}","{PART_LABEL}":"{part}"}},"value":[1,"1"]}}"#
+            ));
+        }
+    }
+    let body =
+        format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{rows}]}}}}"#);
+    let api = FakeApi::start(None, fixed(200, &body));
+    let answers = run(&api, Duration::from_secs(20)).expect("a big answer");
+    assert_eq!(
+        (
+            answers.up.len(),
+            answers.exporting.len(),
+            answers.relevant.len()
+        ),
+        (10_000, 10_000, 10_000)
+    );
+    assert_eq!(api.requests.lock().unwrap().len(), 1, "one query per round");
+}
