@@ -141,6 +141,13 @@ impl<P: Publish, W: Workload> Core<P, W> {
         (core, shared)
     }
 
+    /// Asks `fleet` instead of the `[fleet]` query API (tests script the fleet's answers).
+    #[cfg(test)]
+    pub(crate) fn with_fleet(mut self, fleet: Arc<dyn FleetView>) -> Self {
+        self.fleet = fleet;
+        self
+    }
+
     /// Every directory a set reads from: what the triggers must watch.
     pub(crate) fn watched_dirs(&self) -> BTreeSet<PathBuf> {
         self.sets

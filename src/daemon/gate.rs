@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::evaluate::read_off_loop;
 use super::event_loop::Core;
 use super::follow_up::Workload;
 use super::ReleaseRequest;
@@ -394,7 +393,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
         });
     }
 
-    /// `leaf_of`'s leaf and key (the live generation's when `None`) with `bundle_of`'s bundle
+    /// `leaf_of`'s leaf and key (the live material's when `None`) with `bundle_of`'s bundle
     /// plus `kept` anchors, validated (self-handshake included) as any candidate: what goes
     /// out while a hold lasts. `None` when it does not pass (then nothing goes out early).
     async fn with_bundle(
@@ -407,7 +406,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
         let now = self.now();
         let base = self.settings.eval.clone();
         let s = self.set(set);
-        let publisher = s.publisher.clone()?;
+        s.publisher.as_ref()?;
         let trust = bundle_of.material().raw.trust.clone()?;
         let trust = if kept.is_empty() {
             trust
@@ -422,25 +421,16 @@ impl<P: Publish, W: Workload> Core<P, W> {
         };
         let policy = s.cfg.policy.clone();
         let name = s.cfg.name.clone();
-        let (cert, key, read_ms) = match leaf_of {
-            Some(a) => (
-                a.material().raw.cert.clone(),
-                a.material().raw.key.clone(),
-                0.0,
+        // The live leaf and key as approved and kept in memory (what a re-publish writes).
+        let live = s.live.as_ref()?.approved.clone();
+        let (cert, key) = match leaf_of {
+            Some(a) => (a.material().raw.cert.clone(), a.material().raw.key.clone()),
+            None => (
+                live.material().raw.cert.clone(),
+                live.material().raw.key.clone(),
             ),
-            None => {
-                // The live generation's files, as published (the source holds the candidate).
-                let (raw, read_ms) =
-                    read_off_loop(&publisher.published_paths(), opts.max_file_size).await;
-                match raw {
-                    Ok(r) => (r.cert, r.key, read_ms),
-                    Err(e) => {
-                        tracing::warn!(set = %name, "gate: cannot read the live generation to publish the new bundle first: {e}");
-                        return None;
-                    }
-                }
-            }
         };
+        let read_ms = 0.0;
         let mixed = RawSet {
             cert,
             key,

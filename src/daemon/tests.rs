@@ -229,6 +229,57 @@ impl Workload for FakeWorkload {
     }
 }
 
+/// A fleet whose answers the test sets; counts the rounds asked.
+#[derive(Default)]
+struct ScriptedFleet {
+    answers: Mutex<crate::gate::Answers>,
+    asked: std::sync::atomic::AtomicUsize,
+}
+
+impl ScriptedFleet {
+    /// One verifier pod per entry, trusting the given anchors.
+    fn set(&self, pods: &[(&str, &[&crate::ids::AnchorId])]) {
+        let sample = |pod: &str, extra: Option<&str>, value: f64| {
+            let mut labels = std::collections::BTreeMap::new();
+            labels.insert("namespace".to_string(), "shop".to_string());
+            labels.insert("pod".to_string(), pod.to_string());
+            if let Some(a) = extra {
+                labels.insert("anchor_id".to_string(), a.to_string());
+            }
+            crate::fleet::query::Sample {
+                labels,
+                value,
+                at: 0.0,
+            }
+        };
+        let mut a = crate::gate::Answers::default();
+        for (pod, anchors) in pods {
+            a.up.push(sample(pod, None, 1.0));
+            a.exporting.push(sample(pod, None, 1.0));
+            for id in *anchors {
+                a.relevant.push(sample(pod, Some(id.as_str()), 1.0));
+            }
+        }
+        *self.answers.lock().unwrap() = a;
+    }
+
+    fn asked(&self) -> usize {
+        self.asked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl crate::gate::query::FleetView for ScriptedFleet {
+    fn ask(
+        &self,
+        _round: Arc<crate::gate::query::RoundQueries>,
+    ) -> crate::gate::query::BoxFuture<Result<crate::gate::Answers, crate::fleet::query::QueryError>>
+    {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let a = self.answers.lock().unwrap().clone();
+        Box::pin(async move { Ok(a) })
+    }
+}
+
 // === material ===
 
 /// The test kit's CA, issuing `localhost` server leaves.
@@ -309,6 +360,8 @@ struct Setup {
     no_watch: bool,
     /// How long the first leaf is valid for (30 days by default).
     lifetime: Option<time::Duration>,
+    /// The fleet the gate asks (a set with `[set.gate]` in `extra`).
+    fleet: Option<Arc<ScriptedFleet>>,
 }
 
 impl Default for Setup {
@@ -322,6 +375,7 @@ impl Default for Setup {
             extra: "",
             no_watch: false,
             lifetime: None,
+            fleet: None,
         }
     }
 }
@@ -386,6 +440,9 @@ impl Harness {
             Core::new(config, metrics, clock.clone(), workload.clone(), |_| {
                 Some(p.clone())
             });
+        if let Some(f) = setup.fleet {
+            core = core.with_fleet(f);
+        }
         let (triggers, rx) = mpsc::unbounded_channel();
         let (stop, stopped) = oneshot::channel::<()>();
         let resync = core.resync_handle();
@@ -1119,4 +1176,124 @@ fn inotify_limits_are_named() {
     let watches = notify::Error::new(notify::ErrorKind::MaxFilesWatch);
     let msg = super::watch::start_failure(&watches);
     assert!(msg.contains("fs.inotify.max_user_watches"), "{msg}");
+}
+
+// === the fleet gate ===
+
+const GATE: &str = "[set.gate]\nverifiers = ['{namespace=\"shop\"}']\nstable_for = \"0s\"\n\
+                    [fleet]\nprometheus_url = \"http://127.0.0.1:1\"\npoll_interval = \"100ms\"\n";
+
+#[tokio::test]
+async fn the_gate_publishes_the_bundle_first_holds_the_leaf_and_releases_it_once_clear() {
+    let fleet = Arc::new(ScriptedFleet::default());
+    let mut h = Harness::start(Setup {
+        hold: true,
+        extra: GATE,
+        fleet: Some(fleet.clone()),
+        ..Setup::default()
+    })
+    .await;
+    h.workload.permits.add_permits(1);
+    h.until("verified", serving).await;
+    assert_eq!(fleet.asked(), 0, "nothing held, nothing asked");
+    let first = h
+        .status()
+        .live
+        .unwrap()
+        .leaf()
+        .unwrap()
+        .fingerprint_sha256
+        .clone();
+    let r1 = crate::pipeline::inspect::anchor_id_of(&h.pki.0.cert_der).unwrap();
+    let new_root = Pki(Ca::root("daemon test root 2", Alg::P256));
+    let r2 = crate::pipeline::inspect::anchor_id_of(&new_root.0.cert_der).unwrap();
+    fleet.set(&[("ok", &[&r1, &r2]), ("lagging", &[&r1])]);
+
+    // One source update brings the new root and a leaf from it.
+    let next = new_root.leaf();
+    std::fs::write(
+        h.src.join("ca.crt"),
+        format!("{}{}", h.pki.pem(), new_root.pem()),
+    )
+    .unwrap();
+    h.rotate(&next);
+    let snap = h
+        .until("holding", |s| {
+            s.gate
+                .as_ref()
+                .is_some_and(|g| g.blocking == ["shop/lagging"])
+        })
+        .await;
+    let st = &snap.sets[0];
+    // Trust before leaf: generation 2 is the live leaf with the new bundle.
+    assert_eq!(live_fp(st), Some(first.as_str()));
+    assert_eq!(live_generation(st), Some("..gen-2"));
+    assert_eq!(st.live.as_ref().unwrap().anchors.len(), 2);
+    assert!(
+        snap.readiness(h.now()).is_ok(),
+        "a hold never touches readiness"
+    );
+    let g = st.gate.as_ref().unwrap();
+    assert_eq!(g.state, crate::state::GateState::Holding);
+    assert_eq!(
+        g.candidate_fingerprint_sha256.as_ref(),
+        Some(&next.fingerprint)
+    );
+
+    // The verifier moves while the new bundle is still being verified: the leaf waits.
+    fleet.set(&[("ok", &[&r1, &r2]), ("lagging", &[&r1, &r2])]);
+    let asked = fleet.asked();
+    h.until("asked again", |_| fleet.asked() > asked + 2).await;
+    assert_eq!(
+        live_fp(&h.status()),
+        Some(first.as_str()),
+        "one rotation in flight"
+    );
+    h.workload.permits.add_permits(2);
+    let snap = h
+        .until("released", |s| {
+            live_fp(s) == Some(next.fingerprint.as_str())
+        })
+        .await;
+    let g = snap.sets[0].gate.clone().unwrap();
+    assert_eq!(g.state, crate::state::GateState::Idle);
+    assert_eq!(g.last_release.as_deref(), Some("clear"));
+    assert_eq!(h.publisher.dir().published.len(), 3);
+    // Nothing held again: no more questions.
+    h.until("verified", serving).await;
+    let asked = fleet.asked();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(fleet.asked(), asked);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_gate_in_observe_mode_never_holds() {
+    let fleet = Arc::new(ScriptedFleet::default());
+    let mut h = Harness::start(Setup {
+        verify: false,
+        extra: "[set.gate]\nmode = \"observe\"\nverifiers = ['{namespace=\"shop\"}']\n\
+                [fleet]\nprometheus_url = \"http://127.0.0.1:1\"\n",
+        fleet: Some(fleet.clone()),
+        ..Setup::default()
+    })
+    .await;
+    h.until("live", |s| s.live.is_some()).await;
+    let new_root = Pki(Ca::root("daemon test root 2", Alg::P256));
+    let next = new_root.leaf();
+    std::fs::write(
+        h.src.join("ca.crt"),
+        format!("{}{}", h.pki.pem(), new_root.pem()),
+    )
+    .unwrap();
+    h.rotate(&next);
+    let snap = h
+        .until("published", |s| {
+            live_fp(s) == Some(next.fingerprint.as_str())
+        })
+        .await;
+    let g = snap.sets[0].gate.clone().unwrap();
+    assert_eq!(g.state, crate::state::GateState::WouldHold);
+    assert_eq!(fleet.asked(), 0);
+    h.stop().await;
 }
