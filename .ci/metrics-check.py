@@ -15,12 +15,19 @@
        ready, and its /metrics is read;
      - `certgate demo` (the `demo` feature): the real daemon through a round of rotations, one
        rejected and one swapped back, so that the series that appear only after such events
-       (last rotation per outcome, workload verification) are there; its /metrics is read.
-  Any name or label used but absent from both is listed, with where it is used, and fails.
+       (last rotation per outcome, workload verification) are there; its /metrics is read;
+     - `certgate run --config` with a gated set (`[set.gate]`, the fleet gate's series exist
+       only for such a set) and `[fleet] prometheus_url` pointing at a stub query API here that
+       answers every query with no rows: its source then moves to a leaf from a second root,
+       which the gate holds (no verifier seen: `min_verifiers` is not met), so that the series
+       that exist only while holding and after an answer (hold start, deadline, verifiers by
+       status, last success) are there; its /metrics is read while it holds.
+  Any name or label used but absent from all three is listed, with where it is used, and fails.
 
     python3 .ci/metrics-check.py [BINARY]      # default: target/debug/certgate
 """
 
+import http.server
 import json
 import os
 import re
@@ -30,6 +37,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -277,6 +285,110 @@ def scrape_demo(binary, tmp):
     return True, exposition(metrics)
 
 
+class EmptyQueryApi(http.server.BaseHTTPRequestHandler):
+    """A query API that knows no series: every instant query answers an empty vector."""
+
+    queries = 0
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path != "/api/v1/query":
+            self.send_error(404)
+            return
+        type(self).queries += 1
+        body = json.dumps({"status": "success",
+                           "data": {"resultType": "vector", "result": []}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def scrape_gate(binary, tmp):
+    """`certgate run --config` with a gated set, holding a leaf from a new root; its /metrics."""
+    gate = os.path.join(tmp, "gate")
+    src, old, new = (os.path.join(gate, d) for d in ("source", "old", "new"))
+    for d in (src, old, new):
+        os.makedirs(d)
+    names = ["gated.certgate.test"]
+    test_pki(old, names)
+    test_pki(new, names)
+    for f in ("tls.crt", "tls.key", "ca.crt"):
+        shutil.copy2(os.path.join(old, f), os.path.join(src, f))
+    api = http.server.ThreadingHTTPServer(("127.0.0.1", 0), EmptyQueryApi)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    port = free_port()
+    config = os.path.join(gate, "certgate.toml")
+    with open(config, "w") as f:
+        f.write(f"""[daemon]
+settle = "100ms"
+
+[fleet]
+prometheus_url = "http://127.0.0.1:{api.server_address[1]}"
+poll_interval = "500ms"
+
+[[set]]
+name = "gated"
+cert = "{os.path.join(src, 'tls.crt')}"
+key = "{os.path.join(src, 'tls.key')}"
+trust = "{os.path.join(src, 'ca.crt')}"
+names = {json.dumps(names)}
+publish_dir = "{os.path.join(gate, 'publish')}"
+
+[set.gate]
+mode = "hold"
+verifiers = ['{{namespace="certgate-ci"}}']
+""")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CERTGATE_")}
+    log = open(os.path.join(tmp, "gate.log"), "w+")
+    proc = subprocess.Popen([binary, "run", "--config", config, "--listen", f"127.0.0.1:{port}"],
+                            env=base, stdout=log, stderr=subprocess.STDOUT)
+    metrics, declared = "", False
+    try:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline and proc.poll() is None:
+            status, text = get(f"http://127.0.0.1:{port}/metrics")
+            if status == 200 and re.search(r'^certgate_gate_holding\{kind="leaf",set="gated"\} 0', text, re.M):
+                declared = True
+                break
+            time.sleep(0.2)
+        if declared:
+            # The CA rotates: the new root joins the bundle, the leaf comes from it. The bundle
+            # goes out with the live leaf; the leaf is held, and no verifier is ever seen.
+            with open(os.path.join(gate, "both.crt"), "w") as f:
+                for d in (old, new):
+                    with open(os.path.join(d, "ca.crt")) as ca:
+                        f.write(ca.read())
+            os.replace(os.path.join(gate, "both.crt"), os.path.join(src, "ca.crt"))
+            for f in ("tls.key", "tls.crt"):
+                shutil.copy2(os.path.join(new, f), os.path.join(gate, f))
+                os.replace(os.path.join(gate, f), os.path.join(src, f))
+        while declared and time.monotonic() < deadline and proc.poll() is None:
+            _, text = get(f"http://127.0.0.1:{port}/metrics")
+            if re.search(r'^certgate_gate_holding\{kind="leaf",set="gated"\} 1', text, re.M) \
+                    and re.search(r'^certgate_gate_last_success_timestamp_seconds\{', text, re.M) \
+                    and re.search(r'^certgate_gate_verifiers\{', text, re.M):
+                metrics = text
+                break
+            time.sleep(0.2)
+    finally:
+        stop(proc)
+        api.shutdown()
+        api.server_close()
+    log.seek(0)
+    ok = bool(metrics)
+    print(f"{'ok' if ok else 'FAIL'}: certgate run --config with a gated set: series declared at "
+          f"start {'yes' if declared else 'NO'}, a hold with answers "
+          f"({EmptyQueryApi.queries} queries) {'seen' if ok else 'NOT SEEN'}, /metrics {len(metrics)} bytes")
+    if not ok:
+        print("  its log:\n" + "".join("    " + line for line in log.read().splitlines(True)[-30:]))
+    return ok, exposition(metrics)
+
+
 def main():
     binary = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else os.path.join(ROOT, "target", "debug", "certgate")
     if not os.access(binary, os.X_OK):
@@ -288,15 +400,17 @@ def main():
     with tempfile.TemporaryDirectory(prefix="certgate-metrics-") as tmp:
         run_ok, run_series = scrape_run(binary, tmp)
         demo_ok, demo_series = scrape_demo(binary, tmp)
-    failed |= not run_ok or not demo_ok
+        gate_ok, gate_series = scrape_gate(binary, tmp)
+    failed |= not run_ok or not demo_ok or not gate_ok
     live = {}
-    for series in (run_series, demo_series):
+    for series in (run_series, demo_series, gate_series):
         for name, sets in series.items():
             live.setdefault(name, []).extend(sets)
 
     missing = sorted(n for n in names if n not in live)
     for n in sorted(names):
-        src = "run" if n in run_series else "demo only" if n in demo_series else "MISSING"
+        src = ("run" if n in run_series else "demo only" if n in demo_series
+               else "gated run only" if n in gate_series else "MISSING")
         print(f"  {'ok' if n in live else 'MISSING'}: {n} ({src}; used by {', '.join(sorted(set(names[n])))})")
     label_gaps = []
     for where, (found, printed) in sorted(alerts.items()):

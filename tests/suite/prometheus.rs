@@ -248,6 +248,13 @@ fn prometheus_scrapes_certgate_and_fires_the_alerts() {
             "rule {name} not loaded: {loaded:?}"
         );
     }
+    // And the list is complete: a new alert is added here (and to docs/runbooks.md) too.
+    for name in &loaded {
+        assert!(
+            EXPECTED_ALERTS.contains(&name.as_str()),
+            "rule {name} is not in EXPECTED_ALERTS"
+        );
+    }
 
     wait_until(BOUND, "both pods scraped and ready", || {
         prom.query("certgate_ready == 1").len() == 2
@@ -444,16 +451,26 @@ const ALERT_EXPIRING_WARNING: &str = "CertgateCertExpiringSoon";
 const ALERT_EXPIRING_CRITICAL: &str = "CertgateCertExpiringCritical";
 const ALERT_BUNDLE_SKEW: &str = "CertgateTrustBundleSkew";
 const ALERT_FINGERPRINT_SKEW: &str = "CertgateCertFingerprintSkew";
-const QUIET_ALERTS: [&str; 6] = [
+/// Alerts that must stay quiet here: every pod ready, nothing expired, no set with a gate (the
+/// fleet gate's alerts, `for` stripped, fire at once if their series are there at all).
+const QUIET_ALERTS: [&str; 10] = [
     "CertgateDown",
     "CertgateNotReady",
     "CertgateCertExpired",
     "CertgateRotationRolledBack",
     "CertgateWorkloadServingStaleCert",
     "CertgateTrustAnchorExpiring",
+    ALERT_GATE_HOLDING,
+    ALERT_GATE_DEADLINE,
+    ALERT_GATE_FORCED_RELEASE,
+    ALERT_GATE_BLIND,
 ];
+const ALERT_GATE_HOLDING: &str = "CertgateGateHolding";
+const ALERT_GATE_DEADLINE: &str = "CertgateGateDeadlineNear";
+const ALERT_GATE_FORCED_RELEASE: &str = "CertgateGateForcedRelease";
+const ALERT_GATE_BLIND: &str = "CertgateGateBlind";
 /// Every alert the rules file ships (docs/runbooks.md has one section each).
-const EXPECTED_ALERTS: [&str; 11] = [
+const EXPECTED_ALERTS: [&str; 16] = [
     "CertgateDown",
     ALERT_REJECTED,
     ALERT_EXPIRING_WARNING,
@@ -465,4 +482,9 @@ const EXPECTED_ALERTS: [&str; 11] = [
     "CertgateRotationRolledBack",
     "CertgateWorkloadServingStaleCert",
     "CertgateTrustAnchorExpiring",
+    "CertgateTrustAnchorPropagationIncomplete",
+    ALERT_GATE_HOLDING,
+    ALERT_GATE_DEADLINE,
+    ALERT_GATE_FORCED_RELEASE,
+    ALERT_GATE_BLIND,
 ];
