@@ -834,7 +834,9 @@ fn a_hold_ends_at_the_deadline_and_observe_mode_only_reports() {
     let spec = LeafSpec::new("localhost");
     let (new_leaf, observed_leaf) = (r2.leaf(&spec), r2.leaf(&spec));
     let r12 = format!("{}{}", r1.cert_pem, r2.cert_pem);
-    let prom = FleetPrometheus::start(&[], SCRAPE, false);
+    let rules =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/certgate/files/certgate-alerts.yaml");
+    let prom = FleetPrometheus::start_with_rules(&[], SCRAPE, false, Some(&rules));
     let verifiers = "verifiers = ['{namespace=\"shop\", workload=\"client\"}']\n";
     let server = Pod::new(
         tmp.path(),
@@ -889,6 +891,13 @@ fn a_hold_ends_at_the_deadline_and_observe_mode_only_reports() {
         Some((now + time::Duration::seconds(20)).unix_timestamp()),
         "deadline = notAfter - 1m"
     );
+    // Holding with the deadline within the hour: that alert is pending (it fires after its
+    // 5m `for`, longer than this test waits).
+    wait_for(BOUND, "CertgateGateDeadlineNear pending", || {
+        !prom
+            .query("ALERTS{alertname=\"CertgateGateDeadlineNear\",pod=\"s\"}")
+            .is_empty()
+    });
     wait_for(Duration::from_secs(60), "the deadline release", || {
         server.live() == Some(new_leaf.fingerprint_sha256())
     });
@@ -902,9 +911,12 @@ fn a_hold_ends_at_the_deadline_and_observe_mode_only_reports() {
     let series = "certgate_gate_releases_total{kind=\"leaf\",reason=\"deadline\",set=\"web\"}";
     assert_eq!(server.d().metric(series), Some(1.0));
     assert!(server.d().log_text().contains("released at the deadline"));
-    // And Prometheus sees it, as the alert reads it.
-    wait_for(BOUND, "the deadline release scraped", || {
-        prom.value("increase(certgate_gate_releases_total{reason=\"deadline\",pod=\"s\"}[5m])")
-            .is_some_and(|v| v > 0.0)
+    // And the alert fires, naming the reason.
+    wait_for(BOUND, "CertgateGateForcedRelease firing", || {
+        prom.query(
+            "ALERTS{alertname=\"CertgateGateForcedRelease\",alertstate=\"firing\",pod=\"s\"}",
+        )
+        .iter()
+        .any(|(labels, _)| labels.get("reason").and_then(|r| r.as_str()) == Some("deadline"))
     });
 }

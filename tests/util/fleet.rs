@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -265,10 +265,25 @@ impl FleetPrometheus {
     /// Starts Prometheus (job `certgate`, scraping every `scrape_interval`; `honor_labels` for
     /// synthetic targets naming many pods) over `targets`; returns once it is ready.
     pub fn start(targets: &[SdTarget], scrape_interval: Duration, honor_labels: bool) -> Self {
+        Self::start_with_rules(targets, scrape_interval, honor_labels, None)
+    }
+
+    /// [`FleetPrometheus::start`] also evaluating the alert rules of `rules` every scrape
+    /// interval (the `ALERTS` series then says which fire).
+    pub fn start_with_rules(
+        targets: &[SdTarget],
+        scrape_interval: Duration,
+        honor_labels: bool,
+        rules: Option<&Path>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let secs = scrape_interval.as_secs_f64();
+        let rule_files = rules
+            .map(|r| format!("rule_files: [{:?}]\n", r.display().to_string()))
+            .unwrap_or_default();
         let config = format!(
             "global:\n  scrape_interval: {secs}s\n  scrape_timeout: {secs}s\n\
+             \x20 evaluation_interval: {secs}s\n{rule_files}\
              scrape_configs:\n  - job_name: certgate\n    honor_labels: {honor_labels}\n\
              \x20   file_sd_configs:\n      - files: [{:?}]\n        refresh_interval: 1s\n",
             dir.path().join("targets.json").display().to_string()
