@@ -264,14 +264,17 @@ impl<P: Publish, W: Workload> Core<P, W> {
             self.with_bundle(set, Some(&approved), &approved, &kept)
                 .await
         };
+        // After a restart the directory may already hold it: nothing to publish again.
+        let now_published = now_published.filter(|first| {
+            let hashes = |files: &[crate::pipeline::FileSummary]| {
+                files.iter().map(|f| f.sha256.clone()).collect::<Vec<_>>()
+            };
+            hashes(first.files()) != hashes(live.files())
+        });
         self.start_hold(set, kind, approved, started, stages, deadline, &what);
         if let Some(first) = now_published {
             self.publish(set, first, Instant::now(), Stages::default())
                 .await;
-        } else if !leaf {
-            // The candidate with its dropped anchors did not pass: nothing goes out until the
-            // hold ends.
-            tracing::warn!(set = %self.set(set).name(), "gate: the new bundle with the dropped anchors kept did not pass; holding all of it");
         }
         None
     }
