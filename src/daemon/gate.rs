@@ -88,14 +88,18 @@ impl FleetView for NoFleet {
     }
 }
 
-/// `d` ± 20 %, so a fleet of holding pods does not ask in step.
-fn jittered(d: Duration) -> Duration {
+/// A uniform random fraction in [0, 1).
+fn fraction() -> f64 {
     let mut b = [0u8; 2];
     let r = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
         .map(|()| u16::from_le_bytes(b))
         .unwrap_or(32_768);
-    // 0.8 .. 1.2
-    d.mul_f64(0.8 + 0.4 * f64::from(r) / f64::from(u16::MAX))
+    f64::from(r) / (f64::from(u16::MAX) + 1.0)
+}
+
+/// `d` ± 20 %, so a fleet of holding pods does not ask in step.
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(0.8 + 0.4 * fraction())
 }
 
 /// The interval after `errors` consecutive failures: doubling, at most [`MAX_BACKOFF`] (and
@@ -296,6 +300,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
         self.gate_token += 1;
         let token = self.gate_token;
         let job = self.fleet_job.clone();
+        let poll = self.fleet_poll;
         let s = self.set(set);
         let Some(g) = s.cfg.gate.clone() else {
             return;
@@ -388,7 +393,9 @@ impl<P: Publish, W: Workload> Core<P, W> {
             stages,
             round: Arc::new(round),
             clear_since: None,
-            next_poll: Instant::now(),
+            // The first question at a random point of the first interval: a CA rotation
+            // starts holds on a thousand pods within seconds, and they must not ask at once.
+            next_poll: Instant::now() + poll.mul_f64(fraction()),
             in_flight: false,
             errors: 0,
             token,
