@@ -353,7 +353,7 @@ const FLAG_OF_KEY: &[(&str, &str)] = &[
     ("gate.expected_verifiers", "--gate-expected-verifiers"),
     ("gate.stable_for", "--gate-stable-for"),
     ("gate.release_before_expiry", "--gate-release-before-expiry"),
-    ("gate: ", "--gate: "),
+    (": gate: ", ": --gate: "),
 ];
 
 /// `msg` with each key of `table` replaced by its flag, in one pass (a flag is never
@@ -855,5 +855,48 @@ fn poll_interval(s: &str) -> Result<Duration, String> {
         d if d < Duration::from_millis(100) => Err("at least 100ms".into()),
         d if d > Duration::from_secs(600) => Err("at most 10m".into()),
         d => Ok(d),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_in_errors_become_flags_once() {
+        let cases = [
+            (
+                "set \"default\": gate.verifiers: \"shop\": must start with '{'",
+                "set \"default\": --gate-verifiers: \"shop\": must start with '{'",
+            ),
+            (
+                "set \"a\": gate: needs [fleet] prometheus_url (where the verifiers' trust is read)",
+                "set \"a\": --gate: needs --prometheus-url (where the verifiers' trust is read)",
+            ),
+            (
+                "[fleet]: --ca-file is for https:// URLs; prometheus_url is http://",
+                "--prometheus-ca-file is for https:// URLs; --prometheus-url is http://",
+            ),
+            (
+                "[fleet]: --header: expected 'Name: value'",
+                "--prometheus-header: expected 'Name: value'",
+            ),
+            (
+                "fleet.poll_interval: must be between 100ms and 1h",
+                "--fleet-poll-interval: must be between 100ms and 1h",
+            ),
+            // What is not a gate or query API key is left as it is.
+            (
+                "set \"a\": key_mode: only meaningful with publish_dir",
+                "set \"a\": key_mode: only meaningful with publish_dir",
+            ),
+        ];
+        for (msg, want) in cases {
+            assert_eq!(name_flags(msg, FLAG_OF_KEY), want);
+        }
+        // A flag is never rewritten again.
+        for (_, flag) in FLAG_OF_KEY {
+            assert_eq!(name_flags(flag, FLAG_OF_KEY), *flag, "{flag}");
+        }
     }
 }
