@@ -459,24 +459,31 @@ def check_gate(label, c, pod, values):
     CHECK.ok(value.get("CERTGATE_PROMETHEUS_HEADERS") == ("\n".join(fleet["headers"]) or None),
              f"{label}: CERTGATE_PROMETHEUS_HEADERS holds fleet.headers, one per line",
              repr(value.get("CERTGATE_PROMETHEUS_HEADERS")))
-    # A Secret or ConfigMap named in the values is mounted read-only where the variable points.
+    # A Secret or ConfigMap named in the values is mounted read-only where the variable points;
+    # the release list is optional (a missing one releases nothing).
     mounts = by_name(c.get("volumeMounts"))
     volumes = by_name(pod.get("volumes"))
+    release = gate["releaseConfigMap"] if on else {"name": ""}
     for key, var, volume, kind, field in (
             ("bearerTokenSecret", "CERTGATE_PROMETHEUS_BEARER_TOKEN_FILE", "certgate-fleet-token",
              "secret", "secretName"),
-            ("caConfigMap", "CERTGATE_PROMETHEUS_CA_FILE", "certgate-fleet-ca", "configMap", "name")):
-        ref = fleet[key]
+            ("caConfigMap", "CERTGATE_PROMETHEUS_CA_FILE", "certgate-fleet-ca", "configMap", "name"),
+            ("releaseConfigMap", "CERTGATE_GATE_RELEASE_FILE", "certgate-gate-release", "configMap",
+             "name")):
+        ref = release if key == "releaseConfigMap" else fleet[key]
         if not ref["name"]:
             CHECK.ok(volume not in mounts and volume not in volumes,
-                     f"{label}: no {volume} volume without fleet.{key}.name")
+                     f"{label}: no {volume} volume without {key}.name (or with the gate off)")
             continue
         m = mounts.get(volume) or {}
         src = (volumes.get(volume) or {}).get(kind) or {}
         CHECK.ok(m.get("readOnly") is True and src.get(field) == ref["name"]
                  and value.get(var) == f"{m.get('mountPath')}/{ref['key']}",
-                 f"{label}: fleet.{key} is mounted read-only and {var} names its {ref['key']}",
+                 f"{label}: {key} is mounted read-only and {var} names its {ref['key']}",
                  f"mount {m!r}, volume {src!r}, {var}={value.get(var)!r}")
+        if key == "releaseConfigMap":
+            CHECK.ok(src.get("optional") is True,
+                     f"{label}: the release ConfigMap is optional (the pod starts without it)")
 
 
 def check_monitoring(label, objects, values):

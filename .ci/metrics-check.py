@@ -12,7 +12,8 @@
        as the chart renders it (ci/all-on-values.yaml, the fleet gate holding included), with
        the source paths pointed at a test PKI made with openssl, the publish dir and admin port
        on this machine, the downward API's POD_NAMESPACE and POD_NAME filled in, the query
-       API's token and CA files made here, and without the workload settings (verify address,
+       API's token and CA files made here (the gate's release list left missing, as an
+       optional ConfigMap that does not exist), and without the workload settings (verify address,
        reload), there being no workload here; it must turn ready (the gate never holds a first
        publish), and its /metrics is read;
      - `certgate demo` (the `demo` feature): the real daemon through a round of rotations, one
@@ -224,6 +225,9 @@ def scrape_run(binary, tmp):
         env["CERTGATE_PROMETHEUS_BEARER_TOKEN_FILE"] = token
     if "CERTGATE_PROMETHEUS_CA_FILE" in env:
         env["CERTGATE_PROMETHEUS_CA_FILE"] = os.path.join(pki, "ca.crt")
+    if "CERTGATE_GATE_RELEASE_FILE" in env:
+        # An optional ConfigMap that does not exist: the file is missing and releases nothing.
+        env["CERTGATE_GATE_RELEASE_FILE"] = os.path.join(tmp, "gate-release", "released")
     env.update({
         "CERTGATE_CERT": os.path.join(pki, "tls.crt"),
         "CERTGATE_KEY": os.path.join(pki, "tls.key"),

@@ -43,6 +43,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "certgate.fleetCaVolume" -}}certgate-fleet-ca{{- end }}
 {{- define "certgate.fleetTokenDir" -}}/var/run/secrets/certgate-fleet-token{{- end }}
 {{- define "certgate.fleetCaDir" -}}/var/run/secrets/certgate-fleet-ca{{- end }}
+{{- define "certgate.gateReleaseVolume" -}}certgate-gate-release{{- end }}
+{{- define "certgate.gateReleaseDir" -}}/var/run/certgate-gate-release{{- end }}
 
 {{/* The gate is on: gate.mode hold or observe (a bare YAML off is false). */}}
 {{- define "certgate.gateOn" -}}
@@ -84,6 +86,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- with $g.releaseBeforeExpiry }}
 - name: CERTGATE_GATE_RELEASE_BEFORE_EXPIRY
   value: {{ . | quote }}
+{{- end }}
+{{- if $g.releaseConfigMap.name }}
+- name: CERTGATE_GATE_RELEASE_FILE
+  value: {{ printf "%s/%s" (include "certgate.gateReleaseDir" .) $g.releaseConfigMap.key | quote }}
 {{- end }}
 {{- end }}
 {{- with $f.prometheusUrl }}
@@ -252,6 +258,11 @@ and belongs under initContainers; in classic mode under containers. */}}
       mountPath: {{ include "certgate.fleetCaDir" . | quote }}
       readOnly: true
     {{- end }}
+    {{- if and (include "certgate.gateOn" .) $v.gate.releaseConfigMap.name }}
+    - name: {{ include "certgate.gateReleaseVolume" . }}
+      mountPath: {{ include "certgate.gateReleaseDir" . | quote }}
+      readOnly: true
+    {{- end }}
 {{- end }}
 
 {{- define "certgate.securityContext" -}}
@@ -345,5 +356,14 @@ native sidecar (in native mode). */}}
       - key: {{ .key | quote }}
         path: {{ .key | quote }}
 {{- end }}
+{{- end }}
+{{- if and (include "certgate.gateOn" .) $v.gate.releaseConfigMap.name }}
+- name: {{ include "certgate.gateReleaseVolume" . }}
+  configMap:
+    name: {{ $v.gate.releaseConfigMap.name | quote }}
+    optional: true
+    items:
+      - key: {{ $v.gate.releaseConfigMap.key | quote }}
+        path: {{ $v.gate.releaseConfigMap.key | quote }}
 {{- end }}
 {{- end }}
