@@ -8,7 +8,7 @@ chart's values.schema.json enforced. Rendered:
   default values              the chart as shipped (no object: everything is opt-in)
   ci/all-on-values.yaml       every optional part: example workload with the pre-flight and the
                               native sidecar, PodMonitor, PrometheusRule (own runbook base),
-                              dashboard
+                              dashboard, the fleet gate holding (https, token, CA)
   ci/classic-values.yaml      the classic sidecar with its pre-flight
   application chart           a chart built from charts/certgate/README.md as a reader would:
                               its Chart.yaml dependency, its `certgate:` values, its pod
@@ -21,7 +21,9 @@ and then:
   * each pod: certgate a native sidecar (restartPolicy Always under initContainers) or, when
     asked, a classic container; probes on /healthz and /readyz with the README's timings; a
     restricted security context; the publish volume an in-memory emptyDir, read-only for the
-    workload; the pre-flight `certgate check` before the sidecar;
+    workload; the pre-flight `certgate check` before the sidecar; POD_NAMESPACE and POD_NAME
+    from the downward API; the gate's and query API's CERTGATE_* variables when set (and none
+    while the gate is off), the token Secret and CA ConfigMap mounted where they point;
   * the PrometheusRule is the promtool-tested rules file, each runbook_url absolute under the
     configured base; the dashboard ConfigMap holds the dashboard file;
   * the project README's plain-YAML pod and the application chart's pod agree: everything the
@@ -370,6 +372,8 @@ def check_pod(label, pod, values, readme, whole_pod):
     CHECK.ok(env.get("CERTGATE_PUBLISH_DIR") == publish,
              f"{label}: the sidecar publishes where the volume is mounted", repr(env.get("CERTGATE_PUBLISH_DIR")))
 
+    check_gate(label, c, pod, values)
+
     # The pre-flight: `certgate check` on the same material, before the sidecar.
     pre = init.get("certgate-preflight")
     if not preflight:
@@ -407,6 +411,79 @@ def check_pod(label, pod, values, readme, whole_pod):
         for x in (pod.get("initContainers") or []) + (pod.get("containers") or []):
             if x["name"] not in ("certgate", "certgate-preflight"):
                 restricted(label, x, pod)
+
+
+def check_gate(label, c, pod, values):
+    """The fleet gate's settings reach the sidecar as the variables `certgate run` reads, only
+    when set; the pod's namespace and name always do (selectors expand $POD_NAMESPACE)."""
+    env = {e["name"]: e for e in c.get("env") or []}
+    for var, field in (("POD_NAMESPACE", "metadata.namespace"), ("POD_NAME", "metadata.name")):
+        got = (((env.get(var) or {}).get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+        CHECK.ok(got == field, f"{label}: the sidecar has {var} from the downward API ({field})",
+                 repr(env.get(var)))
+    value = {k: e.get("value") for k, e in env.items()}
+    gate, fleet = values["gate"], values["fleet"]
+    on = str(gate["mode"]) in ("hold", "observe")
+    gate_vars = sorted(k for k in value if k.startswith(("CERTGATE_GATE", "CERTGATE_PROMETHEUS_",
+                                                          "CERTGATE_FLEET_")))
+    if not on and not fleet["prometheusUrl"]:
+        CHECK.ok(not gate_vars, f"{label}: no gate or query API variable while the gate is off",
+                 repr(gate_vars))
+        return
+    if on:
+        CHECK.ok(value.get("CERTGATE_GATE") == gate["mode"],
+                 f"{label}: CERTGATE_GATE is gate.mode", repr(value.get("CERTGATE_GATE")))
+        CHECK.ok(value.get("CERTGATE_GATE_VERIFIERS") == "\n".join(gate["verifiers"])
+                 and len(gate["verifiers"]) >= 1,
+                 f"{label}: CERTGATE_GATE_VERIFIERS holds gate.verifiers, one per line",
+                 repr(value.get("CERTGATE_GATE_VERIFIERS")))
+        for key, var in (("presenters", "CERTGATE_GATE_PRESENTERS"),):
+            want = "\n".join(gate[key]) or None
+            CHECK.ok(value.get(var) == want, f"{label}: {var} is gate.{key}", repr(value.get(var)))
+        for key, var in (("expectedVerifiers", "CERTGATE_GATE_EXPECTED_VERIFIERS"),
+                         ("unknownVerifiers", "CERTGATE_GATE_UNKNOWN_VERIFIERS"),
+                         ("stableFor", "CERTGATE_GATE_STABLE_FOR"),
+                         ("releaseBeforeExpiry", "CERTGATE_GATE_RELEASE_BEFORE_EXPIRY")):
+            CHECK.ok(value.get(var) == (gate[key] or None), f"{label}: {var} is gate.{key}",
+                     repr(value.get(var)))
+        want = None if gate["minVerifiers"] is None else str(gate["minVerifiers"])
+        CHECK.ok(value.get("CERTGATE_GATE_MIN_VERIFIERS") == want,
+                 f"{label}: CERTGATE_GATE_MIN_VERIFIERS is gate.minVerifiers",
+                 repr(value.get("CERTGATE_GATE_MIN_VERIFIERS")))
+    else:
+        CHECK.ok(not [k for k in gate_vars if k.startswith("CERTGATE_GATE")],
+                 f"{label}: no gate variable while the gate is off", repr(gate_vars))
+    CHECK.ok(value.get("CERTGATE_PROMETHEUS_URL") == fleet["prometheusUrl"],
+             f"{label}: CERTGATE_PROMETHEUS_URL is fleet.prometheusUrl",
+             repr(value.get("CERTGATE_PROMETHEUS_URL")))
+    CHECK.ok(value.get("CERTGATE_PROMETHEUS_HEADERS") == ("\n".join(fleet["headers"]) or None),
+             f"{label}: CERTGATE_PROMETHEUS_HEADERS holds fleet.headers, one per line",
+             repr(value.get("CERTGATE_PROMETHEUS_HEADERS")))
+    # A Secret or ConfigMap named in the values is mounted read-only where the variable points;
+    # the release list is optional (a missing one releases nothing).
+    mounts = by_name(c.get("volumeMounts"))
+    volumes = by_name(pod.get("volumes"))
+    release = gate["releaseConfigMap"] if on else {"name": ""}
+    for key, var, volume, kind, field in (
+            ("bearerTokenSecret", "CERTGATE_PROMETHEUS_BEARER_TOKEN_FILE", "certgate-fleet-token",
+             "secret", "secretName"),
+            ("caConfigMap", "CERTGATE_PROMETHEUS_CA_FILE", "certgate-fleet-ca", "configMap", "name"),
+            ("releaseConfigMap", "CERTGATE_GATE_RELEASE_FILE", "certgate-gate-release", "configMap",
+             "name")):
+        ref = release if key == "releaseConfigMap" else fleet[key]
+        if not ref["name"]:
+            CHECK.ok(volume not in mounts and volume not in volumes,
+                     f"{label}: no {volume} volume without {key}.name (or with the gate off)")
+            continue
+        m = mounts.get(volume) or {}
+        src = (volumes.get(volume) or {}).get(kind) or {}
+        CHECK.ok(m.get("readOnly") is True and src.get(field) == ref["name"]
+                 and value.get(var) == f"{m.get('mountPath')}/{ref['key']}",
+                 f"{label}: {key} is mounted read-only and {var} names its {ref['key']}",
+                 f"mount {m!r}, volume {src!r}, {var}={value.get(var)!r}")
+        if key == "releaseConfigMap":
+            CHECK.ok(src.get("optional") is True,
+                     f"{label}: the release ConfigMap is optional (the pod starts without it)")
 
 
 def check_monitoring(label, objects, values):

@@ -9,10 +9,13 @@
      variables filled in).
   3. The live exposition of the binary (build it first: `cargo build --locked`):
      - `certgate run` configured exactly as the chart configures it: the sidecar's environment
-       as the chart renders it (ci/all-on-values.yaml), with the source paths pointed at a test
-       PKI made with openssl, the publish dir and admin port on this machine, and without the
-       workload settings (verify address, reload), there being no workload here; it must turn
-       ready, and its /metrics is read;
+       as the chart renders it (ci/all-on-values.yaml, the fleet gate holding included), with
+       the source paths pointed at a test PKI made with openssl, the publish dir and admin port
+       on this machine, the downward API's POD_NAMESPACE and POD_NAME filled in, the query
+       API's token and CA files made here (the gate's release list left missing, as an
+       optional ConfigMap that does not exist), and without the workload settings (verify address,
+       reload), there being no workload here; it must turn ready (the gate never holds a first
+       publish), and its /metrics is read;
      - `certgate demo` (the `demo` feature): the real daemon through a round of rotations, one
        rejected and one swapped back, so that the series that appear only after such events
        (last rotation per outcome, workload verification) are there; its /metrics is read;
@@ -178,8 +181,18 @@ def chart_sidecar_env():
                 pod = doc["spec"]["template"]["spec"]
                 for c in (pod.get("initContainers") or []) + (pod.get("containers") or []):
                     if c["name"] == "certgate":
-                        return c.get("args") or [], {e["name"]: e["value"] for e in c.get("env") or []}
+                        return c.get("args") or [], {e["name"]: e["value"] if "value" in e
+                                                     else downward_api(e) for e in c.get("env") or []}
     sys.exit("metrics-check: the chart rendered no certgate container")
+
+
+def downward_api(var):
+    """What the kubelet would give a variable from the downward API in the chart's pod."""
+    field = ((var.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+    pod = {"metadata.namespace": "shop", "metadata.name": "demo-certgate-example-0"}
+    if field not in pod:
+        sys.exit(f"metrics-check: {var['name']} comes from {var.get('valueFrom')!r}, not known here")
+    return pod[field]
 
 
 def stop(proc):
@@ -203,6 +216,18 @@ def scrape_run(binary, tmp):
     dropped = [k for k in env if k.startswith(("CERTGATE_VERIFY_", "CERTGATE_RELOAD_"))]
     for k in dropped:
         del env[k]
+    # The files the pod mounts for the fleet gate's query API (a token Secret, a CA ConfigMap)
+    # are made here: the gate reads them at start, and asks nothing while nothing is held.
+    if "CERTGATE_PROMETHEUS_BEARER_TOKEN_FILE" in env:
+        token = os.path.join(tmp, "prometheus-token")
+        with open(token, "w") as f:
+            f.write("certgate-ci-token\n")
+        env["CERTGATE_PROMETHEUS_BEARER_TOKEN_FILE"] = token
+    if "CERTGATE_PROMETHEUS_CA_FILE" in env:
+        env["CERTGATE_PROMETHEUS_CA_FILE"] = os.path.join(pki, "ca.crt")
+    if "CERTGATE_GATE_RELEASE_FILE" in env:
+        # An optional ConfigMap that does not exist: the file is missing and releases nothing.
+        env["CERTGATE_GATE_RELEASE_FILE"] = os.path.join(tmp, "gate-release", "released")
     env.update({
         "CERTGATE_CERT": os.path.join(pki, "tls.crt"),
         "CERTGATE_KEY": os.path.join(pki, "tls.key"),
@@ -249,6 +274,14 @@ def scrape_run(binary, tmp):
     ok = status == 200 and healthz == 200 and bool(metrics)
     print(f"{'ok' if ok else 'FAIL'}: certgate run with the chart's environment: /readyz {status}, "
           f"/healthz {healthz}, /metrics {len(metrics)} bytes")
+    if env.get("CERTGATE_GATE") in ("hold", "observe"):
+        # The chart turned the gate on: the set is gated, and ready without a query (the gate
+        # never holds a first publish; the query API's address does not resolve here).
+        gated = re.search(r'^certgate_gate_holding\{kind="leaf",set="%s"\} 0' %
+                          re.escape(env.get("CERTGATE_SET_NAME", "")), metrics, re.M)
+        print(f"{'ok' if gated else 'FAIL'}: the chart's gate (CERTGATE_GATE={env['CERTGATE_GATE']}) "
+              f"gates the set, which turned ready without holding")
+        ok = ok and bool(gated)
     if not ok:
         print("  its log:\n" + "".join("    " + line for line in log.read().splitlines(True)[-30:]))
     return ok, exposition(metrics)

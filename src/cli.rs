@@ -9,8 +9,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::admin::AdminLimits;
-use crate::config::{self, ConfigError, LogFormat, RawDaemon, RawReload, RawSet};
+use crate::config::{
+    self, ConfigError, LogFormat, RawDaemon, RawFleet, RawGate, RawReload, RawSet,
+};
 use crate::duration::clap_duration;
+use crate::gate::{GateMode, UnknownVerifiers};
 use crate::pipeline::validate::Usage;
 
 /// TLS certificate lifecycle gate for Kubernetes pods.
@@ -115,13 +118,274 @@ impl SetArgs {
     }
 }
 
+/// The fleet gate of the set given by flags: its `[set.gate]` table.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Fleet gate of the set given by flags ([set.gate])")]
+pub struct GateArgs {
+    /// Hold a leaf from a new CA until the verifiers trust that CA (hold), only report what
+    /// would be held (observe, the only mode without --publish-dir), or no gate (off)
+    /// [default: off].
+    #[arg(long, env = "CERTGATE_GATE", value_enum, value_name = "MODE")]
+    pub gate: Option<GateMode>,
+    /// Label matchers naming the pods that verify this set's leaf, e.g.
+    /// '{namespace="$POD_NAMESPACE"}' ($NAME expands from the environment). Repeatable; the
+    /// environment variable holds one per line.
+    #[arg(
+        long = "gate-verifiers",
+        env = "CERTGATE_GATE_VERIFIERS",
+        value_delimiter = '\n',
+        value_name = "SELECTOR"
+    )]
+    pub verifiers: Vec<String>,
+    /// Label matchers naming the pods whose live leaves this set's bundle verifies (a bundle
+    /// dropping an anchor they need is held) [default: the verifiers]. Repeatable; the
+    /// environment variable holds one per line.
+    #[arg(
+        long = "gate-presenters",
+        env = "CERTGATE_GATE_PRESENTERS",
+        value_delimiter = '\n',
+        value_name = "SELECTOR"
+    )]
+    pub presenters: Vec<String>,
+    /// Fewer verifiers seen holds: a selector matching nothing is a typo [default: 1].
+    #[arg(
+        long = "gate-min-verifiers",
+        env = "CERTGATE_GATE_MIN_VERIFIERS",
+        value_name = "N"
+    )]
+    pub min_verifiers: Option<u32>,
+    /// PromQL giving how many verifiers should exist, so verifiers without certgate are not
+    /// invisible: fewer seen holds.
+    #[arg(
+        long = "gate-expected-verifiers",
+        env = "CERTGATE_GATE_EXPECTED_VERIFIERS",
+        value_name = "PROMQL"
+    )]
+    pub expected_verifiers: Option<String>,
+    /// Verifiers whose scrape fails (or that export no trust series) hold, or are left out
+    /// [default: hold].
+    #[arg(
+        long = "gate-unknown-verifiers",
+        env = "CERTGATE_GATE_UNKNOWN_VERIFIERS",
+        value_enum,
+        value_name = "WHAT"
+    )]
+    pub unknown_verifiers: Option<UnknownVerifiers>,
+    /// A clear answer must last this long [default: 60s].
+    #[arg(long = "gate-stable-for", env = "CERTGATE_GATE_STABLE_FOR", value_parser = clap_duration, value_name = "DURATION")]
+    pub stable_for: Option<Duration>,
+    /// Every hold ends by the live chain's notAfter minus this: a duration (30m) or a share
+    /// of its lifetime (10%) [default: max(10%, 5m)].
+    #[arg(
+        long = "gate-release-before-expiry",
+        env = "CERTGATE_GATE_RELEASE_BEFORE_EXPIRY",
+        value_name = "DURATION|PERCENT"
+    )]
+    pub release_before_expiry: Option<String>,
+    /// A file (a mounted ConfigMap) of released leaf fingerprints or anchor ids, one per line.
+    #[arg(
+        long = "gate-release-file",
+        env = "CERTGATE_GATE_RELEASE_FILE",
+        value_name = "PATH"
+    )]
+    pub release_file: Option<PathBuf>,
+}
+
+impl GateArgs {
+    /// `[set.gate]` from the flags: `None` without `--gate`.
+    fn to_raw(&self) -> Result<Option<RawGate>, ConfigError> {
+        let Some(mode) = self.gate else {
+            // A gate setting without the switch would be silently ignored.
+            return match self.given().iter().skip(1).find(|(_, g)| *g) {
+                Some((flag, _)) => Err(ConfigError::new(format!(
+                    "{flag} (or its CERTGATE_* variable) needs --gate hold or --gate observe"
+                ))),
+                None => Ok(None),
+            };
+        };
+        Ok(Some(RawGate {
+            mode: Some(mode),
+            verifiers: lines(&self.verifiers),
+            presenters: (!self.presenters.is_empty()).then(|| lines(&self.presenters)),
+            min_verifiers: self.min_verifiers,
+            expected_verifiers: self.expected_verifiers.clone(),
+            unknown_verifiers: self.unknown_verifiers,
+            stable_for: self.stable_for,
+            release_before_expiry: self.release_before_expiry.clone(),
+            release_file: self.release_file.clone(),
+        }))
+    }
+
+    /// The gate flags given (by flag or environment), by name; `--gate` first.
+    fn given(&self) -> [(&'static str, bool); 9] {
+        [
+            ("--gate", self.gate.is_some()),
+            ("--gate-verifiers", !self.verifiers.is_empty()),
+            ("--gate-presenters", !self.presenters.is_empty()),
+            ("--gate-min-verifiers", self.min_verifiers.is_some()),
+            (
+                "--gate-expected-verifiers",
+                self.expected_verifiers.is_some(),
+            ),
+            ("--gate-unknown-verifiers", self.unknown_verifiers.is_some()),
+            ("--gate-stable-for", self.stable_for.is_some()),
+            (
+                "--gate-release-before-expiry",
+                self.release_before_expiry.is_some(),
+            ),
+            ("--gate-release-file", self.release_file.is_some()),
+        ]
+    }
+}
+
+/// The query API the fleet gate reads, for the set given by flags: the `[fleet]` table.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Query API of the fleet gate ([fleet])")]
+pub struct QueryApiArgs {
+    /// Where the gate reads the verifiers' trust: Prometheus (http://prometheus:9090), Thanos
+    /// Query or Mimir (http://mimir/prometheus); the variable `certgate fleet` reads too.
+    #[arg(
+        long = "prometheus-url",
+        env = "CERTGATE_PROMETHEUS_URL",
+        value_name = "URL"
+    )]
+    pub prometheus_url: Option<String>,
+    /// An extra request header, e.g. 'X-Scope-OrgID: tenant' for Mimir. Repeatable; the
+    /// environment variable holds one per line.
+    #[arg(
+        long = "prometheus-header",
+        env = "CERTGATE_PROMETHEUS_HEADERS",
+        value_delimiter = '\n',
+        value_name = "NAME: VALUE"
+    )]
+    pub headers: Vec<String>,
+    /// Send `Authorization: Bearer <contents of this file>` (read at start).
+    #[arg(
+        long = "prometheus-bearer-token-file",
+        env = "CERTGATE_PROMETHEUS_BEARER_TOKEN_FILE",
+        value_name = "PATH"
+    )]
+    pub bearer_token_file: Option<PathBuf>,
+    /// PEM CA certificates to trust for an https:// URL [default: SSL_CERT_FILE, else the
+    /// system bundle].
+    #[arg(
+        long = "prometheus-ca-file",
+        env = "CERTGATE_PROMETHEUS_CA_FILE",
+        value_name = "PATH"
+    )]
+    pub ca_file: Option<PathBuf>,
+    /// How often a holding gate asks, with jitter and back-off; nothing is asked while
+    /// nothing is held [default: 30s].
+    #[arg(long = "fleet-poll-interval", env = "CERTGATE_FLEET_POLL_INTERVAL", value_parser = clap_duration, value_name = "DURATION")]
+    pub poll_interval: Option<Duration>,
+    /// Bound on each evaluation's queries [default: 10s].
+    #[arg(long = "fleet-query-timeout", env = "CERTGATE_FLEET_QUERY_TIMEOUT", value_parser = clap_duration, value_name = "DURATION")]
+    pub query_timeout: Option<Duration>,
+    /// Regex over the `job` label of certgate's scrape jobs, whose `up` tells unknown
+    /// verifiers [default: .*certgate.*].
+    #[arg(long = "fleet-job", env = "CERTGATE_FLEET_JOB", value_name = "REGEX")]
+    pub job: Option<String>,
+}
+
+impl QueryApiArgs {
+    /// `[fleet]` from the flags: `None` when none is given.
+    fn to_raw(&self) -> Option<RawFleet> {
+        self.given().iter().any(|(_, g)| *g).then(|| RawFleet {
+            prometheus_url: self.prometheus_url.clone(),
+            headers: lines(&self.headers),
+            bearer_token_file: self.bearer_token_file.clone(),
+            ca_file: self.ca_file.clone(),
+            query_timeout: self.query_timeout,
+            poll_interval: self.poll_interval,
+            job: self.job.clone(),
+        })
+    }
+
+    /// The query API flags given (by flag or environment), by name.
+    fn given(&self) -> [(&'static str, bool); 7] {
+        [
+            ("--prometheus-url", self.prometheus_url.is_some()),
+            ("--prometheus-header", !self.headers.is_empty()),
+            (
+                "--prometheus-bearer-token-file",
+                self.bearer_token_file.is_some(),
+            ),
+            ("--prometheus-ca-file", self.ca_file.is_some()),
+            ("--fleet-poll-interval", self.poll_interval.is_some()),
+            ("--fleet-query-timeout", self.query_timeout.is_some()),
+            ("--fleet-job", self.job.is_some()),
+        ]
+    }
+}
+
+/// The non-blank entries of a list flag: its variable holds one entry per line, and a YAML
+/// block scalar ends in a newline.
+fn lines(values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .filter(|v| !v.trim().is_empty())
+        .cloned()
+        .collect()
+}
+
+/// Config keys as `run` spells them in flags, in the order they are tried at each position:
+/// a set given by flags goes through the config file's validation, and its errors name the
+/// flags the user typed. The query API's own errors name `certgate fleet`'s flags.
+const FLAG_OF_KEY: &[(&str, &str)] = &[
+    ("needs [fleet] prometheus_url", "needs --prometheus-url"),
+    ("[fleet]: ", ""),
+    ("fleet.prometheus_url", "--prometheus-url"),
+    ("prometheus_url", "--prometheus-url"),
+    ("fleet.query_timeout", "--fleet-query-timeout"),
+    ("fleet.poll_interval", "--fleet-poll-interval"),
+    ("--bearer-token-file", "--prometheus-bearer-token-file"),
+    ("--ca-file", "--prometheus-ca-file"),
+    ("--header", "--prometheus-header"),
+    ("daemon.admin_listen", "--admin-listen"),
+    (
+        "gate.mode: \"hold\" needs publish_dir",
+        "--gate hold needs --publish-dir",
+    ),
+    ("use \"observe\")", "use --gate observe)"),
+    ("gate.mode", "--gate"),
+    ("gate.verifiers", "--gate-verifiers"),
+    ("gate.presenters", "--gate-presenters"),
+    ("gate.expected_verifiers", "--gate-expected-verifiers"),
+    ("gate.stable_for", "--gate-stable-for"),
+    ("gate.release_before_expiry", "--gate-release-before-expiry"),
+    (": gate: ", ": --gate: "),
+];
+
+/// `msg` with each key of `table` replaced by its flag, in one pass (a flag is never
+/// rewritten again).
+fn name_flags(msg: &str, table: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(msg.len() + 16);
+    let mut rest = msg;
+    'scan: while let Some(c) = rest.chars().next() {
+        for (key, flag) in table {
+            if let Some(after) = rest.strip_prefix(key) {
+                out.push_str(flag);
+                rest = after;
+                continue 'scan;
+            }
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
 /// Refuses the first flag of `given` that was given along with `--config`: the file holds every
 /// set's settings, and a flag silently ignored would look like it applied.
 fn refuse_with_config(given: &[(&'static str, bool)]) -> Result<(), ConfigError> {
+    refuse_with_config_as(given, "per-set settings come from the config file")
+}
+
+/// [`refuse_with_config`], saying where the file holds the setting.
+fn refuse_with_config_as(given: &[(&'static str, bool)], why: &str) -> Result<(), ConfigError> {
     match given.iter().find(|(_, g)| *g) {
         Some((flag, _)) => Err(ConfigError::new(format!(
-            "{flag} (or its CERTGATE_* variable) cannot be combined with --config: per-set \
-             settings come from the config file"
+            "{flag} (or its CERTGATE_* variable) cannot be combined with --config: {why}"
         ))),
         None => Ok(()),
     }
@@ -253,6 +517,16 @@ pub struct RunArgs {
     /// Total lifetime of one admin connection [default: 60s].
     #[arg(long, env = "CERTGATE_ADMIN_CONNECTION_TIMEOUT", value_parser = positive_duration, value_name = "DURATION")]
     pub admin_connection_timeout: Option<Duration>,
+    /// Loopback address of the gate's release listener (`certgate gate release`, which reads
+    /// the same variable); bound only when a gate holds [default: 127.0.0.1:9465].
+    #[arg(long, env = "CERTGATE_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+    /// The fleet gate of the set given by flags.
+    #[command(flatten)]
+    pub gate: GateArgs,
+    /// The query API the gate reads.
+    #[command(flatten)]
+    pub query_api: QueryApiArgs,
 }
 
 impl RunArgs {
@@ -290,6 +564,11 @@ impl RunArgs {
                     ("--reload-url", self.reload_url.is_some()),
                     ("--no-handshake", self.no_handshake),
                 ])?;
+                refuse_with_config(&self.gate.given())?;
+                refuse_with_config_as(
+                    &self.query_api.given(),
+                    "the query API settings come from the config file's [fleet] table",
+                )?;
                 config::read_raw(path)?
             }
             None => {
@@ -318,10 +597,11 @@ impl RunArgs {
                 {
                     set.reload = Some(reload);
                 }
+                set.gate = self.gate.to_raw()?;
                 config::RawConfig {
                     daemon: RawDaemon::default(),
                     sets: vec![set],
-                    fleet: None,
+                    fleet: self.query_api.to_raw(),
                 }
             }
         };
@@ -330,12 +610,31 @@ impl RunArgs {
         d.resync_interval = self.resync_interval.or(d.resync_interval);
         d.settle = self.settle.or(d.settle);
         d.log_format = self.log_format.or(d.log_format);
-        let ctx = self
-            .config
-            .as_ref()
-            .map(|p| format!("config {}: ", p.display()))
-            .unwrap_or_default();
-        config::Config::from_raw(raw).map_err(|e| ConfigError::new(format!("{ctx}{e}")))
+        d.admin_listen = self.admin_listen.clone().or(d.admin_listen.take());
+        config::Config::from_raw(raw).map_err(|e| {
+            let e = e.to_string();
+            match &self.config {
+                // Settings from flags are named as flags.
+                None => ConfigError::new(name_flags(&e, FLAG_OF_KEY)),
+                Some(path) => {
+                    let flags = [
+                        ("daemon.listen", "--listen"),
+                        ("daemon.admin_listen", "--admin-listen"),
+                    ];
+                    let given = [self.listen.is_some(), self.admin_listen.is_some()];
+                    let overridden: Vec<_> = flags
+                        .into_iter()
+                        .zip(given)
+                        .filter_map(|(f, g)| g.then_some(f))
+                        .collect();
+                    ConfigError::new(format!(
+                        "config {}: {}",
+                        path.display(),
+                        name_flags(&e, &overridden)
+                    ))
+                }
+            }
+        })
     }
 }
 
@@ -556,5 +855,48 @@ fn poll_interval(s: &str) -> Result<Duration, String> {
         d if d < Duration::from_millis(100) => Err("at least 100ms".into()),
         d if d > Duration::from_secs(600) => Err("at most 10m".into()),
         d => Ok(d),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_in_errors_become_flags_once() {
+        let cases = [
+            (
+                "set \"default\": gate.verifiers: \"shop\": must start with '{'",
+                "set \"default\": --gate-verifiers: \"shop\": must start with '{'",
+            ),
+            (
+                "set \"a\": gate: needs [fleet] prometheus_url (where the verifiers' trust is read)",
+                "set \"a\": --gate: needs --prometheus-url (where the verifiers' trust is read)",
+            ),
+            (
+                "[fleet]: --ca-file is for https:// URLs; prometheus_url is http://",
+                "--prometheus-ca-file is for https:// URLs; --prometheus-url is http://",
+            ),
+            (
+                "[fleet]: --header: expected 'Name: value'",
+                "--prometheus-header: expected 'Name: value'",
+            ),
+            (
+                "fleet.poll_interval: must be between 100ms and 1h",
+                "--fleet-poll-interval: must be between 100ms and 1h",
+            ),
+            // What is not a gate or query API key is left as it is.
+            (
+                "set \"a\": key_mode: only meaningful with publish_dir",
+                "set \"a\": key_mode: only meaningful with publish_dir",
+            ),
+        ];
+        for (msg, want) in cases {
+            assert_eq!(name_flags(msg, FLAG_OF_KEY), want);
+        }
+        // A flag is never rewritten again.
+        for (_, flag) in FLAG_OF_KEY {
+            assert_eq!(name_flags(flag, FLAG_OF_KEY), *flag, "{flag}");
+        }
     }
 }

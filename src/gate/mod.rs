@@ -39,7 +39,7 @@ pub const MAX_BLOCKING_SHOWN: usize = 20;
 const MIN_RELEASE_MARGIN_SECS: i64 = 300;
 
 /// What the gate does with a candidate that would regress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum GateMode {
     /// Hold it until no verifier regresses (or the deadline).
@@ -63,7 +63,7 @@ impl GateMode {
 }
 
 /// What a verifier whose scrape fails (or that exports no trust series) counts as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum UnknownVerifiers {
     /// It might regress: hold.

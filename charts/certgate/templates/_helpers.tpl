@@ -39,6 +39,94 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* Volume names, shared by the containers and the volumes. */}}
 {{- define "certgate.sourceVolume" -}}certgate-source{{- end }}
 {{- define "certgate.publishVolume" -}}certgate-publish{{- end }}
+{{- define "certgate.fleetTokenVolume" -}}certgate-fleet-token{{- end }}
+{{- define "certgate.fleetCaVolume" -}}certgate-fleet-ca{{- end }}
+{{- define "certgate.fleetTokenDir" -}}/var/run/secrets/certgate-fleet-token{{- end }}
+{{- define "certgate.fleetCaDir" -}}/var/run/secrets/certgate-fleet-ca{{- end }}
+{{- define "certgate.gateReleaseVolume" -}}certgate-gate-release{{- end }}
+{{- define "certgate.gateReleaseDir" -}}/var/run/certgate-gate-release{{- end }}
+
+{{/* The gate is on: gate.mode hold or observe (a bare YAML off is false). */}}
+{{- define "certgate.gateOn" -}}
+{{- if has (toString .values.gate.mode) (list "hold" "observe") }}true{{ end }}
+{{- end }}
+
+{{/* The fleet gate's and its query API's environment (`certgate run` flags --gate*,
+--prometheus-*, --fleet-*), each only when set. */}}
+{{- define "certgate.gateEnv" -}}
+{{- $g := .values.gate -}}
+{{- $f := .values.fleet -}}
+{{- if include "certgate.gateOn" . }}
+- name: CERTGATE_GATE
+  value: {{ $g.mode | quote }}
+{{- with $g.verifiers }}
+- name: CERTGATE_GATE_VERIFIERS
+  value: {{ join "\n" . | quote }}
+{{- end }}
+{{- with $g.presenters }}
+- name: CERTGATE_GATE_PRESENTERS
+  value: {{ join "\n" . | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" $g.minVerifiers) }}
+- name: CERTGATE_GATE_MIN_VERIFIERS
+  value: {{ $g.minVerifiers | int | toString | quote }}
+{{- end }}
+{{- with $g.expectedVerifiers }}
+- name: CERTGATE_GATE_EXPECTED_VERIFIERS
+  value: {{ . | quote }}
+{{- end }}
+{{- with $g.unknownVerifiers }}
+- name: CERTGATE_GATE_UNKNOWN_VERIFIERS
+  value: {{ . | quote }}
+{{- end }}
+{{- with $g.stableFor }}
+- name: CERTGATE_GATE_STABLE_FOR
+  value: {{ . | quote }}
+{{- end }}
+{{- with $g.releaseBeforeExpiry }}
+- name: CERTGATE_GATE_RELEASE_BEFORE_EXPIRY
+  value: {{ . | quote }}
+{{- end }}
+{{- if $g.releaseConfigMap.name }}
+- name: CERTGATE_GATE_RELEASE_FILE
+  value: {{ printf "%s/%s" (include "certgate.gateReleaseDir" .) $g.releaseConfigMap.key | quote }}
+{{- end }}
+{{- end }}
+{{- with $f.prometheusUrl }}
+- name: CERTGATE_PROMETHEUS_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with $f.headers }}
+- name: CERTGATE_PROMETHEUS_HEADERS
+  value: {{ join "\n" . | quote }}
+{{- end }}
+{{- if $f.bearerTokenSecret.name }}
+- name: CERTGATE_PROMETHEUS_BEARER_TOKEN_FILE
+  value: {{ printf "%s/%s" (include "certgate.fleetTokenDir" .) $f.bearerTokenSecret.key | quote }}
+{{- else if $f.bearerTokenFile }}
+- name: CERTGATE_PROMETHEUS_BEARER_TOKEN_FILE
+  value: {{ $f.bearerTokenFile | quote }}
+{{- end }}
+{{- if $f.caConfigMap.name }}
+- name: CERTGATE_PROMETHEUS_CA_FILE
+  value: {{ printf "%s/%s" (include "certgate.fleetCaDir" .) $f.caConfigMap.key | quote }}
+{{- else if $f.caFile }}
+- name: CERTGATE_PROMETHEUS_CA_FILE
+  value: {{ $f.caFile | quote }}
+{{- end }}
+{{- with $f.pollInterval }}
+- name: CERTGATE_FLEET_POLL_INTERVAL
+  value: {{ . | quote }}
+{{- end }}
+{{- with $f.queryTimeout }}
+- name: CERTGATE_FLEET_QUERY_TIMEOUT
+  value: {{ . | quote }}
+{{- end }}
+{{- with $f.job }}
+- name: CERTGATE_FLEET_JOB
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
 
 {{/* The environment both `run` and `check` read (CERTGATE_* fallbacks of their flags). */}}
 {{- define "certgate.env" -}}
@@ -79,6 +167,15 @@ and belongs under initContainers; in classic mode under containers. */}}
     - {{ . | quote }}
     {{- end }}
   env:
+    # The pod's own namespace and name: the gate's selectors expand $POD_NAMESPACE.
+    - name: POD_NAMESPACE
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.namespace
+    - name: POD_NAME
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.name
     {{- include "certgate.env" . | nindent 4 }}
     - name: CERTGATE_PUBLISH_DIR
       value: {{ $v.publish.mountPath | quote }}
@@ -114,6 +211,7 @@ and belongs under initContainers; in classic mode under containers. */}}
       value: {{ printf "0.0.0.0:%v" $v.sidecar.port | quote }}
     - name: CERTGATE_LOG_FORMAT
       value: {{ $v.sidecar.logFormat | quote }}
+    {{- include "certgate.gateEnv" . | nindent 4 }}
     {{- with $v.sidecar.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -150,6 +248,21 @@ and belongs under initContainers; in classic mode under containers. */}}
       readOnly: true
     - name: {{ include "certgate.publishVolume" . }}
       mountPath: {{ $v.publish.mountPath | quote }}
+    {{- if $v.fleet.bearerTokenSecret.name }}
+    - name: {{ include "certgate.fleetTokenVolume" . }}
+      mountPath: {{ include "certgate.fleetTokenDir" . | quote }}
+      readOnly: true
+    {{- end }}
+    {{- if $v.fleet.caConfigMap.name }}
+    - name: {{ include "certgate.fleetCaVolume" . }}
+      mountPath: {{ include "certgate.fleetCaDir" . | quote }}
+      readOnly: true
+    {{- end }}
+    {{- if and (include "certgate.gateOn" .) $v.gate.releaseConfigMap.name }}
+    - name: {{ include "certgate.gateReleaseVolume" . }}
+      mountPath: {{ include "certgate.gateReleaseDir" . | quote }}
+      readOnly: true
+    {{- end }}
 {{- end }}
 
 {{- define "certgate.securityContext" -}}
@@ -224,4 +337,33 @@ native sidecar (in native mode). */}}
   emptyDir:
     medium: Memory
     sizeLimit: {{ $v.publish.sizeLimit | quote }}
+{{- with $v.fleet.bearerTokenSecret }}
+{{- if .name }}
+- name: {{ include "certgate.fleetTokenVolume" $ }}
+  secret:
+    secretName: {{ .name | quote }}
+    items:
+      - key: {{ .key | quote }}
+        path: {{ .key | quote }}
+{{- end }}
+{{- end }}
+{{- with $v.fleet.caConfigMap }}
+{{- if .name }}
+- name: {{ include "certgate.fleetCaVolume" $ }}
+  configMap:
+    name: {{ .name | quote }}
+    items:
+      - key: {{ .key | quote }}
+        path: {{ .key | quote }}
+{{- end }}
+{{- end }}
+{{- if and (include "certgate.gateOn" .) $v.gate.releaseConfigMap.name }}
+- name: {{ include "certgate.gateReleaseVolume" . }}
+  configMap:
+    name: {{ $v.gate.releaseConfigMap.name | quote }}
+    optional: true
+    items:
+      - key: {{ $v.gate.releaseConfigMap.key | quote }}
+        path: {{ $v.gate.releaseConfigMap.key | quote }}
+{{- end }}
 {{- end }}

@@ -3,6 +3,7 @@
 
 mod check;
 mod flags;
+mod gate_flags;
 mod inspect;
 mod secrets;
 
