@@ -23,6 +23,10 @@ pub struct GateMetrics {
     evaluations: IntCounterVec,
     query: Histogram,
     last_success: GaugeVec,
+    /// The histogram is registered with the first gated set: a pod without a gate pays for
+    /// none of its series.
+    registry: Registry,
+    query_registered: std::sync::Arc<std::sync::Once>,
 }
 
 impl std::fmt::Debug for GateMetrics {
@@ -87,7 +91,6 @@ impl GateMetrics {
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ]),
         )?;
-        r.register(Box::new(query.clone()))?;
         let last_success = gauge(
             "certgate_gate_last_success_timestamp_seconds",
             "When a gate evaluation last got an answer from the query API, Unix seconds.",
@@ -102,11 +105,18 @@ impl GateMetrics {
             evaluations,
             query,
             last_success,
+            registry: r.clone(),
+            query_registered: std::sync::Arc::new(std::sync::Once::new()),
         })
     }
 
     /// Declares a gated set's series at 0, so alerts and dashboards see them from the start.
     pub fn declare(&self, set: &str) {
+        self.query_registered.call_once(|| {
+            if let Err(e) = self.registry.register(Box::new(self.query.clone())) {
+                tracing::warn!("metrics: the gate's query histogram: {e}");
+            }
+        });
         for kind in [HoldKind::Leaf, HoldKind::Removal] {
             self.holding
                 .with_label_values(&[set, kind.as_str()])
