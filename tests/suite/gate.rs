@@ -356,7 +356,7 @@ fn outage(mode: &str) -> Option<Outage> {
         let text = String::from_utf8_lossy(&o.stdout);
         assert_eq!(o.status.code(), Some(1), "{o:?}");
         assert!(
-            text.contains("c2") && text.contains("c3") && !text.contains("c1"),
+            text.contains("shop/c2") && text.contains("shop/c3") && !text.contains("shop/c1"),
             "{text}"
         );
         clients[1].rotate(None, &both);
