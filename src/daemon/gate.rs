@@ -431,14 +431,19 @@ impl<P: Publish, W: Workload> Core<P, W> {
         };
         let policy = s.cfg.policy.clone();
         let name = s.cfg.name.clone();
-        // The live leaf and key as approved and kept in memory (what a re-publish writes).
-        let live = s.live.as_ref()?.approved.clone();
         let (cert, key) = match leaf_of {
             Some(a) => (a.material().raw.cert.clone(), a.material().raw.key.clone()),
-            None => (
-                live.material().raw.cert.clone(),
-                live.material().raw.key.clone(),
-            ),
+            None => {
+                // The live chain as decoded and kept in memory (a re-publish writes the same),
+                // with the live key file.
+                let live = s.live.as_ref()?.material();
+                let cert = FileSnapshot::made(
+                    FileRole::Cert,
+                    &live.raw.cert.path,
+                    pem_certificates(live.chain.as_slice()),
+                );
+                (cert, live.raw.key.clone())
+            }
         };
         let read_ms = 0.0;
         let mixed = RawSet {
