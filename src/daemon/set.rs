@@ -22,7 +22,8 @@ use crate::time_fmt::rfc3339;
 pub(super) struct Live {
     pub(super) view: LiveMaterial,
     pub(super) fingerprint: Fingerprint,
-    /// What was approved: the material, and the files it was read from.
+    /// What was approved: the material, and the files it was read from (what is kept of it,
+    /// [`Approved::kept`]).
     pub(super) approved: Approved,
     pub(super) publish: Option<PublishState>,
 }
@@ -40,8 +41,8 @@ impl Live {
             generation: state.as_ref().map(|s| s.generation.clone()),
             cert_path: paths.cert.display().to_string(),
             trust_path: paths.trust.as_ref().map(|p| p.display().to_string()),
-            anchors: approved.anchors().into(),
-            chain: approved.chain().into(),
+            anchors: approved.anchors_shared(),
+            chain: approved.chain_shared(),
             trust_fingerprint: trust_fingerprint(approved.material()),
             effective_expiry: approved.effective_expiry(),
             since: rfc3339(now),
@@ -50,7 +51,7 @@ impl Live {
         Self {
             view,
             fingerprint: approved.fingerprint().clone(),
-            approved: approved.clone(),
+            approved: approved.kept(),
             publish: state,
         }
     }
