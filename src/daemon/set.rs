@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::schedule::{next_wakeup, Thresholds};
 use crate::config::SetConfig;
 use crate::ids::{AnchorId, Fingerprint, GenerationName};
+use crate::metrics::LiveLabels;
 use crate::pipeline::anchors::verifying_anchors;
 use crate::pipeline::load::{self, Material};
 use crate::pipeline::{Approved, FileSummary};
@@ -47,6 +48,7 @@ impl Live {
             effective_expiry: approved.effective_expiry(),
             since: rfc3339(now),
             content_key: approved.content_key(),
+            labels: None,
         };
         Self {
             view,
@@ -223,7 +225,11 @@ impl<P> SetRuntime<P> {
         self.dirty = true;
     }
 
-    pub(super) fn set_live(&mut self, live: Option<Live>, now: i64) {
+    pub(super) fn set_live(&mut self, mut live: Option<Live>, now: i64) {
+        if let Some(l) = live.as_mut() {
+            let labels = LiveLabels::new(&self.cfg.name, &l.view);
+            l.view.labels = Some(Arc::new(labels));
+        }
         let st = self.status_mut();
         st.live = live.as_ref().map(|l| l.view.clone());
         st.live_problem = None;

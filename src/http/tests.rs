@@ -105,6 +105,7 @@ fn valid(name: &str, required: bool) -> SetStatus {
         effective_expiry: EXPIRY,
         since: crate::time_fmt::rfc3339(T0),
         content_key: Vec::new(),
+        labels: None,
     });
     set
 }
