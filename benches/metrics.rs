@@ -1,25 +1,32 @@
 //! Criterion bench of `/metrics` rendering alone: `Metrics::render` over a snapshot of N sets
 //! (default 1,000), each a distinct P-256 leaf under one intermediate with a one-anchor bundle,
-//! published, as `benches/rotation.rs` sets them up. No HTTP, no daemon: the cost of writing
-//! the exposition from the snapshot.
+//! published, as `benches/rotation.rs` sets them up, with their label sets formatted as the
+//! daemon formats them when material goes live. No HTTP, no daemon: the cost of writing the
+//! exposition from the snapshot.
 //!
 //! ```sh
 //! cargo bench --bench metrics
 //! CERTGATE_BENCH_SETS=100 cargo bench --bench metrics
 //! CERTGATE_BENCH_BODY=/tmp/body.txt cargo bench --bench metrics   # also writes the body
 //! ```
+//!
+//! Two measurements: the render alone, and the render compressed as a scrape that accepts
+//! gzip gets it.
 
 // Test and bench code may panic on a broken fixture; the lint is for production code.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use flate2::write::GzEncoder;
+use flate2::Compression;
 use rustls_pki_types::CertificateDer;
 
 use certgate::labels::Outcome;
-use certgate::metrics::Metrics;
+use certgate::metrics::{LiveLabels, Metrics};
 use certgate::pipeline::inspect::{inspect_cert, CertInfo, Role};
 use certgate::state::{LiveMaterial, Mode, SetStatus, Snapshot};
 use certgate_testkit::pki::{Alg, Ca, LeafSpec};
@@ -51,7 +58,7 @@ fn fleet(n: usize) -> (Metrics, Snapshot, i64) {
             let dir = format!("/dev/shm/.tmpAbC123/live{i}");
             let mut s = SetStatus::new(&name, Mode::Publish, true, 86_400, 0);
             s.live_problem = None;
-            s.live = Some(LiveMaterial {
+            let mut live = LiveMaterial {
                 generation: None,
                 cert_path: format!("{dir}/tls.crt"),
                 trust_path: Some(format!("{dir}/ca.crt")),
@@ -61,7 +68,11 @@ fn fleet(n: usize) -> (Metrics, Snapshot, i64) {
                 trust_fingerprint: Some("ab".repeat(32)),
                 since: String::new(),
                 content_key: Vec::new(),
-            });
+                labels: None,
+            };
+            // As the daemon formats them when the material goes live.
+            live.labels = Some(Arc::new(LiveLabels::new(&name, &live)));
+            s.live = Some(live);
             metrics.declare_set(&name);
             metrics.rotation(
                 &name,
@@ -100,6 +111,19 @@ fn render(c: &mut Criterion) {
     }
     c.bench_function(&format!("render {n} sets"), |b| {
         b.iter(|| metrics.render(&snapshot, now))
+    });
+    // What a scrape that accepts gzip costs: written 32 KiB at a time and compressed at
+    // level 1, as `/metrics` does (into a sink here, not a connection).
+    let gzip = |out: Vec<u8>| {
+        let mut gz = GzEncoder::new(out, Compression::fast());
+        metrics.render_chunks(&snapshot, now, 32 * 1024, &mut |chunk| {
+            gz.write_all(chunk.as_bytes()).is_ok()
+        });
+        gz.finish().unwrap()
+    };
+    println!("render gzip: {} bytes", gzip(Vec::new()).len());
+    c.bench_function(&format!("render {n} sets, gzip"), |b| {
+        b.iter(|| gzip(Vec::with_capacity(256 * 1024)).len())
     });
 }
 

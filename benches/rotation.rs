@@ -11,9 +11,10 @@
 //! cargo bench --bench rotation -- --sets 1000 --rotations 20 --scrapes 200 --publish-root /dev/shm
 //! ```
 //!
-//! `--scrapes N` scrapes `/metrics` N times after the rotations (one connection each, as
-//! Prometheus does on a fresh connection) and reports latency percentiles, the body size and
-//! RSS after them. `CERTGATE_BIN=/abs/path/to/certgate` runs another build (e.g. a release
+//! `--scrapes N` scrapes `/metrics` N times after the rotations (one connection each, with
+//! `Accept-Encoding: gzip`, as Prometheus does on a fresh connection) and reports latency
+//! percentiles (to the last byte, not decoding), the body size as sent and as text, and RSS
+//! after them. `CERTGATE_BIN=/abs/path/to/certgate` runs another build (e.g. a release
 //! build of an older commit) under the same harness.
 
 // Test and bench code may panic on a broken fixture; the lint is for production code.
@@ -79,27 +80,75 @@ fn args() -> Args {
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (code, _, body, _) = http_get_with(addr, path, "");
+    (code, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A GET with `extra` request headers (each ending in `\r\n`): the status, the response
+/// headers (lowercase names), the body as sent (de-chunked, not decoded) and the time from
+/// connecting to the last byte.
+fn http_get_with(
+    addr: SocketAddr,
+    path: &str,
+    extra: &str,
+) -> (u16, Vec<(String, String)>, Vec<u8>, Duration) {
+    let started = Instant::now();
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
-        return (0, String::new());
+        return (0, Vec::new(), Vec::new(), started.elapsed());
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
     let _ = write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
     );
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let code = text
-        .split_whitespace()
-        .nth(1)
+    let took = started.elapsed();
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return (0, Vec::new(), Vec::new(), took);
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let code = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let body = &raw[end + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
+    (code, headers, body, took)
+}
+
+/// The payload of a `Transfer-Encoding: chunked` body.
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len());
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&b[..eol])
+            .ok()
+            .and_then(|l| usize::from_str_radix(l.split(';').next().unwrap_or("").trim(), 16).ok())
+            .unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = eol + 2;
+        let Some(chunk) = b.get(start..start + size) else {
+            break;
+        };
+        out.extend_from_slice(chunk);
+        b = b.get(start + size + 2..).unwrap_or(&[]);
+    }
+    out
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -264,23 +313,43 @@ fn main() {
     let rss_after = rss_kib(child.id());
     if a.scrapes > 0 {
         let mut took = Vec::with_capacity(a.scrapes);
-        let mut body_bytes = 0;
+        let mut last = (Vec::new(), Vec::new());
         for _ in 0..a.scrapes {
-            let t = Instant::now();
-            let (code, body) = http_get(addr, "/metrics");
-            took.push(t.elapsed().as_secs_f64() * 1000.0);
+            // As Prometheus asks.
+            let (code, headers, body, t) =
+                http_get_with(addr, "/metrics", "Accept-Encoding: gzip\r\n");
+            took.push(t.as_secs_f64() * 1000.0);
             assert_eq!(code, 200, "/metrics");
-            body_bytes = body.len();
+            last = (headers, body);
         }
+        let (headers, sent) = last;
+        let gzip = headers
+            .iter()
+            .any(|(k, v)| k == "content-encoding" && v.eq_ignore_ascii_case("gzip"));
+        let plain = if gzip {
+            let mut plain = Vec::new();
+            flate2::read::GzDecoder::new(&sent[..])
+                .read_to_end(&mut plain)
+                .expect("a gzip body");
+            plain
+        } else {
+            sent.clone()
+        };
+        assert!(
+            std::str::from_utf8(&plain).is_ok_and(|t| t.contains("certgate_cert_info{")),
+            "a /metrics body"
+        );
         took.sort_by(f64::total_cmp);
         println!(
-            "metrics scrape: sets={} scrapes={} p50={:.2}ms p99={:.2}ms max={:.2}ms | body {} bytes | RSS after scrapes {:.1} MiB (anon {:.1} MiB, peak {:.1} MiB; at ready: anon {:.1} MiB)",
+            "metrics scrape: sets={} scrapes={} p50={:.2}ms p99={:.2}ms max={:.2}ms | body {} bytes sent ({}), {} bytes of text | RSS after scrapes {:.1} MiB (anon {:.1} MiB, peak {:.1} MiB; at ready: anon {:.1} MiB)",
             a.sets,
             a.scrapes,
             percentile(&took, 50.0),
             percentile(&took, 99.0),
             took.last().copied().unwrap_or(f64::NAN),
-            body_bytes,
+            sent.len(),
+            if gzip { "gzip" } else { "identity" },
+            plain.len(),
             rss_kib(child.id()) as f64 / 1024.0,
             status_kib(child.id(), "RssAnon:") as f64 / 1024.0,
             status_kib(child.id(), "VmHWM:") as f64 / 1024.0,

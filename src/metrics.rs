@@ -15,8 +15,11 @@
 //!   time from the daemon's [`Snapshot`], which holds that material anyway. No series are kept
 //!   for it: memory does not grow with sets × certificates × labels, and a series cannot
 //!   outlive the material it describes (it is gone from the first scrape after the material is).
+//!   The long label sets of that material (chain info, the x509 families) are formatted once,
+//!   when it goes live ([`LiveLabels`]), so a scrape copies a few contiguous strings per set;
+//!   every value that depends on the time is computed at the scrape.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
@@ -26,7 +29,7 @@ use prometheus::{Encoder, GaugeVec, HistogramOpts, HistogramVec, Opts, Registry,
 
 use crate::labels::{Outcome, Reason};
 use crate::pipeline::inspect::{CertInfo, Role};
-use crate::state::{LiveMaterial, Mode, SetStatus, Snapshot};
+use crate::state::{LiveMaterial, Mode, Snapshot};
 
 /// Every metric: the registry of histograms and what happened to each set. The state
 /// families are rendered from a snapshot by [`Metrics::render`].
@@ -491,30 +494,19 @@ fn render_state(out: &mut Sink<'_>, snapshot: &Snapshot, now: i64) {
     for (set, l) in live() {
         w.series(&[("set", set)], l.effective_expiry as f64);
     }
+    // Each live set's label sets: formatted when the material went live (a snapshot made
+    // by hand, as in tests, has none: they are formatted now, the same way).
+    let made: Vec<Option<LiveLabels>> = live()
+        .map(|(set, l)| l.labels.is_none().then(|| LiveLabels::new(set, l)))
+        .collect();
+    let labels: Vec<&LiveLabels> = live()
+        .zip(&made)
+        .filter_map(|((_, l), made)| made.as_ref().or(l.labels.as_deref()))
+        .collect();
     let mut w = Series::new(out, &CERT_INFO);
-    for (set, l) in live() {
-        for (i, c) in l.chain.iter().enumerate() {
-            let same = |o: &CertInfo| {
-                o.role == c.role
-                    && o.fingerprint_sha256 == c.fingerprint_sha256
-                    && o.serial == c.serial
-                    && o.subject == c.subject
-                    && o.issuer == c.issuer
-            };
-            if l.chain[..i].iter().any(same) {
-                continue;
-            }
-            w.series(
-                &[
-                    ("fingerprint_sha256", c.fingerprint_sha256.as_str()),
-                    ("issuer", &c.issuer),
-                    ("role", c.role.as_str()),
-                    ("serial", &c.serial),
-                    ("set", set),
-                    ("subject", &c.subject),
-                ],
-                1.0,
-            );
+    for l in &labels {
+        for label_set in l.cert_info() {
+            w.formatted(label_set, 1.0);
         }
     }
     let bundled =
@@ -585,35 +577,28 @@ fn render_state(out: &mut Sink<'_>, snapshot: &Snapshot, now: i64) {
     }
     Series::new(out, &READY).series(&[], flag(snapshot.readiness(now).is_ok()));
 
-    let files = x509_files(sets);
+    // The x509-certificate-exporter families carry no `set` label, so two sets reading one
+    // file (a shared CA bundle in monitor mode), or a bundle listing an anchor twice, would
+    // give the same series twice: each is kept once, at its first place.
+    let mut seen = HashSet::with_capacity_and_hasher(labels.len() * 4, BuildFx);
+    let files: Vec<(&str, (i64, i64))> = labels
+        .iter()
+        .flat_map(|l| l.x509())
+        .filter(|(label_set, _)| seen.insert(*label_set))
+        .collect();
     for (family, value) in [
         (&X509_NOT_AFTER, X509Value::NotAfter),
         (&X509_NOT_BEFORE, X509Value::NotBefore),
         (&X509_EXPIRED, X509Value::Expired),
     ] {
         let mut w = Series::new(out, family);
-        for &(path, c) in &files {
-            let filename = Path::new(path)
-                .file_name()
-                .and_then(|f| f.to_str())
-                .unwrap_or_default();
+        for &(label_set, (not_after, not_before)) in &files {
             let v = match value {
-                X509Value::NotAfter => c.not_after as f64,
-                X509Value::NotBefore => c.not_before as f64,
-                X509Value::Expired => flag(c.not_after < now),
+                X509Value::NotAfter => not_after as f64,
+                X509Value::NotBefore => not_before as f64,
+                X509Value::Expired => flag(not_after < now),
             };
-            w.series(
-                &[
-                    ("filename", filename),
-                    ("filepath", path),
-                    ("issuer_CN", &c.issuer_cn),
-                    ("issuer_O", &c.issuer_o),
-                    ("serial_number", &c.serial),
-                    ("subject_CN", &c.subject_cn),
-                    ("subject_O", &c.subject_o),
-                ],
-                v,
-            );
+            w.formatted(label_set, v);
         }
     }
 }
@@ -639,49 +624,179 @@ fn flag(on: bool) -> f64 {
     }
 }
 
-/// The certificates the x509-certificate-exporter families describe, with the file each is
-/// read from: the chain's leaf and intermediates under the cert file, the bundle's anchors
-/// under the bundle file. Those families carry no `set` label, so two sets reading one file
-/// (a shared CA bundle in monitor mode), or a bundle listing an anchor twice, would give the
-/// same series twice: each is kept once, at its first place.
-fn x509_files(sets: &[std::sync::Arc<SetStatus>]) -> Vec<(&str, &CertInfo)> {
-    let mut files: Vec<(&str, &CertInfo)> = Vec::new();
-    for l in sets.iter().filter_map(|s| s.live.as_ref()) {
-        let certs = l.chain.iter().filter(|c| c.role != Role::Anchor);
-        files.extend(certs.map(|c| (l.cert_path.as_str(), c)));
-        if let Some(tp) = &l.trust_path {
-            files.extend(l.anchors.iter().map(|a| (tp.as_str(), a)));
-        }
-    }
-    fn key<'a>(&(path, c): &(&'a str, &'a CertInfo)) -> [&'a str; 6] {
-        [
-            path,
-            &c.serial,
-            &c.subject_cn,
-            &c.subject_o,
-            &c.issuer_cn,
-            &c.issuer_o,
-        ]
-    }
-    // Equal series have equal paths: sort by path (stable, so each run keeps file order) and
-    // compare whole keys within each run of one path, a few certificates long; a series equal
-    // to an earlier one is dropped.
-    let mut order: Vec<usize> = (0..files.len()).collect();
-    order.sort_by(|&a, &b| files[a].0.cmp(files[b].0));
-    let mut keep = vec![true; files.len()];
-    for run in order.chunk_by(|&a, &b| files[a].0 == files[b].0) {
-        for (i, &later) in run.iter().enumerate() {
-            if run[..i]
-                .iter()
-                .any(|&earlier| key(&files[earlier]) == key(&files[later]))
-            {
-                keep[later] = false;
+// === pre-formatted labels of live material ===
+
+/// The label sets of one set's live material, escaped and formatted once, when the material
+/// goes live, for the families whose labels are many and long (`certgate_cert_info`, the three
+/// `x509_cert_*`): a scrape copies them from one contiguous block instead of gathering and
+/// escaping a dozen strings scattered over the heap per series. Only what cannot change while
+/// the material is live is here: values that depend on the time (validity, readiness,
+/// `x509_cert_expired`) are computed at each scrape.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LiveLabels {
+    /// Every label set, one after the other.
+    text: Box<str>,
+    /// Where each label set of `text` ends: `cert_info` of them for `certgate_cert_info`, then
+    /// one per certificate of the `x509_cert_*` families.
+    ends: Box<[u32]>,
+    cert_info: usize,
+    /// Not-after and not-before of each `x509_cert_*` label set.
+    x509_times: Box<[(i64, i64)]>,
+}
+
+impl LiveLabels {
+    /// The label sets of `live`, the live material of the set named `set`.
+    pub fn new(set: &str, live: &LiveMaterial) -> Self {
+        let mut text = String::new();
+        let mut ends = Vec::new();
+        let chain = &live.chain;
+        for (i, c) in chain.iter().enumerate() {
+            // A certificate given twice in the chain is one series.
+            let same = |o: &CertInfo| {
+                o.role == c.role
+                    && o.fingerprint_sha256 == c.fingerprint_sha256
+                    && o.serial == c.serial
+                    && o.subject == c.subject
+                    && o.issuer == c.issuer
+            };
+            if chain[..i].iter().any(same) {
+                continue;
             }
+            write_labels(
+                &mut text,
+                &[
+                    ("fingerprint_sha256", c.fingerprint_sha256.as_str()),
+                    ("issuer", &c.issuer),
+                    ("role", c.role.as_str()),
+                    ("serial", &c.serial),
+                    ("set", set),
+                    ("subject", &c.subject),
+                ],
+            );
+            ends.push(offset(&text));
+        }
+        let cert_info = ends.len();
+        let mut x509_times = Vec::new();
+        for (path, c) in x509_certificates(live) {
+            let filename = Path::new(path)
+                .file_name()
+                .and_then(|f| f.to_str())
+                .unwrap_or_default();
+            write_labels(
+                &mut text,
+                &[
+                    ("filename", filename),
+                    ("filepath", path),
+                    ("issuer_CN", &c.issuer_cn),
+                    ("issuer_O", &c.issuer_o),
+                    ("serial_number", &c.serial),
+                    ("subject_CN", &c.subject_cn),
+                    ("subject_O", &c.subject_o),
+                ],
+            );
+            ends.push(offset(&text));
+            x509_times.push((c.not_after, c.not_before));
+        }
+        Self {
+            text: text.into_boxed_str(),
+            ends: ends.into_boxed_slice(),
+            cert_info,
+            x509_times: x509_times.into_boxed_slice(),
         }
     }
-    let mut keep = keep.into_iter();
-    files.retain(|_| keep.next().unwrap_or(true));
-    files
+
+    /// The label sets `from..to` of `text`.
+    fn label_sets(&self, from: usize, to: usize) -> impl Iterator<Item = &str> {
+        let mut start = match from.checked_sub(1) {
+            Some(before) => self.ends.get(before).map_or(0, |&e| e as usize),
+            None => 0,
+        };
+        let ends = self.ends.get(from..to).unwrap_or_default();
+        ends.iter().map(move |&end| {
+            let end = end as usize;
+            let s = self.text.get(start..end).unwrap_or_default();
+            start = end;
+            s
+        })
+    }
+
+    /// `certgate_cert_info`'s label sets.
+    fn cert_info(&self) -> impl Iterator<Item = &str> {
+        self.label_sets(0, self.cert_info)
+    }
+
+    /// The `x509_cert_*` label sets, with the certificate's not-after and not-before.
+    fn x509(&self) -> impl Iterator<Item = (&str, (i64, i64))> {
+        self.label_sets(self.cert_info, self.ends.len())
+            .zip(self.x509_times.iter().copied())
+    }
+}
+
+/// The certificates the x509-certificate-exporter families describe for one live material,
+/// with the file each is read from: the chain's leaf and intermediates under the cert file,
+/// the bundle's anchors under the bundle file.
+fn x509_certificates(l: &LiveMaterial) -> impl Iterator<Item = (&str, &CertInfo)> {
+    let certs = l.chain.iter().filter(|c| c.role != Role::Anchor);
+    let anchors = l
+        .trust_path
+        .as_deref()
+        .into_iter()
+        .flat_map(|tp| l.anchors.iter().map(move |a| (tp, a)));
+    certs.map(|c| (l.cert_path.as_str(), c)).chain(anchors)
+}
+
+/// A fast hasher for the label sets de-duplicated at each scrape (a few thousand strings of
+/// about 200 bytes, none chosen by an attacker: they are the operator's paths and the
+/// certificates certgate approved): the multiply-rotate hash of rustc's `FxHasher`, eight bytes
+/// at a time, where the default SipHash took a twentieth of the render.
+#[derive(Default)]
+struct Fx(u64);
+
+impl std::hash::Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let word = <[u8; 8]>::try_from(w).map_or(0, u64::from_le_bytes);
+            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(K);
+        }
+        for &b in words.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct BuildFx;
+
+impl std::hash::BuildHasher for BuildFx {
+    type Hasher = Fx;
+    fn build_hasher(&self) -> Fx {
+        Fx::default()
+    }
+}
+
+/// Where `text` ends now, as a label set's end.
+fn offset(text: &str) -> u32 {
+    u32::try_from(text.len()).unwrap_or(u32::MAX)
+}
+
+/// `{k="v",…}`, values escaped (nothing without labels).
+fn write_labels(out: &mut String, labels: &[(&str, &str)]) {
+    for (i, (k, v)) in labels.iter().enumerate() {
+        out.push(if i == 0 { '{' } else { ',' });
+        out.push_str(k);
+        out.push_str("=\"");
+        escape_label_value(out, v);
+        out.push('"');
+    }
+    if !labels.is_empty() {
+        out.push('}');
+    }
 }
 
 // === process ===
@@ -878,30 +993,44 @@ impl<'a, 'b> Series<'a, 'b> {
 
     /// One series; `labels` in name order, as the registry writes them.
     fn series(&mut self, labels: &[(&str, &str)], value: f64) {
-        if self.out.gone {
-            return;
+        if self.start() {
+            let out = &mut self.out.buf;
+            out.push_str(self.family.name);
+            write_labels(out, labels);
+            self.end(value);
         }
-        let name = self.family.name;
-        let out = &mut self.out.buf;
+    }
+
+    /// One series whose label set is already formatted (`{k="v",…}`, escaped).
+    fn formatted(&mut self, label_set: &str, value: f64) {
+        if self.start() {
+            let out = &mut self.out.buf;
+            out.push_str(self.family.name);
+            out.push_str(label_set);
+            self.end(value);
+        }
+    }
+
+    /// Before a series: HELP and TYPE before the first; `false` once the reader is gone.
+    fn start(&mut self) -> bool {
+        if self.out.gone {
+            return false;
+        }
         if !self.started {
             self.started = true;
+            let name = self.family.name;
             let _ = write!(
-                out,
+                self.out.buf,
                 "# HELP {name} {}\n# TYPE {name} {}\n",
                 self.family.help, self.family.kind
             );
         }
-        out.push_str(name);
-        for (i, (k, v)) in labels.iter().enumerate() {
-            out.push(if i == 0 { '{' } else { ',' });
-            out.push_str(k);
-            out.push_str("=\"");
-            escape_label_value(out, v);
-            out.push('"');
-        }
-        if !labels.is_empty() {
-            out.push('}');
-        }
+        true
+    }
+
+    /// After a series' name and labels: the value, the end of the line.
+    fn end(&mut self, value: f64) {
+        let out = &mut self.out.buf;
         out.push(' ');
         write_value(out, value);
         out.push('\n');
@@ -915,9 +1044,31 @@ impl<'a, 'b> Series<'a, 'b> {
 fn write_value(out: &mut String, value: f64) {
     const EXACT: f64 = (1u64 << 53) as f64;
     if value.fract() == 0.0 && value.abs() < EXACT && !(value == 0.0 && value.is_sign_negative()) {
-        let _ = write!(out, "{}", value as i64);
+        write_integer(out, value as i64);
     } else {
         let _ = write!(out, "{value}");
+    }
+}
+
+/// `v` in decimal, as its `Display` writes it, without the formatting machinery.
+fn write_integer(out: &mut String, v: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = v.unsigned_abs();
+    for slot in digits.iter_mut().rev() {
+        // At most 20 digits: u64::MAX has 20.
+        *slot = b'0' + (n % 10) as u8;
+        at -= 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push('-');
+    }
+    for &d in digits.get(at..).unwrap_or_default() {
+        out.push(char::from(d));
     }
 }
 
@@ -1023,6 +1174,7 @@ mod tests {
             anchors: anchors.into(),
             since: crate::time_fmt::rfc3339(NOW - DAY),
             content_key: Vec::new(),
+            labels: None,
         }
     }
 
@@ -1119,8 +1271,37 @@ mod tests {
     }
 
     /// What `/metrics` serves for `snapshot` at `now`.
+    /// The exposition of `snapshot` at `now`: the same whether the label sets of the live
+    /// material were formatted when it went live, as the daemon does, or are formatted at the
+    /// scrape, as for a snapshot made by hand.
     fn exposition(m: &Metrics, snapshot: &Snapshot, now: i64) -> String {
-        m.render(snapshot, now)
+        let text = m.render(snapshot, now);
+        let formatted = m.render(&with_labels(snapshot), now);
+        assert!(!snapshot
+            .sets
+            .iter()
+            .any(|s| s.live.as_ref().is_some_and(|l| l.labels.is_some())));
+        assert_eq!(without_process(&formatted), without_process(&text));
+        text
+    }
+
+    /// `snapshot` with the label sets of each live material formatted, as `set_live` does.
+    fn with_labels(snapshot: &Snapshot) -> Snapshot {
+        let sets = snapshot
+            .sets
+            .iter()
+            .map(|s| {
+                let mut s = (**s).clone();
+                if let Some(l) = s.live.as_mut() {
+                    l.labels = Some(Arc::new(LiveLabels::new(&s.name, l)));
+                }
+                Arc::new(s)
+            })
+            .collect();
+        Snapshot {
+            sets,
+            ..snapshot.clone()
+        }
     }
 
     /// One sample: its name, its labels sorted, its value as written.
@@ -1478,7 +1659,7 @@ certgate_set_ready{set="pending"} 0
         };
         let m = Metrics::new().unwrap();
         // `parse` fails on a duplicate series.
-        let families = parse(&m.render(&snapshot, NOW));
+        let families = parse(&exposition(&m, &snapshot, NOW));
         let not_after = &families["x509_cert_not_after"].samples;
         let paths: Vec<&str> = not_after
             .iter()

@@ -51,6 +51,10 @@ pub struct LiveMaterial {
     /// Source file hashes it came from.
     #[serde(skip)]
     pub content_key: Vec<String>,
+    /// Its `/metrics` label sets, formatted when it went live (`None`: formatted at each
+    /// scrape).
+    #[serde(skip)]
+    pub labels: Option<Arc<crate::metrics::LiveLabels>>,
 }
 
 impl LiveMaterial {

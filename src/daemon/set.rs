@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::schedule::{next_wakeup, Thresholds};
 use crate::config::SetConfig;
 use crate::ids::{AnchorId, Fingerprint, GenerationName};
+use crate::metrics::LiveLabels;
 use crate::pipeline::anchors::verifying_anchors;
 use crate::pipeline::load::{self, Material};
 use crate::pipeline::{Approved, FileSummary};
@@ -22,7 +23,8 @@ use crate::time_fmt::rfc3339;
 pub(super) struct Live {
     pub(super) view: LiveMaterial,
     pub(super) fingerprint: Fingerprint,
-    /// What was approved: the material, and the files it was read from.
+    /// What was approved: the material, and the files it was read from (what is kept of it,
+    /// [`Approved::kept`]).
     pub(super) approved: Approved,
     pub(super) publish: Option<PublishState>,
 }
@@ -40,17 +42,18 @@ impl Live {
             generation: state.as_ref().map(|s| s.generation.clone()),
             cert_path: paths.cert.display().to_string(),
             trust_path: paths.trust.as_ref().map(|p| p.display().to_string()),
-            anchors: approved.anchors().into(),
-            chain: approved.chain().into(),
+            anchors: approved.anchors_shared(),
+            chain: approved.chain_shared(),
             trust_fingerprint: trust_fingerprint(approved.material()),
             effective_expiry: approved.effective_expiry(),
             since: rfc3339(now),
             content_key: approved.content_key(),
+            labels: None,
         };
         Self {
             view,
             fingerprint: approved.fingerprint().clone(),
-            approved: approved.clone(),
+            approved: approved.kept(),
             publish: state,
         }
     }
@@ -226,7 +229,11 @@ impl<P> SetRuntime<P> {
         self.dirty = true;
     }
 
-    pub(super) fn set_live(&mut self, live: Option<Live>, now: i64) {
+    pub(super) fn set_live(&mut self, mut live: Option<Live>, now: i64) {
+        if let Some(l) = live.as_mut() {
+            let labels = LiveLabels::new(&self.cfg.name, &l.view);
+            l.view.labels = Some(Arc::new(labels));
+        }
         let st = self.status_mut();
         st.live = live.as_ref().map(|l| l.view.clone());
         st.live_problem = None;

@@ -1,10 +1,12 @@
 //! The admin router: `/healthz`, `/readyz`, `/status`, `/metrics`. Handlers read the latest
 //! snapshot from a `watch` channel and never wait on validation, handshakes or publishing;
-//! `/metrics` is written on a blocking thread and streamed.
+//! `/metrics` is written on a blocking thread and streamed, gzip-encoded when the scraper
+//! accepts it.
 //! No request logging: kubelet probes and scrapes would flood the logs.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::io::Write;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -12,10 +14,12 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use flate2::write::GzEncoder;
+use flate2::Compression;
 use hyper::body::Frame;
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -139,6 +143,12 @@ async fn status(State(s): State<AppState>, Query(q): Query<HashMap<String, Strin
 /// once 54 ms.
 const METRICS_CHUNK: usize = 128 * 1024;
 
+/// Gzip-encoded, the text is compressed this many bytes at a time (small enough to stay in
+/// cache between the writer and the compressor), and the compressed stream is handed on in
+/// pieces of [`METRICS_GZIP_CHUNK`] (the 3.9 MB of 1,000 sets compress to about 170 KB).
+const METRICS_GZIP_TEXT_CHUNK: usize = 32 * 1024;
+const METRICS_GZIP_CHUNK: usize = 32 * 1024;
+
 /// Scrapes written at once; more wait their turn. Prometheus scrapes a target once an
 /// interval (twice with an HA pair).
 static METRICS_WRITERS: Semaphore = Semaphore::const_new(2);
@@ -146,9 +156,16 @@ static METRICS_WRITERS: Semaphore = Semaphore::const_new(2);
 /// `/metrics`: written from the snapshot on a blocking thread (about 10 ms of CPU at 1,000
 /// sets, which probes must not queue behind) and streamed as it is written, a chunk at a time,
 /// so a scrape holds a chunk or two in memory rather than the whole body (about 4 MB at
-/// 1,000 sets).
-async fn metrics(State(s): State<AppState>) -> Response {
+/// 1,000 sets). Gzip-encoded when the request accepts it (Prometheus asks for it), compressed
+/// as it is written on the same thread; plain text otherwise.
+async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
     let permit = METRICS_WRITERS.acquire().await.ok();
+    let gzip = accepts_gzip(
+        headers
+            .get_all(header::ACCEPT_ENCODING)
+            .iter()
+            .map(|v| v.as_bytes()),
+    );
     let now = (s.clock)() / 1000;
     let snap = s.snapshot.borrow().clone();
     // Two chunks wait in the channel while the connection writes another: backpressure.
@@ -156,18 +173,128 @@ async fn metrics(State(s): State<AppState>) -> Response {
     let metrics = s.metrics.clone();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        metrics.render_chunks(&snap, now, METRICS_CHUNK, &mut |chunk| {
-            tx.blocking_send(Bytes::from(chunk)).is_ok()
-        });
+        if gzip {
+            let sink = Forward {
+                tx,
+                buf: Vec::with_capacity(METRICS_GZIP_CHUNK + 8 * 1024),
+            };
+            // Level 1: the body is repetitive text, compressed about 23:1 at the fastest level
+            // (level 6 gains 12% more for three times the CPU).
+            let mut gz = GzEncoder::new(sink, Compression::fast());
+            metrics.render_chunks(&snap, now, METRICS_GZIP_TEXT_CHUNK, &mut |chunk| {
+                gz.write_all(chunk.as_bytes()).is_ok()
+            });
+            if let Ok(mut sink) = gz.finish() {
+                let _ = sink.hand_on();
+            }
+        } else {
+            metrics.render_chunks(&snap, now, METRICS_CHUNK, &mut |chunk| {
+                tx.blocking_send(Bytes::from(chunk)).is_ok()
+            });
+        }
     });
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        Body::new(Chunks(rx)),
-    )
-        .into_response()
+    let content_type = (
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    // Caches must not serve one encoding to a reader that asked for the other.
+    let vary = (header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    let body = Body::new(Chunks(rx));
+    if gzip {
+        let encoding = (header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        ([content_type, vary, encoding], body).into_response()
+    } else {
+        ([content_type, vary], body).into_response()
+    }
+}
+
+/// Where the compressor writes: collects its output and hands it to the connection in pieces
+/// of about [`METRICS_GZIP_CHUNK`] bytes. A write fails once the reader is gone, which ends
+/// the scrape's writing.
+struct Forward {
+    tx: mpsc::Sender<Bytes>,
+    buf: Vec<u8>,
+}
+
+impl Forward {
+    fn hand_on(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(METRICS_GZIP_CHUNK + 8 * 1024),
+        );
+        self.tx
+            .blocking_send(Bytes::from(full))
+            .map_err(|_| std::io::ErrorKind::BrokenPipe.into())
+    }
+}
+
+impl Write for Forward {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= METRICS_GZIP_CHUNK {
+            self.hand_on()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether a request's `Accept-Encoding` values let `/metrics` be sent gzip-encoded: `gzip`
+/// (or `x-gzip`) listed with a q-value above 0, or not listed and `*` with one above 0
+/// (RFC 9110 section 12.5.3: `gzip;q=0` refuses it, a named coding wins over `*`). Prometheus
+/// asks with `Accept-Encoding: gzip`.
+pub(super) fn accepts_gzip<'a>(values: impl Iterator<Item = &'a [u8]>) -> bool {
+    let mut named = None;
+    let mut any = None;
+    for value in values {
+        let Ok(value) = std::str::from_utf8(value) else {
+            continue;
+        };
+        for item in value.split(',') {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or_default().trim();
+            if coding.is_empty() {
+                continue;
+            }
+            let mut q = Some(1.0);
+            for p in parts {
+                if let Some((k, v)) = p.split_once('=') {
+                    if k.trim().eq_ignore_ascii_case("q") {
+                        q = parse_qvalue(v.trim());
+                    }
+                }
+            }
+            // A malformed q-value: the item is ignored.
+            let Some(q) = q else {
+                continue;
+            };
+            if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+                named = Some(named.map_or(q, |n: f32| n.max(q)));
+            } else if coding == "*" {
+                any = Some(any.map_or(q, |a: f32| a.max(q)));
+            }
+        }
+    }
+    named.or(any).is_some_and(|q| q > 0.0)
+}
+
+/// A qvalue (`0`, `0.5`, `1.000`): 0 to 1 with at most three decimals; `None` otherwise.
+fn parse_qvalue(v: &str) -> Option<f32> {
+    let (whole, frac) = v.split_once('.').unwrap_or((v, ""));
+    let ok = matches!(whole, "0" | "1")
+        && frac.len() <= 3
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && (whole == "0" || frac.bytes().all(|b| b == b'0'));
+    if !ok {
+        return None;
+    }
+    v.parse().ok()
 }
 
 /// A response body of the chunks a writer sends; it ends when the writer is done.

@@ -105,6 +105,7 @@ fn valid(name: &str, required: bool) -> SetStatus {
         effective_expiry: EXPIRY,
         since: crate::time_fmt::rfc3339(T0),
         content_key: Vec::new(),
+        labels: None,
     });
     set
 }
@@ -303,4 +304,78 @@ async fn metrics_of_many_sets_arrive_whole() {
         body.ends_with("\n") && body.contains("\nprocess_open_fds "),
         "ends with the process"
     );
+}
+
+#[test]
+fn gzip_is_chosen_by_the_accept_encoding_q_values() {
+    let accepts =
+        |values: &[&str]| super::server::accepts_gzip(values.iter().map(|v| v.as_bytes()));
+    for yes in [
+        &["gzip"][..],
+        &["GZIP"],
+        &["x-gzip"],
+        &["gzip, deflate"],
+        &["deflate, gzip;q=0.5"],
+        &["gzip ; q=1.000"],
+        &["*"],
+        &["br;q=1.0, *;q=0.1"],
+        &["deflate", "gzip"],
+        // A named coding wins over the wildcard.
+        &["gzip;q=0.2, *;q=0"],
+    ] {
+        assert!(accepts(yes), "{yes:?}");
+    }
+    for no in [
+        &[][..],
+        &[""],
+        &["identity"],
+        &["br, deflate"],
+        &["gzip;q=0"],
+        &["gzip;q=0.000"],
+        &["gzip;q=0, *"],
+        &["*;q=0"],
+        // Malformed q-values: the item is ignored.
+        &["gzip;q=2"],
+        &["gzip;q=0.5000"],
+        &["gzip;q=abc"],
+        &["gzipped"],
+    ] {
+        assert!(!accepts(no), "{no:?}");
+    }
+}
+
+/// In-process: gzip to a reader that asks, the same exposition once decoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_gzip_encoded_when_asked() {
+    use std::io::Read;
+    set_now(T0);
+    let sets = (0..300).map(|i| valid(&format!("set{i}"), true)).collect();
+    let admin = Admin::new(snapshot(true, sets));
+    let req = Request::get("/metrics")
+        .header(header::ACCEPT_ENCODING, "gzip")
+        .body(Body::empty())
+        .expect("request");
+    let resp = admin.app.clone().oneshot(req).await.expect("infallible");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[header::CONTENT_ENCODING], "gzip");
+    assert_eq!(resp.headers()[header::VARY], "Accept-Encoding");
+    let gz = resp.into_body().collect().await.expect("body").to_bytes();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_string(&mut text)
+        .expect("gzip");
+    assert!(
+        text.len() > 10 * gz.len(),
+        "{} from {}",
+        text.len(),
+        gz.len()
+    );
+    let (_, _, plain) = admin.get("/metrics").await;
+    let without_process = |t: &str| {
+        t.lines()
+            .filter(|l| !l.contains("process_"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(without_process(&text), without_process(&plain));
 }

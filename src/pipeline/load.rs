@@ -258,6 +258,17 @@ impl FileSnapshot {
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
+
+    /// The same file without its content: role, path, generation and hash only.
+    fn without_bytes(&self) -> Self {
+        Self {
+            role: self.role,
+            path: self.path.clone(),
+            generation: self.generation.clone(),
+            sha256: self.sha256.clone(),
+            bytes: Zeroizing::new(Vec::new()),
+        }
+    }
 }
 
 // Written by hand so key bytes can never reach a log through `{:?}`.
@@ -577,6 +588,25 @@ pub struct Material {
     pub key: Option<PrivateKey>,
     /// The trust bundle's certificates (empty when no bundle is configured).
     pub trust: Vec<CertificateDer<'static>>,
+}
+
+impl Material {
+    /// A copy to keep while the material is live: the decoded certificates and key, and the
+    /// key file as read (publishing with `as_is` copies it), but not the bytes of the
+    /// certificate and bundle files, which nothing reads once they are decoded (they are
+    /// published from the DER). Their role, path, generation and hash stay.
+    pub fn kept(&self) -> Self {
+        Self {
+            raw: RawSet {
+                cert: self.raw.cert.without_bytes(),
+                key: self.raw.key.clone(),
+                trust: self.raw.trust.as_ref().map(FileSnapshot::without_bytes),
+            },
+            chain: self.chain.clone(),
+            key: self.key.clone(),
+            trust: self.trust.clone(),
+        }
+    }
 }
 
 /// Reads and decodes a set.

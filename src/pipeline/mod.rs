@@ -325,6 +325,32 @@ impl Approved {
     pub fn anchors(&self) -> &[inspect::CertInfo] {
         self.evaluation.verdict.anchors()
     }
+    /// [`Approved::chain`], shared rather than copied.
+    pub fn chain_shared(&self) -> std::sync::Arc<[inspect::CertInfo]> {
+        self.evaluation.verdict.chain_shared()
+    }
+    /// [`Approved::anchors`], shared rather than copied.
+    pub fn anchors_shared(&self) -> std::sync::Arc<[inspect::CertInfo]> {
+        self.evaluation.verdict.anchors_shared()
+    }
+    /// What to keep of it while it is live, to publish it again, verify the workload against
+    /// it and swap back to it: the same approval (material, files, chains, expiry) without
+    /// what only its report reads — each check's detail, the handshake report — nor the
+    /// bytes of the certificate and bundle files (see [`Material::kept`]). The key stays
+    /// wiped on drop.
+    pub fn kept(&self) -> Self {
+        let e = &self.evaluation;
+        Self {
+            evaluation: Box::new(Evaluated {
+                files: e.files.clone(),
+                verdict: e.verdict.without_checks(),
+                key: e.key.clone(),
+                handshake: None,
+                timings: e.timings,
+                material: e.material.kept(),
+            }),
+        }
+    }
     /// Earliest not-after along the built chain, Unix seconds.
     pub fn effective_expiry(&self) -> i64 {
         // into_approved checked it is there.

@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
@@ -390,8 +391,10 @@ impl Check {
 pub struct Verdict {
     now: i64,
     checks: Vec<Check>,
-    chain: Vec<CertInfo>,
-    anchors: Vec<CertInfo>,
+    // Shared: the approved candidate, the live material and every `/status` snapshot hold
+    // these very chains, not copies.
+    chain: Arc<[CertInfo]>,
+    anchors: Arc<[CertInfo]>,
     effective_expiry: Option<i64>,
     remaining_seconds: Option<i64>,
 }
@@ -425,6 +428,14 @@ impl Verdict {
     pub fn anchors(&self) -> &[CertInfo] {
         &self.anchors
     }
+    /// [`Verdict::chain`], shared.
+    pub fn chain_shared(&self) -> Arc<[CertInfo]> {
+        self.chain.clone()
+    }
+    /// [`Verdict::anchors`], shared.
+    pub fn anchors_shared(&self) -> Arc<[CertInfo]> {
+        self.anchors.clone()
+    }
     /// Earliest not-after along the built chain.
     pub fn effective_expiry(&self) -> Option<i64> {
         self.effective_expiry
@@ -440,6 +451,18 @@ impl Verdict {
     /// Adds a later stage's check (the self-handshake).
     pub(crate) fn push(&mut self, check: Check) {
         self.checks.push(check);
+    }
+    /// The verdict without its checks (a passed verdict's checks are its report), sharing
+    /// the chains: what an approved candidate keeps while live.
+    pub(crate) fn without_checks(&self) -> Self {
+        Self {
+            now: self.now,
+            checks: Vec::new(),
+            chain: self.chain.clone(),
+            anchors: self.anchors.clone(),
+            effective_expiry: self.effective_expiry,
+            remaining_seconds: self.remaining_seconds,
+        }
     }
 }
 
@@ -559,8 +582,8 @@ fn finish(
     Verdict {
         now,
         checks,
-        chain,
-        anchors,
+        chain: chain.into(),
+        anchors: anchors.into(),
         effective_expiry,
         remaining_seconds: effective_expiry.map(|e| e - now),
     }

@@ -205,3 +205,89 @@ fn probes_answer_when_idle_connections_exceed_the_open_file_limit() {
     );
     drop(held);
 }
+
+/// `/metrics` as Prometheus asks for it (`Accept-Encoding: gzip`): gzip-encoded, and the
+/// same exposition once decoded; plain text to a reader that does not ask, or refuses gzip
+/// (`gzip;q=0`). Both tell caches the encoding depends on `Accept-Encoding`.
+#[test]
+fn metrics_are_gzip_encoded_for_a_scraper_that_accepts_it() {
+    let (_dir, d) = start(&[], None);
+    util::daemon::wait_until(Duration::from_secs(20), "ready", || {
+        d.get("/readyz").0 == 200
+    });
+    let header = |headers: &[(String, String)], name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    // The same checks on every body: the families of a live set, whole, and the linter's
+    // word when promtool is here.
+    let check = |text: &str| {
+        for series in [
+            // `--cert …` without a config: one set named "default".
+            "certgate_set_ready{set=\"default\"} 1",
+            "certgate_cert_valid{set=\"default\"} 1",
+            "certgate_ready 1",
+        ] {
+            assert!(text.lines().any(|l| l == series), "{series} not in\n{text}");
+        }
+        assert!(text.contains("\nx509_cert_not_after{"), "{text}");
+        assert!(text.contains("\nprocess_open_fds "), "{text}");
+        assert!(text.ends_with('\n'), "whole");
+        if let Ok(mut child) = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+        {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(text.as_bytes())
+                .expect("feed promtool");
+            let out = child.wait_with_output().expect("promtool");
+            assert!(
+                out.status.success(),
+                "promtool check metrics: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
+    for accept in ["gzip", "deflate, gzip;q=0.5", "br;q=1.0, *;q=0.1", "x-gzip"] {
+        let (code, headers, body) = util::daemon::http_get_encoded(d.addr, "/metrics", accept);
+        assert_eq!(code, 200);
+        assert_eq!(
+            header(&headers, "content-encoding").as_deref(),
+            Some("gzip"),
+            "{accept}"
+        );
+        assert_eq!(header(&headers, "vary").as_deref(), Some("Accept-Encoding"));
+        assert_eq!(
+            header(&headers, "content-type").as_deref(),
+            Some("text/plain; version=0.0.4; charset=utf-8")
+        );
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_string(&mut text)
+            .expect("a gzip stream, whole");
+        check(&text);
+    }
+    for accept in [
+        "",
+        "identity",
+        "gzip;q=0",
+        "gzip;q=0.000, *;q=1",
+        "*;q=0",
+        "br",
+    ] {
+        let (code, headers, body) = util::daemon::http_get_encoded(d.addr, "/metrics", accept);
+        assert_eq!(code, 200);
+        assert_eq!(header(&headers, "content-encoding"), None, "{accept:?}");
+        assert_eq!(header(&headers, "vary").as_deref(), Some("Accept-Encoding"));
+        check(std::str::from_utf8(&body).expect("text"));
+    }
+}
