@@ -2009,6 +2009,32 @@ certgate_set_ready{set="pending"} 0
             count(Mode::Publish, Some(typical()), &verified) - base,
             row("with `verify_addr` (the workload check)")
         );
+        let gated = |m: &Metrics| {
+            published(m);
+            m.gate.declare("web");
+        };
+        assert_eq!(
+            count(Mode::Publish, Some(typical()), &gated) - base,
+            row("with a `[set.gate]` (holding, releases and evaluations, at 0 from the start)")
+        );
+        let holding = |m: &Metrics| {
+            gated(m);
+            m.gate
+                .hold("web", crate::gate::HoldKind::Leaf, NOW, NOW + 3600);
+            let j = crate::gate::Judgement::default();
+            m.gate.evaluated(
+                "web",
+                &j,
+                crate::gate::UnknownVerifiers::Hold,
+                Duration::from_millis(3),
+                NOW,
+            );
+        };
+        assert_eq!(
+            count(Mode::Publish, Some(typical()), &holding)
+                - count(Mode::Publish, Some(typical()), &gated),
+            row("… while it holds a candidate (start, deadline, verifiers by status, last answer)")
+        );
         let rejected = |m: &Metrics| {
             published(m);
             m.rotation(
