@@ -806,7 +806,10 @@ impl<P: Publish, W: Workload> Core<P, W> {
             .filter_map(|s| s.held.as_ref())
             .map(|h| {
                 let secs = u64::try_from(h.deadline.saturating_sub(now_unix)).unwrap_or(0);
-                let mut at = now + Duration::from_secs(secs);
+                // A far deadline (a ten-year leaf) is bounded by the resync anyway.
+                let mut at = now
+                    .checked_add(Duration::from_secs(secs))
+                    .unwrap_or(now + Duration::from_secs(86_400));
                 if !h.in_flight {
                     at = at.min(h.next_poll);
                 }
