@@ -173,23 +173,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
         let Some(live) = s.live.clone() else {
             return Some(approved);
         };
-        let usage = s.cfg.policy.usage;
-        let mut known = live.material().trust.clone();
-        known.extend(approved.material().trust.iter().cloned());
-        let a_live = anchors_verifying(
-            &live.material().chain,
-            &known,
-            usage,
-            now,
-            MAX_ANCHORS_TRIED,
-        );
-        let a_cand = anchors_verifying(
-            &approved.material().chain,
-            &known,
-            usage,
-            now,
-            MAX_ANCHORS_TRIED,
-        );
+        let (a_live, a_cand) = chain_anchors(&live, &approved, s.cfg.policy.usage, now);
         let dropped = dropped_anchors(&live.material().trust, &approved.material().trust);
         let mut status = s.status.gate.clone().unwrap_or_else(|| idle(g.mode));
         status.live_anchors = a_live.clone();
@@ -308,25 +292,9 @@ impl<P: Publish, W: Workload> Core<P, W> {
         let Some(live) = s.live.as_ref() else {
             return;
         };
-        let usage = s.cfg.policy.usage;
-        let mut known = live.material().trust.clone();
-        known.extend(approved.material().trust.iter().cloned());
         let (held_live, held_cand, kept, round) = match kind {
             HoldKind::Leaf => {
-                let a_live = anchors_verifying(
-                    &live.material().chain,
-                    &known,
-                    usage,
-                    now,
-                    MAX_ANCHORS_TRIED,
-                );
-                let a_cand = anchors_verifying(
-                    &approved.material().chain,
-                    &known,
-                    usage,
-                    now,
-                    MAX_ANCHORS_TRIED,
-                );
+                let (a_live, a_cand) = chain_anchors(live, &approved, s.cfg.policy.usage, now);
                 let anchors: Vec<&AnchorId> = a_live.iter().chain(a_cand.iter()).collect();
                 let round = RoundQueries::new(
                     &g.verifiers,
@@ -820,6 +788,21 @@ impl<P: Publish, W: Workload> Core<P, W> {
             })
             .min()
     }
+}
+
+/// `A(L0)` and `A(L)`: the anchors the live chain and the candidate's verify to, by path
+/// building over every anchor known (the live bundle and the candidate's), so a cross-signed
+/// chain reaches both roots.
+fn chain_anchors(
+    live: &super::set::Live,
+    candidate: &Approved,
+    usage: crate::pipeline::validate::Usage,
+    now: i64,
+) -> (Vec<AnchorId>, Vec<AnchorId>) {
+    let mut known = live.material().trust.clone();
+    known.extend(candidate.material().trust.iter().cloned());
+    let of = |chain| anchors_verifying(chain, &known, usage, now, MAX_ANCHORS_TRIED);
+    (of(&live.material().chain), of(&candidate.material().chain))
 }
 
 /// The series a leaf hold reads: which anchors each verifier's bundle holds.

@@ -179,6 +179,15 @@ impl Pod {
     }
 }
 
+/// Client pods (workload `client`), each on a leaf of its own from `ca`, trusting [`ca`].
+fn clients(dir: &Path, names: &[&'static str], ca: &Ca, prom: &str) -> Vec<Pod> {
+    let spec = LeafSpec::new("localhost");
+    names
+        .iter()
+        .map(|n| Pod::new(dir, "client", n, &ca.leaf(&spec), &ca.cert_pem, prom, ""))
+        .collect()
+}
+
 /// What one client's loop saw.
 #[derive(Debug, Default)]
 struct Seen {
@@ -277,21 +286,7 @@ fn outage(mode: &str) -> Option<Outage> {
         &prom.url(),
         &gate,
     );
-    let clients: Vec<Pod> = ["c1", "c2", "c3"]
-        .into_iter()
-        .map(|n| {
-            let leaf = r1.leaf(&spec);
-            Pod::new(
-                tmp.path(),
-                "client",
-                n,
-                &leaf,
-                &r1.cert_pem,
-                &prom.url(),
-                "",
-            )
-        })
-        .collect();
+    let clients = clients(tmp.path(), &["c1", "c2", "c3"], &r1, &prom.url());
     let mut targets = vec![server.target()];
     targets.extend(clients.iter().map(Pod::target));
     prom.set_targets(&targets);
@@ -507,20 +502,7 @@ fn a_hold_survives_restarts_and_api_outages_and_only_the_named_candidate_is_rele
         &format!("admin_listen = \"{admin}\""),
         gate,
     );
-    let mut clients: Vec<Pod> = ["c1", "c2"]
-        .into_iter()
-        .map(|n| {
-            Pod::new(
-                tmp.path(),
-                "client",
-                n,
-                &r1.leaf(&spec),
-                &r1.cert_pem,
-                &prom.url(),
-                "",
-            )
-        })
-        .collect();
+    let mut clients = clients(tmp.path(), &["c1", "c2"], &r1, &prom.url());
     let mut targets = vec![server.target()];
     targets.extend(clients.iter().map(Pod::target));
     prom.set_targets(&targets);
@@ -754,20 +736,7 @@ fn cross_signed_chains_go_at_once_and_a_selector_matching_nothing_holds() {
         &prom.url(),
         &gate("{namespace=\"shop\", workload=\"clinet\"}"),
     );
-    let clients: Vec<Pod> = ["c1", "c2"]
-        .into_iter()
-        .map(|n| {
-            Pod::new(
-                tmp.path(),
-                "client",
-                n,
-                &r1.leaf(&spec),
-                &r1.cert_pem,
-                &prom.url(),
-                "",
-            )
-        })
-        .collect();
+    let clients = clients(tmp.path(), &["c1", "c2"], &r1, &prom.url());
     let mut targets = vec![server.target(), typo.target()];
     targets.extend(clients.iter().map(Pod::target));
     prom.set_targets(&targets);
