@@ -622,15 +622,16 @@ impl<P: Publish, W: Workload> Core<P, W> {
             .as_ref()
             .map(|g| g.blocking.join(" "))
             .unwrap_or_default();
+        let kind = held.kind.as_str();
         match why {
             Release::Clear => {
-                tracing::info!(set = %s.name(), fingerprint = %held.fingerprint, waited_s = waited, "gate: released (clear): no verifier regresses");
+                tracing::info!(set = %s.name(), kind, fingerprint = %held.fingerprint, waited_s = waited, "gate: released (clear): nothing regresses any more");
             }
             Release::Deadline => {
-                tracing::warn!(set = %s.name(), fingerprint = %held.fingerprint, waited_s = waited, blocking = %blocking, "gate: released at the deadline; these verifiers may fail the new leaf");
+                tracing::warn!(set = %s.name(), kind, fingerprint = %held.fingerprint, waited_s = waited, blocking = %blocking, "gate: released at the deadline; these pods may fail handshakes with it");
             }
             Release::Override => {
-                tracing::warn!(set = %s.name(), fingerprint = %held.fingerprint, waited_s = waited, blocking = %blocking, "gate: released by override");
+                tracing::warn!(set = %s.name(), kind, fingerprint = %held.fingerprint, waited_s = waited, blocking = %blocking, "gate: released by override");
             }
         }
         metrics.gate.unhold(s.name(), held.kind, Some(why));
@@ -638,15 +639,20 @@ impl<P: Publish, W: Workload> Core<P, W> {
             now,
             EventKind::GateRelease,
             format!(
-                "{}: leaf {} after {waited}s",
+                "{}: {kind} candidate {} after {waited}s",
                 why.as_str(),
                 held.fingerprint.short()
             ),
         );
         if let Some(g) = s.status_mut().gate.as_mut() {
             let mode = g.mode;
+            // After a leaf, the live chain verifies to what the candidate's did.
+            let live_anchors = match held.kind {
+                HoldKind::Leaf => held.candidate_anchors.clone(),
+                HoldKind::Removal => std::mem::take(&mut g.live_anchors),
+            };
             *g = GateStatus {
-                live_anchors: held.candidate_anchors.clone(),
+                live_anchors,
                 last_release: Some(why.as_str().into()),
                 last_evaluation: g.last_evaluation.take(),
                 ..idle(mode)
