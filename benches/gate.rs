@@ -25,14 +25,15 @@ mod fleet_util;
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use certgate_testkit::pki::{Alg, Ca, Leaf, LeafSpec};
-use fleet_util::{exposition, now_unix, wait_for, Anchor, FleetPrometheus, PodSet, SdTarget};
+use fleet_util::{
+    exposition, now_unix, wait_for, Anchor, Exporter, FleetPrometheus, PodSet, SdTarget,
+};
 
 struct Args {
     sets: usize,
@@ -71,53 +72,6 @@ fn args() -> Args {
         i += 2;
     }
     a
-}
-
-// === a verifier's exposition, served by hand ===
-
-/// Serves one exposition, replaceable.
-struct Exporter {
-    addr: SocketAddr,
-    body: Arc<Mutex<String>>,
-}
-
-impl Exporter {
-    fn start(body: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let body = Arc::new(Mutex::new(body));
-        let shared = body.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let text = shared.lock().unwrap().clone();
-                let _ = answer(conn, &text);
-            }
-        });
-        Self { addr, body }
-    }
-
-    fn set(&self, body: String) {
-        *self.body.lock().unwrap() = body;
-    }
-}
-
-fn answer(mut conn: TcpStream, body: &str) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut req = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = conn.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        req.extend_from_slice(&buf[..n]);
-    }
-    write!(
-        conn,
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    conn.write_all(body.as_bytes())
 }
 
 fn anchor_id(ca: &Ca) -> String {
