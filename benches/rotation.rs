@@ -167,6 +167,37 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// With `CERTGATE_BENCH_MAPS` set: where the child's resident memory is, from
+/// `/proc/PID/smaps` (KiB by mapping: the heap, each library and the binary, and anonymous
+/// mappings, which hold thread stacks and large allocations), and its thread count.
+fn print_maps(pid: u32, when: &str) {
+    if std::env::var_os("CERTGATE_BENCH_MAPS").is_none() {
+        return;
+    }
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut by: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    let mut name = String::new();
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let first = f.next().unwrap_or_default();
+        if first.contains('-') && !first.ends_with(':') {
+            let n = f.nth(4).unwrap_or("[anon]");
+            name = n.rsplit('/').next().unwrap_or(n).to_string();
+        } else if first == "Rss:" {
+            let kib: u64 = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let e = by.entry(name.clone()).or_default();
+            e.0 += kib;
+            e.1 += 1;
+        }
+    }
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count);
+    let mut line = format!("maps {when}: {threads} threads;");
+    for (n, (kib, count)) in by.iter().filter(|(_, (k, _))| *k > 0) {
+        line.push_str(&format!(" {n} {kib} KiB ({count} maps);"));
+    }
+    println!("{line}");
+}
+
 fn write_set(dir: &Path, leaf: &Leaf, inter: &Ca, root: &Ca) {
     let chain = format!("{}{}", leaf.cert_pem, inter.cert_pem);
     kubelet::atomic_write(
@@ -256,6 +287,7 @@ fn main() {
     let ready_after = started.elapsed();
     let rss_ready = rss_kib(child.id());
     let anon_ready = status_kib(child.id(), "RssAnon:");
+    print_maps(child.id(), "at ready");
 
     let live0 = publish_tmp.path().join("live0");
     let (etx, erx) = mpsc::channel();
@@ -322,6 +354,7 @@ fn main() {
             assert_eq!(code, 200, "/metrics");
             last = (headers, body);
         }
+        print_maps(child.id(), "after scrapes");
         let (headers, sent) = last;
         let gzip = headers
             .iter()

@@ -54,9 +54,12 @@ pub struct Fingerprint(String);
 impl Fingerprint {
     /// The fingerprint of `der`.
     pub fn of(der: &[u8]) -> Self {
-        Self(crate::hex(
-            ring::digest::digest(&ring::digest::SHA256, der).as_ref(),
-        ))
+        Self::from_digest(ring::digest::digest(&ring::digest::SHA256, der).as_ref())
+    }
+
+    /// The fingerprint whose SHA-256 digest is `digest`.
+    pub fn from_digest(digest: &[u8]) -> Self {
+        Self(crate::hex(digest))
     }
 
     /// The hex text.

@@ -1122,6 +1122,7 @@ mod tests {
 
     use super::*;
     use crate::ids::Fingerprint;
+    use crate::pipeline::inspect::CertBody;
     use crate::state::{Mode, SetStatus};
 
     /// When the fixture is scraped.
@@ -1129,8 +1130,7 @@ mod tests {
     const DAY: i64 = 86_400;
 
     fn cert(role: Role, cn: &str, o: &str, issuer: (&str, &str), serial: &str) -> CertInfo {
-        CertInfo {
-            role,
+        let body = CertBody {
             subject: format!("CN={cn}, O={o}"),
             subject_cn: cn.into(),
             subject_o: o.into(),
@@ -1151,7 +1151,8 @@ mod tests {
             key_usage: Vec::new(),
             extended_key_usage: Vec::new(),
             anchor_id: crate::ids::AnchorId::of(cn.as_bytes(), o.as_bytes()),
-        }
+        };
+        CertInfo::new(role, body)
     }
 
     fn live(cert_path: &str, trust_path: Option<&str>, chain: Vec<CertInfo>) -> LiveMaterial {

@@ -1,8 +1,10 @@
 //! Stage 2: describe certificates (and keys, without their bytes) for humans, `/status` and
 //! metrics, using x509-parser.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use rustls_pki_types::CertificateDer;
 use serde::Serialize;
@@ -68,11 +70,48 @@ impl fmt::Display for San {
     }
 }
 
-/// Everything certgate reports about one certificate.
+/// Everything certgate reports about one certificate: where it stands in the chain at hand,
+/// and its description ([`CertBody`], reached through `Deref`), shared by every chain and
+/// bundle that holds the same certificate. A thousand sets issued by one CA hold one
+/// description of its intermediate and root, not a thousand; a clone is a reference count.
+/// Writing to a field through `DerefMut` copies the description first (this value alone
+/// changes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CertInfo {
     /// Position in the chain.
     pub role: Role,
+    #[serde(flatten)]
+    body: Arc<CertBody>,
+}
+
+impl CertInfo {
+    /// A certificate at `role` described by `body` (a description of its own, not shared with
+    /// those [`inspect_cert`] makes).
+    pub fn new(role: Role, body: CertBody) -> Self {
+        Self {
+            role,
+            body: Arc::new(body),
+        }
+    }
+}
+
+impl std::ops::Deref for CertInfo {
+    type Target = CertBody;
+    fn deref(&self) -> &CertBody {
+        &self.body
+    }
+}
+
+impl std::ops::DerefMut for CertInfo {
+    fn deref_mut(&mut self) -> &mut CertBody {
+        Arc::make_mut(&mut self.body)
+    }
+}
+
+/// What a certificate's DER says, as certgate reports it: the same for every copy of the
+/// certificate, wherever it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CertBody {
     /// RFC 4514-style subject.
     pub subject: String,
     /// The subject's first common name, if any.
@@ -142,8 +181,73 @@ pub struct InspectError {
     pub detail: String,
 }
 
-/// Inspects one DER certificate; `role` is a hint overridden for CAs (see [`classify`]).
+/// Inspects one DER certificate; its role is `index`'s (0 the leaf) overridden for CAs (see
+/// [`classify`]). A certificate already described (the same DER, in any set) shares that
+/// description.
 pub fn inspect_cert(der: &CertificateDer<'_>, index: usize) -> Result<CertInfo, InspectError> {
+    let digest = ring::digest::digest(&ring::digest::SHA256, der.as_ref());
+    let body = match BODIES.find(digest.as_ref()) {
+        Some(body) => body,
+        None => BODIES.keep(digest.as_ref(), describe(der, digest.as_ref(), index)?),
+    };
+    Ok(CertInfo {
+        role: classify(index, body.is_ca, body.self_issued),
+        body,
+    })
+}
+
+/// The descriptions alive, by the SHA-256 of their DER: [`inspect_cert`] shares one
+/// description of a certificate among every chain and bundle that holds it. Held weakly: a
+/// description goes when the last [`CertInfo`] holding it does, and the dead entries are
+/// swept whenever the map has doubled since the last sweep, so it holds at most about twice
+/// the certificates alive (plus 64). Content-addressed: the same bytes always describe the
+/// same way, whatever the time, so nothing here is a verdict.
+static BODIES: Bodies = Bodies(Mutex::new(None));
+
+struct Bodies(Mutex<Option<BodyMap>>);
+
+struct BodyMap {
+    by_digest: HashMap<[u8; 32], Weak<CertBody>>,
+    /// Sweep the dead entries once the map holds this many.
+    sweep_at: usize,
+}
+
+impl Bodies {
+    fn find(&self, digest: &[u8]) -> Option<Arc<CertBody>> {
+        let key = <[u8; 32]>::try_from(digest).ok()?;
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.as_ref()?.by_digest.get(&key)?.upgrade()
+    }
+
+    fn keep(&self, digest: &[u8], body: CertBody) -> Arc<CertBody> {
+        let body = Arc::new(body);
+        let Ok(key) = <[u8; 32]>::try_from(digest) else {
+            return body;
+        };
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let map = map.get_or_insert_with(|| BodyMap {
+            by_digest: HashMap::new(),
+            sweep_at: 64,
+        });
+        // Another thread may have described the same certificate meanwhile: keep one.
+        if let Some(kept) = map.by_digest.get(&key).and_then(Weak::upgrade) {
+            return kept;
+        }
+        if map.by_digest.len() >= map.sweep_at {
+            map.by_digest.retain(|_, w| w.strong_count() > 0);
+            map.sweep_at = (2 * map.by_digest.len()).max(64);
+        }
+        map.by_digest.insert(key, Arc::downgrade(&body));
+        body
+    }
+}
+
+/// Describes one DER certificate whose SHA-256 is `digest`.
+fn describe(
+    der: &CertificateDer<'_>,
+    digest: &[u8],
+    index: usize,
+) -> Result<CertBody, InspectError> {
     let err = |detail: String| InspectError { index, detail };
     let (rest, cert) = X509Certificate::from_der(der.as_ref()).map_err(|e| err(e.to_string()))?;
     if !rest.is_empty() {
@@ -194,10 +298,7 @@ pub fn inspect_cert(der: &CertificateDer<'_>, index: usize) -> Result<CertInfo, 
             .unwrap_or_default()
             .to_string()
     }
-    let is_ca = cert.is_ca();
-    let self_issued = tbs.subject.as_raw() == tbs.issuer.as_raw();
-    Ok(CertInfo {
-        role: classify(index, is_ca, self_issued),
+    Ok(CertBody {
         subject: tbs.subject.to_string(),
         subject_cn: first(tbs.subject.iter_common_name()),
         subject_o: first(tbs.subject.iter_organization()),
@@ -212,10 +313,10 @@ pub fn inspect_cert(der: &CertificateDer<'_>, index: usize) -> Result<CertInfo, 
         key_algorithm,
         key_bits,
         signature_algorithm: oid_name(&cert.signature_algorithm.algorithm),
-        fingerprint_sha256: Fingerprint::of(der.as_ref()),
+        fingerprint_sha256: Fingerprint::from_digest(digest),
         anchor_id: AnchorId::of(tbs.subject.as_raw(), tbs.subject_pki.raw),
-        is_ca,
-        self_issued,
+        is_ca: cert.is_ca(),
+        self_issued: tbs.subject.as_raw() == tbs.issuer.as_raw(),
         key_usage,
         extended_key_usage,
     })
@@ -400,5 +501,70 @@ mod tests {
         assert_eq!(serial_hex(&[0x80]), "-80");
         assert_eq!(serial_hex(&[0xff, 0x00]), "-0100");
         assert_eq!(serial_hex(&[]), "");
+    }
+
+    #[test]
+    fn a_certificate_is_described_once_wherever_it_stands() {
+        use certgate_testkit::pki::{Alg, Ca, LeafSpec};
+        let root = Ca::root("inspect root", Alg::P256);
+        let leaf = root.leaf(&LeafSpec::new("a.example"));
+        let root_der = CertificateDer::from(root.cert_der.clone());
+        let in_bundle = inspect_cert(&root_der, 0).expect("root");
+        let in_chain = inspect_cert(&root_der, 1).expect("root");
+        assert!(Arc::ptr_eq(&in_bundle.body, &in_chain.body));
+        assert_eq!(in_chain.role, Role::Anchor);
+        let leaf_info =
+            inspect_cert(&CertificateDer::from(leaf.cert_der.clone()), 0).expect("leaf");
+        assert_eq!(leaf_info.role, Role::Leaf);
+        assert!(!Arc::ptr_eq(&leaf_info.body, &in_chain.body));
+        assert_eq!(leaf_info.issuer, in_chain.subject);
+        // A write changes that value alone.
+        let mut changed = in_chain.clone();
+        changed.not_after = 0;
+        assert!(!Arc::ptr_eq(&changed.body, &in_chain.body));
+        assert_ne!(in_chain.not_after, 0);
+        // The same description as a description made afresh.
+        let digest = ring::digest::digest(&ring::digest::SHA256, &root.cert_der);
+        let fresh = describe(&root_der, digest.as_ref(), 0).expect("describes");
+        assert_eq!(
+            fresh, *in_bundle.body,
+            "the shared description is the certificate's"
+        );
+        assert_eq!(
+            in_bundle.fingerprint_sha256,
+            Fingerprint::of(&root.cert_der)
+        );
+    }
+
+    #[test]
+    fn descriptions_no_longer_held_are_swept() {
+        use certgate_testkit::pki::{Alg, Ca};
+        let root = Ca::root("sweep root", Alg::P256);
+        let der = CertificateDer::from(root.cert_der.clone());
+        let one = inspect_cert(&der, 0).expect("root");
+        let bodies = Bodies(Mutex::new(None));
+        let mut held = Vec::new();
+        for i in 0..5_000u32 {
+            let mut digest = [0u8; 32];
+            digest[..4].copy_from_slice(&i.to_le_bytes());
+            let body = bodies.keep(&digest, CertBody::clone(&one));
+            // One in a hundred stays held; the rest go at once.
+            if i % 100 == 0 {
+                held.push(body);
+            }
+            let map = bodies.0.lock().expect("lock");
+            let entries = map.as_ref().map_or(0, |m| m.by_digest.len());
+            assert!(
+                entries <= 2 * held.len() + 64 + 1,
+                "{entries} entries for {} held",
+                held.len()
+            );
+        }
+        let mut digest = [0u8; 32];
+        digest[..4].copy_from_slice(&100u32.to_le_bytes());
+        let found = bodies.find(&digest).expect("a held description is found");
+        assert!(Arc::ptr_eq(&found, &held[1]));
+        digest[..4].copy_from_slice(&101u32.to_le_bytes());
+        assert!(bodies.find(&digest).is_none(), "a dropped one is not");
     }
 }
