@@ -158,20 +158,6 @@ pub fn forbid_core_dumps() {
     }
 }
 
-/// glibc gives each thread that allocates its own arena, and memory freed in one is not
-/// returned to the others: a sidecar with a couple of worker and blocking threads then holds
-/// several times the memory it uses. One arena: evaluations on blocking threads left their
-/// survivors spread over a second arena, mostly free but never returned (at 1,000 sets RSS
-/// at ready was about 3 MiB lower with one arena than with two, BENCHMARKS.md "Metrics at
-/// fleet scale"); the threads here allocate little and seldom at once.
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
-}
-
 /// `certgate run`.
 pub fn run(args: &RunArgs) -> Outcome {
     let config = match args.to_config() {
@@ -179,7 +165,7 @@ pub fn run(args: &RunArgs) -> Outcome {
         Err(e) => return usage_error(e),
     };
     crate::logging::init(config.daemon.log_format);
-    limit_malloc_arenas();
+    crate::memory::tune_allocator();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -31,6 +31,7 @@ pub mod http;
 pub mod ids;
 pub mod labels;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod pipeline;
 pub mod publish;

@@ -103,17 +103,6 @@ impl Job {
     }
 }
 
-/// Hands memory freed after a large batch of evaluations (start-up, a resync that found many
-/// changes: handshake buffers, decoded chains) back to the kernel. glibc keeps freed heap for
-/// reuse, so without this the peak of the start-up batch stays resident for good.
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free pages of the allocator's own heaps.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 impl<P: Publish, W: Workload> Core<P, W> {
     /// Evaluates every set whose files changed (or whose settle window closed). Files are read
     /// and hashed first: unchanged content costs no decoding, validation or handshake. Due sets
@@ -161,7 +150,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
             }
         }
         if evaluated >= MAX_CONCURRENT_EVALUATIONS {
-            release_free_memory();
+            crate::memory::release_free_memory();
         }
     }
 

@@ -192,6 +192,9 @@ async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
                 tx.blocking_send(Bytes::from(chunk)).is_ok()
             });
         }
+        // The scrape's buffers are freed by now (the last chunk is the connection's).
+        drop(snap);
+        crate::memory::release_free_memory();
     });
     let content_type = (
         header::CONTENT_TYPE,
