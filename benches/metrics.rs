@@ -67,7 +67,6 @@ fn fleet(n: usize) -> (Metrics, Snapshot, i64) {
                 anchors: vec![root_info.clone()].into(),
                 trust_fingerprint: Some("ab".repeat(32)),
                 since: String::new(),
-                content_key: Vec::new(),
                 labels: None,
             };
             // As the daemon formats them when the material goes live.

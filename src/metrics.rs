@@ -1174,7 +1174,6 @@ mod tests {
             chain: chain.into(),
             anchors: anchors.into(),
             since: crate::time_fmt::rfc3339(NOW - DAY),
-            content_key: Vec::new(),
             labels: None,
         }
     }

@@ -48,9 +48,6 @@ pub struct LiveMaterial {
     pub effective_expiry: i64,
     /// When it went live, RFC 3339.
     pub since: String,
-    /// Source file hashes it came from.
-    #[serde(skip)]
-    pub content_key: Vec<String>,
     /// Its `/metrics` label sets, formatted when it went live (`None`: formatted at each
     /// scrape).
     #[serde(skip)]

@@ -349,7 +349,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
             status.candidate_anchors.clone_from(&held_cand);
         }
         s.status_mut().gate = Some(status);
-        s.held = Some(Held {
+        s.held = Some(Box::new(Held {
             approved,
             fingerprint: fp,
             kind,
@@ -368,7 +368,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
             errors: 0,
             token,
             override_pending: false,
-        });
+        }));
     }
 
     /// `leaf_of`'s leaf and key (the live material's when `None`) with `bundle_of`'s bundle

@@ -178,7 +178,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
                         s.remember_published(fp);
                     }
                     s.remember_published(&live.fingerprint);
-                    s.previous = previous;
+                    s.previous = previous.map(Box::new);
                     let saved = blocking(publisher.clone(), s.publish_dir(), |p| {
                         Ok(p.load_first_seen())
                     })
@@ -438,7 +438,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
         metrics.rotation(s.name(), Outcome::Published, None, Some(reaction), now);
         let live = Live::new(&approved, Some(state), &publisher.published_paths(), now);
         s.remember_published(&fingerprint);
-        s.previous = s.live.take();
+        s.previous = s.live.take().map(Box::new);
         s.set_live(Some(live), now);
         let st = s.status_mut();
         st.last_publish = Some(rfc3339(now));
@@ -512,7 +512,7 @@ impl<P: Publish, W: Workload> Core<P, W> {
                 return;
             }
         };
-        let mut restored = s.previous.take();
+        let mut restored = s.previous.take().map(|b| *b);
         if let Some(r) = restored.as_mut() {
             r.publish = Some(restored_state.clone());
             r.view.generation = Some(restored_state.generation.clone());

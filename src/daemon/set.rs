@@ -47,7 +47,6 @@ impl Live {
             trust_fingerprint: trust_fingerprint(approved.material()),
             effective_expiry: approved.effective_expiry(),
             since: rfc3339(now),
-            content_key: approved.content_key(),
             labels: None,
         };
         Self {
@@ -111,7 +110,8 @@ pub(super) struct SetRuntime<P> {
     pub(super) publisher: Option<P>,
     pub(super) status: Arc<SetStatus>,
     pub(super) live: Option<Live>,
-    pub(super) previous: Option<Live>,
+    /// Boxed, as is `held`: most sets have neither, and a thousand sets are one `Vec`.
+    pub(super) previous: Option<Box<Live>>,
     /// Content hashes of the source last evaluated: unchanged content is not evaluated again.
     pub(super) last_seen: Option<Vec<String>>,
     /// The last load failure of unreadable files: the same failure again changes nothing.
@@ -140,7 +140,7 @@ pub(super) struct SetRuntime<P> {
     /// Whether the set was ever live in this pod (an anchor new after that came by rotation).
     pub(super) ever_live: bool,
     /// A candidate the fleet gate holds.
-    pub(super) held: Option<super::gate::Held>,
+    pub(super) held: Option<Box<super::gate::Held>>,
 }
 
 /// How many published leaves a set remembers.

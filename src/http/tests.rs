@@ -104,7 +104,6 @@ fn valid(name: &str, required: bool) -> SetStatus {
         trust_fingerprint: None,
         effective_expiry: EXPIRY,
         since: crate::time_fmt::rfc3339(T0),
-        content_key: Vec::new(),
         labels: None,
     });
     set

@@ -359,14 +359,6 @@ impl Approved {
             .effective_expiry()
             .unwrap_or(i64::MIN)
     }
-    /// Content hashes of the files, for dedupe.
-    pub fn content_key(&self) -> Vec<String> {
-        self.evaluation
-            .files
-            .iter()
-            .map(|f| f.sha256.clone())
-            .collect()
-    }
 }
 
 /// Reads, validates and (optionally) proves one set at `now` (Unix seconds).
